@@ -1,0 +1,102 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trainers.config import RunConfig
+from trainers.evaluation import Predictions, label_word_predictions, metrics
+from trainers.icl import run as run_icl
+from trainers.models import load_causal_lm
+from trainers.prompts import get_prompt, label_token_ids
+from trainers.scoring import ContextScorer, encode_context
+from trainers.tasks import Example, load_task
+
+
+@pytest.mark.parametrize("arch", ["tiny_opt", "tiny_llama"])
+def test_cached_and_plain_scoring_agree(arch, request, data_dir):
+    model, tok = load_causal_lm(request.getfixturevalue(arch), dtype="float32", device="cpu")
+    task = load_task("rte", data_dir, ood=())
+    prompt = get_prompt("nli", "eval_harness")
+    label_ids = label_token_ids(tok, prompt)
+    context = encode_context(tok, prompt, task.train[:6])
+    queries = task.eval[:20]
+    cached = label_word_predictions(ContextScorer(model, tok, 4, True, 512), tok, prompt, label_ids, context, queries)
+    plain = label_word_predictions(ContextScorer(model, tok, 3, False, 512), tok, prompt, label_ids, context, queries)
+    assert cached.logprobs.shape == (20, 2)
+    assert torch.allclose(cached.logprobs, plain.logprobs, atol=1e-4, rtol=0)
+    assert torch.equal(cached.full_vocab_correct, plain.full_vocab_correct)
+    # Batching and padding must not change a query's score either.
+    single = label_word_predictions(ContextScorer(model, tok, 1, True, 512), tok, prompt, label_ids, context, queries)
+    assert torch.allclose(cached.logprobs, single.logprobs, atol=1e-4, rtol=0)
+
+
+def test_queries_too_long_for_the_context_are_dropped_and_counted(tiny_opt):
+    model, tok = load_causal_lm(tiny_opt, dtype="float32", device="cpu")
+    prompt = get_prompt("nli", "eval_harness")
+    short, long = Example("Red tree .", "Sun cat .", 0), Example("Red tree . " * 100, "Sun dog .", 1)
+    scorer = ContextScorer(model, tok, 4, True, max_positions=60)
+    p = label_word_predictions(scorer, tok, prompt, label_token_ids(tok, prompt), [tok.bos_token_id], [short, long, short])
+    assert len(p.labels) == 2 and p.n_dropped == 1
+    context = encode_context(tok, prompt, [long])  # the demonstrations alone exceed the context
+    p = label_word_predictions(scorer, tok, prompt, label_token_ids(tok, prompt), context, [short, short])
+    assert len(p.labels) == 0 and p.n_dropped == 2
+    assert metrics(p, ("a", "b"))["n_dropped"] == 2
+
+
+def test_metrics_accuracies_fractions_and_hans_breakdown():
+    logprobs = torch.log(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    p = Predictions(logprobs, torch.tensor([0, 1, 1, 1]), ["lexical_overlap", "lexical_overlap", "subsequence", "subsequence"],
+                    torch.tensor([True, False, False, False]))
+    m = metrics(p, ("entailment", "non_entailment"))
+    assert m["accuracy"] == 0.5 and m["accuracy_full_vocab"] == 0.25
+    assert m["pred_fraction"] == {"entailment": 0.75, "non_entailment": 0.25}
+    assert m["breakdown"] == {
+        "lexical_overlap/entailment": {"accuracy": 1.0, "n": 1},
+        "lexical_overlap/non_entailment": {"accuracy": 0.0, "n": 1},
+        "subsequence/non_entailment": {"accuracy": 0.5, "n": 2}}
+
+
+def test_icl_run_writes_a_complete_record(tiny_llama, data_dir):
+    cfg = RunConfig(method="icl", task="rte", model=tiny_llama, data_dir=data_dir, shots=4, n_dev=8, n_unlabeled=8)
+    reports = []
+    rec = run_icl(cfg, reports.append)
+    assert rec["status"] == "completed" and reports and reports[0]["epoch"] == 1
+    assert set(rec["metrics"]) == {"in_domain", "ood", "dev"}
+    hans = rec["metrics"]["ood"]["hans"]
+    assert hans["n_scored"] == 20 and set(hans["breakdown"]) == {"lexical_overlap/entailment", "lexical_overlap/non_entailment"}
+    assert rec["resources"]["phases"]["load"]["seconds"] > 0 and rec["resources"]["peak_memory_mib"] > 0
+    assert rec["resolved"]["pattern"]["name"] == "eval_harness" and rec["env"]["versions"]["torch"]
+    assert rec["params"]["trainable"] == 0 and rec["params"]["total"] > 0
+    json.dumps(rec)  # serialisable as it stands
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "trainers", "run", *args], capture_output=True, text=True)
+
+
+def test_cli_writes_record_and_summary(tiny_opt, data_dir, tmp_path):
+    out = tmp_path / "rec.json"
+    r = cli("--method", "icl", "--task", "rte", "--model", tiny_opt, "--data-dir", data_dir, "--shots", "2",
+            "--n-dev", "4", "--n-unlabeled", "4", "--eval-limit", "10", "--ood", "hans", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "in-domain" in r.stdout and "hans" in r.stdout
+    rec = json.loads(out.read_text())
+    assert rec["metrics"]["in_domain"]["n_scored"] == 10 and rec["config"]["shots"] == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--task", "sst9"], "unknown task 'sst9'; valid tasks:"),
+    (["--method", "magic"], "unknown method 'magic'; valid methods:"),
+    (["--model", "./no/such/folder"], "model folder ./no/such/folder does not exist"),
+    (["--shots", "many"], "shots must be of type int"),
+    (["--dtype", "float8"], "invalid choice"),
+    (["--data-dir", "/no/such/dir"], "data folder /no/such/dir does not exist"),
+    (["--pattern", "fancy"], "unknown pattern 'fancy'"),
+    (["--ood", "imagenet"], "unknown OOD set 'imagenet'"),
+])
+def test_cli_usage_errors_are_one_line_with_exit_2(args, message, tiny_opt):
+    r = cli("--model", tiny_opt, *args) if "--model" not in args else cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

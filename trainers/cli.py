@@ -1,0 +1,116 @@
+"""The single-run command.
+
+    python -m trainers run --method icl --task rte --model PATH_OR_ID --shots 16 --data-seed 0 \
+        [--data-dir DIR] [--eval-limit N] [--ood hans] [--pattern NAME] [--json OUT]
+
+Every field of `trainers.config` is a flag (`python -m trainers run --help`). Prints a readable
+summary and, with `--json`, writes the result record. Bad input exits with status 2 and one line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from trainers.config import SECTIONS, ConfigError, RunConfig
+from trainers.models import ModelError
+from trainers.prompts import PromptError
+from trainers.records import write_json_atomic
+from trainers.sampling import SamplingError
+from trainers.tasks import DataError
+
+USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return "--" + (f.metadata.get("cli") or f.name).replace("_", "-")
+
+
+def _add_fields(parser, cls, prefix: str) -> None:
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if f.name in SECTIONS:
+            continue
+        kw = {"dest": prefix + f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
+        if hints[f.name] is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        group.add_argument(_flag(f), **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m trainers", description="Few-shot adaptation of causal LMs: one run.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    run = sub.add_parser("run", help="run one method on one task and print/write its result")
+    _add_fields(run, RunConfig, "")
+    for section, cls in SECTIONS.items():
+        _add_fields(run, cls, section + ".")
+    run.add_argument("--json", metavar="OUT", help="write the result record to this file")
+    return parser
+
+
+def _overrides(ns: argparse.Namespace) -> dict:
+    out = {k: v for k, v in vars(ns).items() if k not in ("command", "json")}
+    for key in ("ood",):
+        if isinstance(out.get(key), str) and out[key].lower() == "none":
+            out[key] = ()
+    return out
+
+
+def _fmt_block(name: str, m: dict) -> list[str]:
+    full = f" (full vocab {m['accuracy_full_vocab']:.3f})" if "accuracy_full_vocab" in m else ""
+    fractions = " / ".join(f"{c} {v:.2f}" for c, v in m["pred_fraction"].items())
+    lines = [f"  {name:<10} acc {m['accuracy']:.3f}{full}   predicted: {fractions}   "
+             f"n={m['n_scored']} dropped={m['n_dropped']}"]
+    for group, g in m.get("breakdown", {}).items():
+        lines.append(f"    {group:<36} acc {g['accuracy']:.3f}  n={g['n']}")
+    return lines
+
+
+def summary(record: dict) -> str:
+    c = record["config"]
+    head = (f"{record['status'].upper()}: {c['method']}"
+            f"{'' if c['peft']['kind'] == 'none' or c['method'] == 'icl' else '+' + c['peft']['kind']} · {c['task']} · "
+            f"{c['model']} · {c['shots']} shots · data seed {c['data_seed']} · seed {c['seed']}")
+    lines = [head]
+    m = record["metrics"]
+    if "teacher" in m:
+        lines += _fmt_block("teacher", m["teacher"])
+    if "in_domain" in m:
+        lines += _fmt_block("in-domain", m["in_domain"])
+        for name, block in m.get("ood", {}).items():
+            lines += _fmt_block(name, block)
+    if record.get("error"):
+        lines.append(f"  error: {record['error']}")
+    res = record.get("resources", {})
+    phases = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in res.get("phases", {}).items())
+    if phases:
+        lines.append(f"  time: {phases}; peak memory {res['peak_memory_mib']:.0f} MiB ({res['peak_memory_kind']})")
+    p = record.get("params", {})
+    if p:
+        lines.append(f"  parameters: {p['trainable']:,} trainable of {p['total']:,}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    from trainers.methods import resolve, run  # imported late: --help stays fast
+    try:
+        cfg = resolve(_overrides(ns))
+        record = run(cfg)
+    except USAGE_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary(record))
+    if ns.json:
+        write_json_atomic(ns.json, record)
+        print(f"  record: {ns.json}")
+    return 0 if record["status"] == "completed" else 1

@@ -1,0 +1,234 @@
+"""Typed, frozen, validated configuration for one run: one dataclass per concern.
+
+    python -m trainers run --help        # every field below is a flag, with its help text
+
+`RunConfig` holds what to run (method, task, model, data); `TrainConfig` the optimisation
+recipe; `PeftConfig` which parameters train; `CDConfig` the context-distillation objective.
+Each validates itself on construction and raises `ConfigError` with a one-line message, so a
+bad value is caught before a model is loaded. `to_dict` / `from_dict` round-trip the nested
+form that result records and search spaces use (`train.lr`, `peft.kind`, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the allowed values."""
+
+
+def _help(text: str, cli: str | None = None, choices: tuple | None = None) -> dict:
+    return {"help": text, "cli": cli, "choices": choices}
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _validate_choices(cfg: Any) -> None:
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        if choices:
+            _check_choice(f.name, getattr(cfg, f.name), choices)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float | None = field(default=None, metadata=_help(
+        "peak learning rate; default by PEFT variant as in the reference: 1e-5 full, 1e-4 BitFit, 2e-4 LoRA"))
+    epochs: int = field(default=40, metadata=_help("training epochs (reference: 40)"))
+    batch_size: int = field(default=32, metadata=_help("effective batch size (reference: 32)"))
+    grad_accum: int = field(default=1, metadata=_help("gradient accumulation steps; micro-batch = batch_size / grad_accum"))
+    warmup_ratio: float = field(default=0.1, metadata=_help("fraction of steps with linear warm-up"))
+    schedule: str = field(default="constant", metadata=_help(
+        "learning-rate schedule after warm-up", choices=("constant", "linear", "cosine")))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay (reference: 0)"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm; 0 disables"))
+    max_length: int = field(default=256, metadata=_help("longest training input in tokens (reference: 256); longer ones are truncated from the left"))
+    grad_checkpointing: bool = field(default=False, metadata=_help("recompute activations in backward to save memory (large models)"))
+    selection: str = field(default="last", metadata=_help(
+        "which epoch's weights are evaluated at the end", choices=("last", "best")))
+
+    def __post_init__(self):
+        _validate_choices(self)
+        if self.lr is not None:
+            _check_positive("lr", self.lr)
+        _check_positive("epochs", self.epochs)
+        _check_positive("batch_size", self.batch_size)
+        _check_positive("grad_accum", self.grad_accum)
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("max_grad_norm", self.max_grad_norm, allow_zero=True)
+        _check_positive("max_length", self.max_length)
+
+
+LORA_DEFAULT_LR, BITFIT_DEFAULT_LR, FULL_DEFAULT_LR = 2e-4, 1e-4, 1e-5
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    kind: str = field(default="none", metadata=_help(
+        "which parameters train: all (none), LoRA adapters, or biases only (BitFit)",
+        cli="peft", choices=("none", "lora", "bitfit")))
+    lora_r: int = field(default=8, metadata=_help("LoRA rank"))
+    lora_alpha: float = field(default=16.0, metadata=_help("LoRA scaling alpha"))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout"))
+    lora_targets: tuple[str, ...] | None = field(default=None, metadata=_help(
+        "module names LoRA adapts (comma-separated); default: the attention q and v projections of the architecture"))
+
+    def __post_init__(self):
+        _validate_choices(self)
+        _check_positive("lora_r", self.lora_r)
+        _check_positive("lora_alpha", self.lora_alpha)
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
+    def default_lr(self) -> float:
+        return {"none": FULL_DEFAULT_LR, "lora": LORA_DEFAULT_LR, "bitfit": BITFIT_DEFAULT_LR}[self.kind]
+
+
+@dataclass(frozen=True)
+class CDConfig:
+    temperature: float = field(default=1.0, metadata=_help("softmax temperature of teacher and student in the KL"))
+    kl_over: str = field(default="label_words", metadata=_help(
+        "distribution the KL compares at the answer position", choices=("label_words", "vocab")))
+    ce_weight: float = field(default=0.0, metadata=_help(
+        "weight of a cross-entropy term on the gold labels of the k demonstrations (0: off)"))
+    teacher_model: str | None = field(default=None, metadata=_help(
+        "teacher model (hub id or folder); default: the student's own base model, as in context distillation"))
+
+    def __post_init__(self):
+        _validate_choices(self)
+        _check_positive("temperature", self.temperature)
+        _check_positive("ce_weight", self.ce_weight, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = field(default="icl", metadata=_help("adaptation method (see trainers.METHODS)"))
+    task: str = field(default="rte", metadata=_help("task name (see trainers/data/tasks.yaml)"))
+    model: str = field(default="facebook/opt-125m", metadata=_help("Hugging Face hub id or local folder of a causal LM"))
+    shots: int = field(default=16, metadata=_help("labelled examples: ICL demonstrations or the fine-tuning set (class-balanced)"))
+    data_seed: int = field(default=0, metadata=_help("seed of the few-shot draw (kept apart from --seed)"))
+    seed: int = field(default=0, metadata=_help("seed of initialisation and data order"))
+    pattern: str | None = field(default=None, metadata=_help("prompt pattern (see trainers/data/prompts.yaml); default: the task's"))
+    ood: tuple[str, ...] | None = field(default=None, metadata=_help(
+        "out-of-domain sets to evaluate (comma-separated, or 'none'); default: the task's"))
+    hans_heuristics: tuple[str, ...] = field(default=("lexical_overlap",), metadata=_help(
+        "HANS heuristics to evaluate (comma-separated or 'all')"))
+    data_dir: str | None = field(default=None, metadata=_help(
+        "local folder in the hub's schema (as ../shared/data); default: $FEWSHOT_DATA_DIR, else the hub"))
+    eval_limit: int | None = field(default=None, metadata=_help("score at most N examples of each evaluation set (a fixed random subset)"))
+    n_dev: int = field(default=32, metadata=_help("size of the labelled dev split used for model selection and pruning"))
+    n_unlabeled: int = field(default=64, metadata=_help("unlabelled inputs drawn for context distillation"))
+    eval_batch_size: int = field(default=8, metadata=_help("queries scored per forward pass"))
+    prefix_cache: bool = field(default=True, metadata=_help("score ICL queries against a key/value cache of the demonstrations"))
+    dtype: str = field(default="auto", metadata=_help(
+        "weights dtype; auto: bf16 on a GPU that supports it, else fp32", choices=("auto", "float32", "bfloat16", "float16")))
+    device: str = field(default="auto", metadata=_help("device; auto: CUDA when available", choices=("auto", "cpu", "cuda")))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    cd: CDConfig = field(default_factory=CDConfig)
+
+    def __post_init__(self):
+        _validate_choices(self)
+        _check_positive("shots", self.shots, allow_zero=True)
+        _check_positive("n_dev", self.n_dev, allow_zero=True)
+        _check_positive("n_unlabeled", self.n_unlabeled, allow_zero=True)
+        _check_positive("eval_batch_size", self.eval_batch_size)
+        if self.eval_limit is not None:
+            _check_positive("eval_limit", self.eval_limit)
+
+    def lr(self) -> float:
+        return self.train.lr if self.train.lr is not None else self.peft.default_lr()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with dotted-key changes applied: replace(**{"train.lr": 1e-4, "shots": 32})."""
+        return from_dict(_set_dotted(self.to_dict(), changes))
+
+
+SECTIONS = {"train": TrainConfig, "peft": PeftConfig, "cd": CDConfig}
+
+
+def _set_dotted(d: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        target = d[section] if section else d
+        if section and section not in SECTIONS or name not in target:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        target[name] = value
+    return d
+
+
+def valid_keys() -> list[str]:
+    keys = [f.name for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS]
+    for section, cls in SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def _convert(name: str, value: Any, hint: Any) -> Any:
+    """Check `value` against a field's type hint, converting what YAML and the CLI leave as text."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{name} must be a list of names, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        try:
+            if not isinstance(value, bool):
+                return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif hint is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{name} must be of type {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _coerce(cls, d: dict):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; valid: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: v if k in SECTIONS else _convert(k, v, hints[k]) for k, v in d.items()})
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Build a RunConfig from the nested dict form (as written in result records)."""
+    d = dict(d)
+    sections = {name: _coerce(cls, d.pop(name, {}) or {}) for name, cls in SECTIONS.items()}
+    return _coerce(RunConfig, {**d, **sections})

@@ -1,0 +1,78 @@
+"""Metrics from predictions, and the in-domain + OOD evaluation every method ends with.
+
+    python -m trainers run --method icl --task rte --model PATH --ood hans --eval-limit 200
+
+For label-word scoring two accuracies are reported: restricted to the label words, and over the
+full vocabulary (a top token that is not the gold label word counts wrong). Every metric block
+carries the fraction of predictions per class, so a model predicting one class everywhere (≈ 0.5
+on HANS) is visible, and the numbers of examples scored and dropped. Grouped sets (HANS) are
+broken down by group and label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from trainers.sampling import without_overlap
+from trainers.scoring import ContextScorer, encode_query, label_word_reduce
+from trainers.tasks import Example, TaskData, eval_subset
+
+
+@dataclass
+class Predictions:
+    logprobs: torch.Tensor                 # (N, C) class log-probabilities (label words or head)
+    labels: torch.Tensor                   # (N,)
+    groups: list[str | None]
+    full_vocab_correct: torch.Tensor | None = None  # (N,) bool; None for a classification head
+    n_dropped: int = 0                     # too long for the model's context
+
+
+def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return round(float((pred == labels).float().mean()), 4) if len(labels) else float("nan")
+
+
+def metrics(p: Predictions, classes: tuple[str, ...]) -> dict:
+    n = len(p.labels)
+    pred = p.logprobs.argmax(dim=1) if n else torch.zeros(0, dtype=torch.long)
+    out = {"accuracy": _accuracy(pred, p.labels)}
+    if p.full_vocab_correct is not None:
+        out["accuracy_full_vocab"] = round(float(p.full_vocab_correct.float().mean()), 4) if n else float("nan")
+    counts = torch.bincount(pred, minlength=len(classes)).tolist() if n else [0] * len(classes)
+    out["pred_fraction"] = {c: round(k / n, 4) if n else float("nan") for c, k in zip(classes, counts)}
+    out["n_scored"], out["n_dropped"] = n, p.n_dropped
+    if any(g is not None for g in p.groups):
+        out["breakdown"] = {}
+        for g in sorted({g for g in p.groups if g is not None}):
+            for c, name in enumerate(classes):
+                idx = torch.tensor([i for i, (gg, y) in enumerate(zip(p.groups, p.labels.tolist())) if gg == g and y == c])
+                if len(idx):
+                    out["breakdown"][f"{g}/{name}"] = {"accuracy": _accuracy(pred[idx], p.labels[idx]), "n": len(idx)}
+    return out
+
+
+def label_word_predictions(scorer: ContextScorer, tokenizer, prompt, label_ids: list[int], context_ids: list[int],
+                           examples: list[Example], desc: str = "scoring") -> Predictions:
+    """Score the label words for each example after the given context (the demonstrations, or none)."""
+    queries = [encode_query(tokenizer, prompt, ex) for ex in examples]
+    out, kept = scorer.run(context_ids, queries, label_word_reduce(label_ids), desc=desc)
+    labels = torch.tensor([examples[i].label for i in kept], dtype=torch.long)
+    if out is None:
+        c = len(label_ids)
+        return Predictions(torch.zeros((0, c)), labels, [], torch.zeros(0, dtype=torch.bool), len(examples))
+    logprobs, top = out[:, :-1], out[:, -1].long()
+    gold_ids = torch.tensor(label_ids)[labels]
+    return Predictions(logprobs, labels, [examples[i].group for i in kept], top == gold_ids, len(examples) - len(kept))
+
+
+def evaluate_sets(predict: Callable[[list[Example], str], Predictions], task: TaskData,
+                  eval_limit: int | None, shown: list[Example]) -> dict:
+    """In-domain and every OOD set, each without the examples the method was shown."""
+    out = {}
+    for name, examples in [("in_domain", task.eval), *task.ood.items()]:
+        examples, overlap = without_overlap(eval_subset(examples, eval_limit), shown)
+        m = metrics(predict(examples, name), task.classes_of(name))
+        m["n_excluded_shown"] = overlap
+        out[name] = m
+    return {"in_domain": out.pop("in_domain"), "ood": out}

@@ -1,0 +1,41 @@
+"""In-context learning: k demonstrations + the query, label words scored at the answer position.
+
+    python -m trainers run --method icl --task rte --model ~/.cache/fewshot-models/smollm2-135m \
+        --data-dir ../shared/data --shots 16 --data-seed 0 --eval-limit 200 --ood hans
+
+The demonstrations are the same for every query of a run, so their key/value cache is computed
+once and the queries are scored against it in batches (`--no-prefix-cache` scores each query
+with the whole context instead; both score the same tokens). Nothing is trained.
+"""
+from __future__ import annotations
+
+from trainers.common import prepare
+from trainers.config import RunConfig
+from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.metering import Meter
+from trainers.models import count_parameters, load_causal_lm, max_positions, pick_device
+from trainers.prompts import label_token_ids
+from trainers.records import build_record
+from trainers.scoring import ContextScorer, encode_context
+
+
+def run(cfg: RunConfig, report=None) -> dict:
+    meter = Meter(pick_device(cfg.device))
+    with meter.phase("load"):
+        prep = prepare(cfg)
+        model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
+        label_ids = label_token_ids(tok, prep.prompt)
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, cfg.prefix_cache, max_positions(model))
+    context = encode_context(tok, prep.prompt, prep.draw.labelled)
+
+    def predict(examples, name):
+        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"icl {name}")
+
+    with meter.phase("evaluate"):
+        dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+        if report:
+            report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
+        results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+    return build_record(cfg, "completed", resolved=prep.resolved(cfg, context_tokens=len(context)),
+                        metrics={**results, "dev": dev}, resources=meter.as_dict(),
+                        params={**count_parameters(model), "trainable": 0})

@@ -1,0 +1,105 @@
+"""Load any Hugging Face causal LM (OPT, Llama, Gemma, ...) by hub id or local folder.
+
+    python -c "from trainers.models import load_causal_lm; m, t = load_causal_lm('facebook/opt-125m'); print(m.config)"
+
+The device is the GPU when there is one; the dtype is bf16 on a GPU that supports it and fp32
+otherwise. Remote code is never trusted. Tokenizers pad on the right: scoring reads each row's
+own last real token, so right padding leaves every real token's position unchanged.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(ValueError):
+    """A model cannot be found or loaded; the message names it and the way out."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda asked for, but CUDA is not available here; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and os.environ.get("LOCAL_RANK") is not None:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def check_source(name: str) -> None:
+    """A name that looks like a path must exist; anything else is taken for a hub id."""
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+        raise ModelError(f"model folder {name} does not exist; pass an existing folder or a hub id such as facebook/opt-125m")
+
+
+def _resolve(name: str) -> str:
+    check_source(name)
+    return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(_resolve(name), trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load the tokenizer of {name} ({str(e).splitlines()[0]}); "
+                         f"pass a local folder or a reachable hub id") from None
+    tok.padding_side = "right"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def _load(auto_cls, name: str, dtype: str, device: str):
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # per-tensor loading bars drown the run's own progress
+    dev = pick_device(device)
+    kwargs = {"dtype": pick_dtype(dtype, dev), "trust_remote_code": False}
+    if dev.type == "cuda":
+        kwargs["device_map"] = {"": dev.index or 0}  # load straight onto the GPU, no CPU copy of the weights
+    try:
+        model = auto_cls.from_pretrained(_resolve(name), **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load model {name} ({str(e).splitlines()[0]}); "
+                         f"pass a local folder or a reachable hub id") from None
+    return model.to(dev).eval()
+
+
+def load_causal_lm(name: str, dtype: str = "auto", device: str = "auto"):
+    """(model, tokenizer): the LM with its head, for ICL, PBFT and context distillation."""
+    from transformers import AutoModelForCausalLM
+    return _load(AutoModelForCausalLM, name, dtype, device), load_tokenizer(name)
+
+
+def load_backbone(name: str, dtype: str = "auto", device: str = "auto"):
+    """(model, tokenizer): the decoder without its LM head, for a classification head on top."""
+    from transformers import AutoModel
+    return _load(AutoModel, name, dtype, device), load_tokenizer(name)
+
+
+def max_positions(model) -> int:
+    """Longest sequence the model accepts (the tokenizer's model_max_length is often a placeholder)."""
+    cfg = model.config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def count_parameters(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total}

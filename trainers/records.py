@@ -1,0 +1,87 @@
+"""Result records: one JSON object per run with the resolved config, metrics, resources,
+package versions and the git commit, written atomically.
+
+    python -m trainers run --method icl --task rte --model PATH --json out.json && cat out.json
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+PACKAGES = ("torch", "transformers", "peft", "datasets", "ray", "optuna", "pandas", "nvidia-ml-py")
+COMMIT_ENV = "FEWSHOT_GIT_COMMIT"  # set by the sweep driver, whose workers may run without a .git
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout this code runs from, with '-dirty' when it has uncommitted changes."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    return {"versions": package_versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a record."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = None, resources: dict | None = None,
+                 params: dict | None = None, history: list | None = None, extra: dict | None = None,
+                 error: str | None = None) -> dict:
+    """The one result record of a run; statuses: completed, diverged, failed (pruned: the sweep's)."""
+    return {
+        "schema": SCHEMA_VERSION, "status": status, "method": cfg.method, "task": cfg.task, "model": cfg.model,
+        "shots": cfg.shots, "data_seed": cfg.data_seed, "seed": cfg.seed,
+        "config": cfg.to_dict(), "resolved": resolved, "metrics": metrics or {}, "history": history or [],
+        "params": params or {}, "resources": resources or {}, "extra": extra or {}, "error": error,
+        "env": environment(),
+    }

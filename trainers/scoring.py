@@ -1,0 +1,143 @@
+"""Batched scoring of the next token at the answer position, after an optional fixed context.
+
+    python -m benchmarks.icl_prefix_cache          # cached vs plain scoring, side by side
+
+Context (the demonstrations) and each query are tokenized separately and their ids concatenated,
+in the cached and the plain path alike, so both score exactly the same tokens. In the cached
+path the context's key/value cache is computed once and every batch of queries attends to a copy
+of it; in the plain path every query carries the whole context. Rows are right-padded, and the
+logits are taken at each row's own last real token (`logits_to_keep` with per-row positions), so
+the full-vocabulary projection runs for one position per query, never for the whole sequence.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import os
+import sys
+from typing import Callable
+
+import torch
+
+from trainers.distributed import shard, unshard
+from trainers.prompts import Prompt
+from trainers.tasks import Example
+
+
+def encode_context(tokenizer, prompt: Prompt, demos: list[Example]) -> list[int]:
+    """The context's ids, with the tokenizer's own leading special tokens (BOS) if it adds any."""
+    return tokenizer(prompt.context(demos), add_special_tokens=True)["input_ids"]
+
+
+def encode_query(tokenizer, prompt: Prompt, ex: Example) -> list[int]:
+    return tokenizer(prompt.format_input(ex), add_special_tokens=False)["input_ids"]
+
+
+def collate(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and the index of each row's last real token."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    last = torch.tensor([len(s) - 1 for s in seqs], dtype=torch.long)
+    return ids.to(device), mask.to(device), last.to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(forward_cls) -> str:
+    """transformers 5.24 renamed `past_key_values` to `cache`; accept either release."""
+    return "cache" if "cache" in inspect.signature(forward_cls.forward).parameters else "past_key_values"
+
+
+def forward_with_cache(model, past=None, **kwargs):
+    """model(**kwargs) with a key/value cache passed in (or None) and returned."""
+    out = model(**{_cache_kwarg(type(model)): past}, **kwargs)
+    return out, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, past=None) -> torch.Tensor:
+    """Logits (B, V) at each row's last real token; `past` is a cache already expanded to B rows."""
+    if past is not None:
+        prefix = past.get_seq_length()
+        mask = torch.cat([mask.new_ones((mask.shape[0], prefix)), mask], dim=1)
+    out, _ = forward_with_cache(model, past, input_ids=ids, attention_mask=mask, use_cache=past is not None,
+                                logits_to_keep=last[:, None])
+    return out.logits[:, 0, :]
+
+
+def progress(iterable, total: int, desc: str):
+    """A progress bar on an interactive terminal (or with FEWSHOT_PROGRESS=1); silent in logs."""
+    show = os.environ.get("FEWSHOT_PROGRESS", "1" if sys.stderr.isatty() else "0") == "1"
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
+
+
+class ContextScorer:
+    """Runs queries after one fixed context and reduces each batch's answer logits.
+
+    `reduce(logits (B, V)) -> tensor (B, ...)` keeps only what the caller needs (label-word
+    log-probabilities, the top token, teacher distributions), so nothing vocabulary-sized piles up.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 8, use_cache: bool = True, max_positions: int = 2048):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.use_cache, self.max_positions = batch_size, use_cache, max_positions
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id
+
+    @torch.inference_mode()
+    def run(self, context_ids: list[int], queries: list[list[int]],
+            reduce: Callable[[torch.Tensor], torch.Tensor], desc: str = "scoring") -> tuple[torch.Tensor | None, list[int]]:
+        """(stacked reductions of the kept queries in input order, indices of the kept queries).
+
+        Queries that do not fit the model's context after the demonstrations are dropped and
+        left out of the returned indices; the caller reports how many. Across data-parallel
+        ranks the queries are sharded and the results gathered, so every rank gets all of them.
+        """
+        kept = [i for i, q in enumerate(queries) if len(context_ids) + len(q) <= self.max_positions]
+        mine = shard(kept)
+        local = self._run_local(context_ids, [queries[i] for i in mine], reduce, desc)
+        rows = unshard([r for r in local], len(kept)) if kept else []
+        return (torch.stack(rows) if rows else None), kept
+
+    def _run_local(self, context_ids, queries, reduce, desc) -> list[torch.Tensor]:
+        if not queries:
+            return []
+        cached = self.use_cache and len(context_ids) > 0
+        prefix = self._prefix_cache(context_ids) if cached else None
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))  # similar lengths share a batch
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        results: list[torch.Tensor | None] = [None] * len(queries)
+        for batch in progress(batches, len(batches), desc):
+            seqs = [queries[i] if cached else context_ids + queries[i] for i in batch]
+            ids, mask, last = collate(seqs, self.pad_id, self.device)
+            past = None
+            if cached:
+                past = copy.deepcopy(prefix)
+                past.batch_repeat_interleave(len(batch))
+            reduced = reduce(answer_logits(self.model, ids, mask, last, past).float()).cpu()
+            for row, i in enumerate(batch):
+                results[i] = reduced[row]
+        return results
+
+    def _prefix_cache(self, context_ids: list[int]):
+        ids = torch.tensor([context_ids], dtype=torch.long, device=self.device)
+        return forward_with_cache(self.model, None, input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  use_cache=True, logits_to_keep=1)[1]
+
+
+def label_word_reduce(label_ids: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per query: the label words' log-probabilities over the full vocabulary, then the top token."""
+    index = torch.tensor(label_ids)
+
+    def reduce(logits: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)
+        top = logits.argmax(dim=-1, keepdim=True).to(logp.dtype)
+        return torch.cat([logp[:, index.to(logp.device)], top], dim=1)
+
+    return reduce
