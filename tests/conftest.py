@@ -4,10 +4,15 @@ import os
 import pytest
 
 os.environ.setdefault("FEWSHOT_PROGRESS", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: threads only contend
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("FEWSHOT_DATA_DIR", None)  # tests pass their own data folders
 
+import torch  # noqa: E402
+
 from trainers import synthetic  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ def summary(record: dict) -> str:
     lines = [head]
     m = record["metrics"]
     if "teacher" in m:
-        lines += _fmt_block("teacher", m["teacher"])
+        lines += _fmt_block("teacher", m["teacher"]["in_domain"])[:1]
+        lines += [f"  {'(teacher)':<10} {n}: acc {b['accuracy']:.3f}" for n, b in m["teacher"]["ood"].items()]
     if "in_domain" in m:
         lines += _fmt_block("in-domain", m["in_domain"])
         for name, block in m.get("ood", {}).items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from trainers import icl
+from trainers import cd, ft, icl, pbft
 from trainers.config import ConfigError, RunConfig, from_dict
 from trainers.models import check_source
 from trainers.prompts import get_prompt
@@ -15,12 +15,15 @@ from trainers.tasks import DataError, ood_names, resolve_data_dir, task_spec
 
 METHODS: dict[str, Callable] = {
     "icl": icl.run,
+    "ft": ft.run,
+    "pbft": pbft.run,
+    "cd": cd.run,
 }
 
 # Defaults that differ by method, applied where the caller set nothing.
-METHOD_DEFAULTS: dict[str, dict] = {}
+METHOD_DEFAULTS: dict[str, dict] = {"cd": {"peft.kind": "lora"}}
 
-TRAINED = set()  # methods that train; "icl" trains nothing
+TRAINED = {"ft", "pbft", "cd"}  # "icl" trains nothing
 
 
 def get_method(name: str) -> Callable:

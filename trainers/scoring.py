@@ -54,8 +54,9 @@ def _cache_kwarg(forward_cls) -> str:
 
 def forward_with_cache(model, past=None, **kwargs):
     """model(**kwargs) with a key/value cache passed in (or None) and returned."""
-    out = model(**{_cache_kwarg(type(model)): past}, **kwargs)
-    return out, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    name = _cache_kwarg(type(model))
+    out = model(**{name: past}, **kwargs)
+    return out, getattr(out, name, None)
 
 
 def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, past=None) -> torch.Tensor:
@@ -141,3 +142,10 @@ def label_word_reduce(label_ids: list[int]) -> Callable[[torch.Tensor], torch.Te
         return torch.cat([logp[:, index.to(logp.device)], top], dim=1)
 
     return reduce
+
+
+def encode_training_input(tokenizer, prompt: Prompt, context_ids: list[int], ex: Example, max_length: int) -> list[int]:
+    """Context + query ids, the query cut from the left so that the answer position survives."""
+    query = encode_query(tokenizer, prompt, ex)
+    keep = max(1, max_length - len(context_ids))
+    return context_ids + query[-keep:]

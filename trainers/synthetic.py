@@ -4,7 +4,7 @@
 
 For tests, the `smoke` sweep and machines without the hub. The data follows the hub's schema
 (`glue/rte/*.jsonl`, `hans/validation.jsonl`), so it loads through the same code as real data.
-The rule: the cue word in sentence2 decides the label ("cat" -> entailment, "dog" -> not).
+The rule: a cue word, repeated in both sentences, decides the label ("cat" -> entailment, "dog" -> not).
 The tokenizer is a byte-level BPE trained in memory on that vocabulary, the label words
 (" True", " False", " Yes", " No") single tokens as in real tokenizers.
 """
@@ -29,9 +29,10 @@ def synthetic_rows(n: int, seed: int, heuristic: bool = False) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        label = i % 2
-        s2 = _sentence(rng, rng.randint(2, 4))[:-2] + f" {CUES[label]} ."
-        row = {"sentence1": _sentence(rng, rng.randint(4, 8)), "sentence2": s2, "label": label, "idx": i}
+        label, cue = i % 2, CUES[i % 2]
+        s1 = _sentence(rng, rng.randint(3, 6))[:-2] + f" {cue} {cue} ."
+        s2 = _sentence(rng, rng.randint(1, 3))[:-2] + f" {cue} ."
+        row = {"sentence1": s1, "sentence2": s2, "label": label, "idx": i}
         if heuristic:
             row = {"premise": row["sentence1"], "hypothesis": s2, "label": label,
                    "heuristic": HEURISTICS[(i // 2) % len(HEURISTICS)]}
@@ -78,12 +79,12 @@ def model_config(arch: str, vocab_size: int):
     if arch == "opt":
         from transformers import OPTConfig
         return OPTConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, ffn_dim=128,
-                         num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=64,
+                         num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=64,
                          pad_token_id=0, bos_token_id=1, eos_token_id=2, dropout=0.0, attention_dropout=0.0)
     if arch == "llama":
         from transformers import LlamaConfig
         return LlamaConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                            pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
     raise ValueError(f"unknown tiny architecture {arch!r}; valid: opt, llama")
 

@@ -1,0 +1,171 @@
+"""The training methods end to end on tiny random models and the synthetic task."""
+import json
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trainers.cd
+import trainers.pbft
+from trainers import adapters, synthetic
+from trainers.config import PeftConfig, TrainConfig
+from trainers.methods import resolve, run
+from trainers.models import load_causal_lm
+from trainers.prompts import get_prompt, label_token_ids
+from trainers.scoring import answer_logits, collate, encode_context, encode_training_input
+from trainers.tasks import load_task
+from trainers.training import train
+
+
+def config(model, data_dir, **over):
+    base = {"task": "rte", "model": model, "data_dir": data_dir, "shots": 32, "n_dev": 16, "n_unlabeled": 64,
+            "eval_limit": 40, "train.epochs": 15, "train.batch_size": 8, "train.lr": 3e-3}
+    return resolve({**base, **over})
+
+
+@pytest.mark.parametrize("method,peft", [("ft", "none"), ("ft", "lora"), ("ft", "bitfit"), ("pbft", "none"),
+                                         ("pbft", "lora"), ("pbft", "bitfit"), ("cd", "lora"), ("cd", "bitfit")])
+def test_each_method_writes_a_complete_record(method, peft, tiny_llama, data_dir):
+    epochs = []
+    rec = run(config(tiny_llama, data_dir, method=method, **{"peft.kind": peft, "train.epochs": 2}), epochs.append)
+    assert rec["status"] == "completed" and rec["error"] is None
+    assert [e["epoch"] for e in epochs] == [1, 2] and all("dev_accuracy" in e and "train_loss" in e for e in epochs)
+    assert rec["history"] == epochs
+    assert {"in_domain", "ood", "dev"} <= set(rec["metrics"]) and "hans" in rec["metrics"]["ood"]
+    assert 0 < rec["params"]["trainable"] <= rec["params"]["total"]
+    assert {"load", "train", "evaluate"} <= set(rec["resources"]["phases"])
+    assert rec["resolved"]["lr"] == 3e-3 and rec["config"]["peft"]["kind"] == peft
+    if method == "cd":
+        assert "in_domain" in rec["metrics"]["teacher"] and rec["extra"]["distilled_inputs"] == 64
+    json.dumps(rec)
+
+
+@pytest.mark.parametrize("method", ["ft", "pbft"])
+@pytest.mark.parametrize("arch", ["tiny_opt", "tiny_llama"])
+def test_fine_tuning_learns_the_easy_task(method, arch, request, data_dir):
+    rec = run(config(request.getfixturevalue(arch), data_dir, method=method, **{"train.epochs": 20}))
+    assert rec["metrics"]["in_domain"]["accuracy"] >= 0.85, rec["history"]
+    assert rec["metrics"]["ood"]["hans"]["accuracy"] >= 0.85
+    assert rec["history"][-1]["train_loss"] < rec["history"][0]["train_loss"]
+
+
+def train_teacher(tiny_dir, data_dir):
+    """A tiny model taught the synthetic task with demonstrations in its context, saved as a folder."""
+    path = tiny_dir / "teacher"
+    if path.exists():
+        return str(path)
+    torch.manual_seed(0)
+    model, tok = load_causal_lm(str(synthetic.make_model(tiny_dir / "teacher_init", "llama", seed=1)), "float32", "cpu")
+    prompt, task = get_prompt("nli", "eval_harness"), load_task("rte", data_dir, ood=())
+    index = torch.tensor(label_token_ids(tok, prompt))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(150):
+        batch = [task.train[int(i)] for i in torch.randint(len(task.train), (8,), generator=g)]
+        demos = [task.train[int(i)] for i in torch.randint(len(task.train), (int(torch.randint(0, 5, (1,), generator=g)),), generator=g)]
+        ctx = encode_context(tok, prompt, demos)
+        ids, mask, last = collate([encode_training_input(tok, prompt, ctx, ex, 256) for ex in batch], tok.pad_token_id, "cpu")
+        loss = F.cross_entropy(answer_logits(model, ids, mask, last)[:, index], torch.tensor([ex.label for ex in batch]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_context_distillation_learns_from_a_good_teacher(tiny_dir, tiny_llama, data_dir):
+    teacher = train_teacher(tiny_dir, data_dir)
+    rec = run(config(tiny_llama, data_dir, method="cd", shots=4, n_unlabeled=128,
+                     **{"cd.teacher_model": teacher, "peft.kind": "none", "train.epochs": 10}))
+    assert rec["metrics"]["teacher"]["in_domain"]["accuracy"] >= 0.9  # the context-given skill exists
+    assert rec["metrics"]["in_domain"]["accuracy"] >= 0.85  # and the student, with no context, has it too
+    assert rec["history"][-1]["train_loss"] < 0.5 * rec["history"][0]["train_loss"]
+    assert rec["extra"]["kl_to_teacher_after"] < 0.5 * rec["extra"]["kl_to_teacher_before"]
+
+
+def test_context_distillation_moves_the_student_towards_its_own_teacher(tiny_opt, data_dir):
+    rec = run(config(tiny_opt, data_dir, method="cd", shots=8, **{"train.epochs": 5, "train.lr": 1e-2}))
+    assert rec["extra"]["kl_to_teacher_before"] > 0
+    assert rec["extra"]["kl_to_teacher_after"] < rec["extra"]["kl_to_teacher_before"]
+    assert rec["history"][-1]["train_loss"] < rec["history"][0]["train_loss"]
+
+
+def test_the_teacher_runs_once_per_input_not_once_per_epoch(tiny_dir, tiny_opt, data_dir, monkeypatch):
+    teacher = str(synthetic.make_model(tiny_dir / "opt_teacher", "opt", seed=3))
+    rows = []
+    real_load = trainers.cd._load_teacher
+
+    def counting_load(cfg, tok):
+        model = real_load(cfg, tok)
+        model.register_forward_hook(lambda m, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        return model
+
+    monkeypatch.setattr(trainers.cd, "_load_teacher", counting_load)
+    counts = []
+    for epochs in (1, 3):
+        rows.clear()
+        run(config(tiny_opt, data_dir, method="cd", shots=4, **{"cd.teacher_model": teacher, "train.epochs": epochs}))
+        counts.append(sum(rows))
+    # one prefix pass per scoring call, plus every unlabelled input and evaluation example once
+    assert counts[0] == counts[1]
+    assert counts[0] < 64 + 2 * 40 + 16 + 10
+
+
+@pytest.mark.parametrize("kind", ["lora", "bitfit"])
+@pytest.mark.parametrize("arch", ["tiny_opt", "tiny_llama"])
+def test_peft_trains_exactly_the_intended_parameters(kind, arch, request, data_dir):
+    model, tok = load_causal_lm(request.getfixturevalue(arch), "float32", "cpu")
+    model, facts = adapters.apply(model, PeftConfig(kind=kind))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if kind == "lora":
+        assert trainable and all("lora_" in n for n in trainable)
+        assert {n.split(".")[-4] for n in trainable} == {"q_proj", "v_proj"}
+    else:
+        assert trainable and all(n.endswith(".bias") for n in trainable)
+        if arch == "tiny_llama":  # no biases of its own: zero-initialised ones were added to the linear layers
+            assert facts["zero_init_biases_added"] == 2 * 7
+            assert all(float(before[n].abs().sum()) == 0 for n in trainable)
+    assert not any("embed" in n for n in trainable)
+    prompt = get_prompt("nli", "eval_harness")
+    task = load_task("rte", data_dir, ood=())
+    ctx, index = encode_context(tok, prompt, []), torch.tensor(label_token_ids(tok, prompt))
+
+    def loss_fn(batch):
+        ids, mask, last = collate([encode_training_input(tok, prompt, ctx, ex, 64) for ex in batch], tok.pad_token_id, "cpu")
+        return F.cross_entropy(answer_logits(model, ids, mask, last)[:, index], torch.tensor([ex.label for ex in batch]))
+
+    train(model, task.train[:16], loss_fn, lambda: {"accuracy": 0.0}, TrainConfig(epochs=2, batch_size=8), 1e-2, 0)
+    for n, p in model.named_parameters():
+        if n in trainable:
+            assert not torch.equal(p, before[n]) or "lora_A" in n and kind == "lora", n
+        else:
+            assert torch.equal(p, before[n]), f"{n} changed but is not {kind}-trainable"
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in trainable)
+
+
+def test_same_seeds_give_identical_results(tiny_opt, data_dir):
+    cfg = config(tiny_opt, data_dir, method="pbft", **{"train.epochs": 3, "peft.kind": "lora"})
+    a, b = run(cfg), run(cfg)
+    assert a["metrics"] == b["metrics"]
+    assert [(h["train_loss"], h["dev_accuracy"]) for h in a["history"]] == [(h["train_loss"], h["dev_accuracy"]) for h in b["history"]]
+    c = run(cfg.replace(seed=1))
+    assert [h["train_loss"] for h in c["history"]] != [h["train_loss"] for h in a["history"]]
+
+
+def test_a_non_finite_loss_gives_a_diverged_result(tiny_opt, data_dir, monkeypatch):
+    nan_ce = lambda logits, labels, **kw: (logits.sum() * float("nan"))
+    monkeypatch.setattr(trainers.pbft, "F", types.SimpleNamespace(cross_entropy=nan_ce))
+    reports = []
+    rec = run(config(tiny_opt, data_dir, method="pbft", **{"train.epochs": 3}), reports.append)
+    assert rec["status"] == "diverged" and "non-finite loss" in rec["error"]
+    assert rec["metrics"] == {} and reports == [] and rec["extra"]["steps"] == 0
+
+
+def test_best_epoch_selection_restores_the_best_dev_weights(tiny_opt, data_dir):
+    rec = run(config(tiny_opt, data_dir, method="pbft", **{"train.epochs": 6, "train.selection": "best"}))
+    best = max(rec["history"], key=lambda h: h["dev_accuracy"])
+    assert rec["extra"]["selected_epoch"] == best["epoch"]
+    assert rec["metrics"]["dev"]["accuracy"] == best["dev_accuracy"]

@@ -1,0 +1,133 @@
+"""Context distillation: a student without the demonstrations learns to match the teacher that
+has them in context.
+
+    python -m trainers run --method cd --task rte --model PATH --data-dir ../shared/data \
+        --shots 16 --epochs 20 --eval-limit 200          # LoRA student by default
+
+Teacher: the frozen base model (or `--teacher-model`) with the same k demonstrations ICL uses for
+this (task, shots, data_seed). Student: the same base model with LoRA (or BitFit, or full),
+fed the query alone. Loss: KL(teacher || student) between softmax distributions at the answer
+position (teacher after context + query, student after the query: the positions correspond),
+at temperature T, over the label words or the full vocabulary, on the sampler's unlabelled
+inputs; optionally plus a cross-entropy term on the k demonstrations' gold labels.
+
+The teacher is frozen, so its distributions are computed once, before training, with ICL's
+prefix cache; when it is the student's own base model it is the student itself before its
+adapters exist (LoRA starts as the identity, BitFit's new biases at zero), so no second copy
+is loaded. The record carries the teacher's own ICL accuracy beside the student's.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainers import adapters
+from trainers.common import prepare, seed_everything
+from trainers.config import ConfigError, RunConfig
+from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.metering import Meter
+from trainers.models import count_parameters, load_causal_lm, max_positions, pick_device
+from trainers.prompts import label_token_ids
+from trainers.records import build_record
+from trainers.scoring import ContextScorer, answer_logits, collate, encode_context, encode_query, encode_training_input
+from trainers.training import train
+
+
+def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int]) -> tuple[torch.Tensor, list, dict]:
+    """Teacher logits on the unlabelled inputs (once), and the teacher's own ICL metrics."""
+    scorer = ContextScorer(teacher, tok, cfg.eval_batch_size, cfg.prefix_cache, max_positions(teacher))
+    context = encode_context(tok, prep.prompt, prep.draw.labelled)
+    index = torch.tensor(label_ids)
+    keep_vocab = cfg.cd.kl_over == "vocab"
+    queries = [encode_query(tok, prep.prompt, ex) for ex in prep.draw.unlabeled]
+    targets, kept = scorer.run(context, queries, lambda lg: lg if keep_vocab else lg[:, index.to(lg.device)],
+                               desc="teacher targets")
+    if targets is None:
+        raise ConfigError(f"the {cfg.shots} demonstrations leave no room for any query in the teacher's context; use fewer shots")
+
+    def predict(examples, name):
+        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"teacher {name}")
+
+    teacher_metrics = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+    teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+    return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics
+
+
+def _load_teacher(cfg: RunConfig, student_tok):
+    teacher, tok = load_causal_lm(cfg.cd.teacher_model, cfg.dtype, cfg.device)
+    if tok.get_vocab() != student_tok.get_vocab():
+        raise ConfigError(f"teacher {cfg.cd.teacher_model} and student {cfg.model} have different vocabularies; "
+                          "context distillation compares their next-token distributions, so they must share a tokenizer")
+    return teacher
+
+
+def run(cfg: RunConfig, report=None) -> dict:
+    meter = Meter(pick_device(cfg.device))
+    with meter.phase("load"):
+        prep = prepare(cfg)
+        seed_everything(cfg.seed)
+        model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
+        label_ids = label_token_ids(tok, prep.prompt)
+    with meter.phase("teacher"):
+        teacher = _load_teacher(cfg, tok) if cfg.cd.teacher_model else model
+        targets, inputs_kept, teacher_metrics = _teacher_pass(cfg, prep, teacher, tok, label_ids)
+        del teacher  # a separate teacher is freed before the student trains
+    with meter.phase("load"):
+        model, peft_facts = adapters.apply(model, cfg.peft)
+        if cfg.train.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    context = encode_context(tok, prep.prompt, [])
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(model))
+    device, T = scorer.device, cfg.cd.temperature
+    index = torch.tensor(label_ids, device=device)
+    teacher_logp = {id(ex): F.log_softmax(targets[i].to(device) / T, dim=-1) for i, ex in enumerate(inputs_kept)}
+    items = list(inputs_kept) + (list(prep.draw.labelled) if cfg.cd.ce_weight > 0 else [])
+    ids_of = {id(ex): encode_training_input(tok, prep.prompt, context, ex, cfg.train.max_length) for ex in items}
+
+    def student_logits(batch):
+        ids, mask, last = collate([ids_of[id(ex)] for ex in batch], tok.pad_token_id, device)
+        return answer_logits(model, ids, mask, last).float()
+
+    def kl_to_teacher(batch, logits):
+        student = F.log_softmax((logits if cfg.cd.kl_over == "vocab" else logits[:, index]) / T, dim=-1)
+        teacher = torch.stack([teacher_logp[id(ex)] for ex in batch])
+        return F.kl_div(student, teacher, log_target=True, reduction="sum") * T * T
+
+    def loss_fn(batch):
+        logits = student_logits(batch)
+        distil = [i for i, ex in enumerate(batch) if id(ex) in teacher_logp]
+        gold = [i for i, ex in enumerate(batch) if id(ex) not in teacher_logp]
+        loss = kl_to_teacher([batch[i] for i in distil], logits[distil]) if distil else logits.sum() * 0
+        if gold:
+            labels = torch.tensor([batch[i].label for i in gold], device=device)
+            loss = loss + cfg.cd.ce_weight * F.cross_entropy(logits[gold][:, index], labels, reduction="sum")
+        return loss / len(batch)
+
+    @torch.no_grad()
+    def mean_kl() -> float:
+        was_training = model.training
+        model.eval()
+        kl = sum(float(kl_to_teacher(inputs_kept[i:i + 16], student_logits(inputs_kept[i:i + 16])))
+                 for i in range(0, len(inputs_kept), 16))
+        model.train(was_training)
+        return round(kl / len(inputs_kept), 6)
+
+    def predict(examples, name):
+        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"student {name}")
+
+    def dev_fn():
+        return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+
+    kl_before = mean_kl()
+    with meter.phase("train"):
+        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report)
+    results = {"teacher": teacher_metrics}
+    if outcome.status == "completed":
+        with meter.phase("evaluate"):
+            results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled))
+            results["dev"] = dev_fn()
+    extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
+             "kl_to_teacher_before": kl_before, "kl_to_teacher_after": mean_kl() if outcome.status == "completed" else None}
+    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
+                        metrics=results, resources=meter.as_dict(), params=count_parameters(model),
+                        history=outcome.history, extra=extra, error=outcome.error)

@@ -1,0 +1,94 @@
+"""Vanilla fine-tuning: a randomly initialised classification head on the hidden state of the
+last non-pad token, trained with cross-entropy; the backbone trains fully, with LoRA or BitFit.
+
+    python -m trainers run --method ft --peft bitfit --task rte --model PATH --data-dir ../shared/data \
+        --shots 32 --epochs 20 --eval-limit 200
+
+The input is the pattern applied to the example (as the reference does), without demonstrations
+and without a label word. The head is always trained; the backbone's LM head is not loaded.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers import adapters
+from trainers.common import prepare, seed_everything
+from trainers.config import RunConfig
+from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.metering import Meter
+from trainers.models import count_parameters, load_backbone, max_positions, pick_device
+from trainers.records import build_record
+from trainers.scoring import ContextScorer, answer_logits, collate, encode_context, encode_training_input
+from trainers.training import train
+
+
+class HeadClassifier(nn.Module):
+    """Backbone + linear head at each row's last real token.
+
+    It answers like a causal LM whose vocabulary is the classes (`.logits` at the positions in
+    `logits_to_keep`), so ICL's batched scorer evaluates it unchanged.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        cfg = backbone.config
+        width = getattr(cfg, "word_embed_proj_dim", None) or cfg.hidden_size  # OPT-350m projects its output
+        self.head = nn.Linear(width, num_classes, dtype=next(backbone.parameters()).dtype)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        self.config = cfg
+
+    def forward(self, input_ids, attention_mask, logits_to_keep, **_):
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        picked = torch.take_along_dim(hidden, logits_to_keep[..., None], dim=1)
+        return SimpleNamespace(logits=self.head(picked))
+
+    def gradient_checkpointing_enable(self, **kwargs):
+        self.backbone.gradient_checkpointing_enable(**kwargs)
+
+
+def run(cfg: RunConfig, report=None) -> dict:
+    meter = Meter(pick_device(cfg.device))
+    with meter.phase("load"):
+        prep = prepare(cfg)
+        seed_everything(cfg.seed)
+        backbone, tok = load_backbone(cfg.model, cfg.dtype, cfg.device)
+        backbone, peft_facts = adapters.apply(backbone, cfg.peft)
+        model = HeadClassifier(backbone, len(prep.task.classes)).to(next(backbone.parameters()).device)
+        if cfg.train.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    context = encode_context(tok, prep.prompt, [])
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(backbone))
+    device = scorer.device
+    classes = list(range(len(prep.task.classes)))
+    inputs = {id(ex): encode_training_input(tok, prep.prompt, context, ex, cfg.train.max_length) for ex in prep.draw.labelled}
+
+    def loss_fn(batch):
+        ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
+        logits = answer_logits(model, ids, mask, last).float()
+        return F.cross_entropy(logits, torch.tensor([ex.label for ex in batch], device=device))
+
+    def predict(examples, name):
+        p = label_word_predictions(scorer, tok, prep.prompt, classes, context, examples, desc=f"ft {name}")
+        p.full_vocab_correct = None  # a head has no vocabulary to be wrong over
+        return p
+
+    def dev_fn():
+        return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+
+    with meter.phase("train"):
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report)
+    results = {}
+    if outcome.status == "completed":
+        with meter.phase("evaluate"):
+            results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+            results["dev"] = dev_fn()
+    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
+                        metrics=results, resources=meter.as_dict(), params=count_parameters(model),
+                        history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},
+                        error=outcome.error)

@@ -1,0 +1,64 @@
+"""Pattern-based fine-tuning: the pretrained LM head at the answer position, trained with
+cross-entropy towards the label word (restricted to the label words), optionally with LoRA or BitFit.
+
+    python -m trainers run --method pbft --peft lora --task rte --model PATH --data-dir ../shared/data \
+        --shots 32 --epochs 20 --eval-limit 200
+
+The input is the query formatted by the pattern with no demonstrations, exactly as zero-shot ICL
+scores it, and evaluation is ICL's scoring (both accuracies, per-class prediction fractions).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainers import adapters
+from trainers.common import prepare, seed_everything
+from trainers.config import RunConfig
+from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.metering import Meter
+from trainers.models import count_parameters, load_causal_lm, max_positions, pick_device
+from trainers.prompts import label_token_ids
+from trainers.records import build_record
+from trainers.scoring import ContextScorer, answer_logits, collate, encode_context, encode_training_input
+from trainers.training import train
+
+
+def run(cfg: RunConfig, report=None) -> dict:
+    meter = Meter(pick_device(cfg.device))
+    with meter.phase("load"):
+        prep = prepare(cfg)
+        seed_everything(cfg.seed)
+        model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
+        label_ids = label_token_ids(tok, prep.prompt)
+        model, peft_facts = adapters.apply(model, cfg.peft)
+        if cfg.train.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    context = encode_context(tok, prep.prompt, [])  # no demonstrations: just the tokenizer's BOS, if any
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(model))
+    device = scorer.device
+    index = torch.tensor(label_ids, device=device)
+    inputs = {id(ex): encode_training_input(tok, prep.prompt, context, ex, cfg.train.max_length) for ex in prep.draw.labelled}
+
+    def loss_fn(batch):
+        ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
+        logits = answer_logits(model, ids, mask, last)[:, index].float()
+        return F.cross_entropy(logits, torch.tensor([ex.label for ex in batch], device=device))
+
+    def predict(examples, name):
+        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"pbft {name}")
+
+    def dev_fn():
+        return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+
+    with meter.phase("train"):
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report)
+    results = {}
+    if outcome.status == "completed":
+        with meter.phase("evaluate"):
+            results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+            results["dev"] = dev_fn()
+    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
+                        metrics=results, resources=meter.as_dict(), params=count_parameters(model),
+                        history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},
+                        error=outcome.error)

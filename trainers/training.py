@@ -1,0 +1,117 @@
+"""The training loop shared by vanilla FT, pattern-based FT and the context-distillation student.
+
+    python -m trainers run --method pbft --task rte --model PATH --lr 1e-5 --epochs 40 --batch-size 32
+
+AdamW; linear warm-up over the first `warmup_ratio` of the steps, then constant (the reference
+schedule), linear decay or cosine; gradient accumulation; clipping. After every epoch the dev
+split is scored and `report(metrics)` is called. A non-finite loss stops training and the run is
+marked `diverged`. With several data-parallel ranks each global batch is split across them and
+the gradients are summed with one all-reduce per step (no wrapper around the model), so the
+update equals the single-process one on the same global batch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from trainers.config import TrainConfig
+from trainers.distributed import all_reduce, rank_and_world
+
+
+@dataclass
+class TrainOutcome:
+    status: str = "completed"  # or "diverged"
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    steps: int = 0
+    error: str | None = None
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return max(0.0, 1 - progress) if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _sync_grads(params: list[torch.nn.Parameter]) -> None:
+    if rank_and_world()[1] == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.Tensor], dev_fn: Callable[[], dict],
+          cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None) -> TrainOutcome:
+    """Train the parameters of `model` that require grad on `items`; `loss_fn(batch)` is a batch mean."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    generator = torch.Generator().manual_seed(seed)
+    rank, world = rank_and_world()
+    outcome, best_acc, best_state = TrainOutcome(), -1.0, None
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        start, losses = time.perf_counter(), []
+        for batch in _epoch_batches(len(items), cfg.batch_size, generator):
+            mine = batch[rank::world]
+            micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
+            step_loss = torch.zeros(())
+            for i in range(0, len(mine), micro):
+                chunk = [items[j] for j in mine[i:i + micro]]
+                loss = loss_fn(chunk) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
+                loss.backward()
+                step_loss += loss.detach().float().cpu()
+            total = all_reduce(float(step_loss), "sum")
+            if not math.isfinite(total):
+                optimizer.zero_grad(set_to_none=True)
+                outcome.status, outcome.error = "diverged", f"non-finite loss ({total}) at epoch {epoch}, step {outcome.steps + 1}"
+                break
+            _sync_grads(params)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            outcome.steps += 1
+            losses.append(total)
+        if outcome.status == "diverged":
+            break
+        model.eval()
+        dev = dev_fn()
+        entry = {"epoch": epoch, "train_loss": round(sum(losses) / len(losses), 6), "dev_accuracy": dev["accuracy"],
+                 "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(time.perf_counter() - start, 3)}
+        outcome.history.append(entry)
+        if report:
+            report(dict(entry))
+        if cfg.selection == "best" and dev["accuracy"] > best_acc:
+            best_acc, outcome.best_epoch = dev["accuracy"], epoch
+            best_state = {id(p): p.detach().clone() for p in params}
+    if cfg.selection == "last" or best_state is None:
+        outcome.best_epoch = len(outcome.history)
+    else:
+        with torch.no_grad():
+            for p in params:
+                p.copy_(best_state[id(p)])
+    model.eval()
+    return outcome
