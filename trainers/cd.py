@@ -48,7 +48,7 @@ def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int]) -> t
     def predict(examples, name):
         return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"teacher {name}")
 
-    teacher_metrics = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+    teacher_metrics = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled) if cfg.final_eval else {}
     teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics
 
@@ -124,7 +124,8 @@ def run(cfg: RunConfig, report=None) -> dict:
     results = {"teacher": teacher_metrics}
     if outcome.status == "completed":
         with meter.phase("evaluate"):
-            results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled))
+            if cfg.final_eval:
+                results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled))
             results["dev"] = dev_fn()
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
              "kl_to_teacher_before": kl_before, "kl_to_teacher_after": mean_kl() if outcome.status == "completed" else None}

@@ -82,7 +82,7 @@ def summary(record: dict) -> str:
             f"{c['model']} · {c['shots']} shots · data seed {c['data_seed']} · seed {c['seed']}")
     lines = [head]
     m = record["metrics"]
-    if "teacher" in m:
+    if "in_domain" in m.get("teacher", {}):
         lines += _fmt_block("teacher", m["teacher"]["in_domain"])[:1]
         lines += [f"  {'(teacher)':<10} {n}: acc {b['accuracy']:.3f}" for n, b in m["teacher"]["ood"].items()]
     if "in_domain" in m:

@@ -137,6 +137,8 @@ class RunConfig:
     n_unlabeled: int = field(default=64, metadata=_help("unlabelled inputs drawn for context distillation"))
     eval_batch_size: int = field(default=8, metadata=_help("queries scored per forward pass"))
     prefix_cache: bool = field(default=True, metadata=_help("score ICL queries against a key/value cache of the demonstrations"))
+    final_eval: bool = field(default=True, metadata=_help(
+        "evaluate the in-domain and OOD sets at the end (the sweep's search trials judge on the dev split only)"))
     dtype: str = field(default="auto", metadata=_help(
         "weights dtype; auto: bf16 on a GPU that supports it, else fp32", choices=("auto", "float32", "bfloat16", "float16")))
     device: str = field(default="auto", metadata=_help("device; auto: CUDA when available", choices=("auto", "cpu", "cuda")))

@@ -35,7 +35,7 @@ def run(cfg: RunConfig, report=None) -> dict:
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
         if report:
             report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
-        results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+        results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled) if cfg.final_eval else {}
     return build_record(cfg, "completed", resolved=prep.resolved(cfg, context_tokens=len(context)),
                         metrics={**results, "dev": dev}, resources=meter.as_dict(),
                         params={**count_parameters(model), "trainable": 0})

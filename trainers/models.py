@@ -25,8 +25,8 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ModelError("--device cuda asked for, but CUDA is not available here; use --device cpu or auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and os.environ.get("LOCAL_RANK") is not None:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if name == "cuda":  # the launcher (Ray Train, torchrun) has set this process's device
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 

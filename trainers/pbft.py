@@ -56,7 +56,8 @@ def run(cfg: RunConfig, report=None) -> dict:
     results = {}
     if outcome.status == "completed":
         with meter.phase("evaluate"):
-            results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
+            if cfg.final_eval:
+                results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
             results["dev"] = dev_fn()
     return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),

@@ -97,6 +97,8 @@ def make_model(path: str | Path, arch: str = "opt", seed: int = 0) -> Path:
     path = Path(path)
     if (path / "config.json").exists():
         return path
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
     tok = build_tokenizer(add_bos=arch == "opt")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(model_config(arch, len(tok)))

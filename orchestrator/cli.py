@@ -1,0 +1,86 @@
+"""The sweep command line.
+
+    python -m orchestrator sweep --space quickstart [--set key=value ...] [--data-dir DIR] [--name NAME]
+                                 [--resume] [--address ADDR] [--dry-run]
+    python -m orchestrator spaces
+    python -m orchestrator summarize results/quickstart
+
+Bad input (an unknown space, key or value, a missing model folder or data folder) is rejected
+before Ray starts, with one line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.space import SpaceError, available_spaces, load_space
+from trainers.cli import USAGE_ERRORS, OneLineParser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m orchestrator", description="Ray sweeps of few-shot adaptation methods.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    s = sub.add_parser("sweep", help="run (or --resume) a sweep")
+    s.add_argument("--space", required=True, help="a name from search_spaces/ or a path to a YAML file")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the space, e.g. --set shots=[16] --set fixed.train.epochs=5")
+    s.add_argument("--data-dir", help="local data folder in the hub's schema (as ../shared/data)")
+    s.add_argument("--name", help="sweep name, i.e. the results/<name> folder (default: the space's name)")
+    s.add_argument("--results", default="results", help="folder that holds sweeps (default: results)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not re-run")
+    s.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray instance")
+    s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
+    s.add_argument("--max-trials", type=int, metavar="N", help="stop after N trials finish in this session (continue with --resume)")
+    sub.add_parser("spaces", help="list the search spaces")
+    m = sub.add_parser("summarize", help="rebuild the tables and summary of a results folder from its records")
+    m.add_argument("folder")
+    m.add_argument("--title")
+    return p
+
+
+def _spaces() -> int:
+    from orchestrator import plan
+    for name in available_spaces():
+        try:
+            space = load_space(name)
+            n = len(plan.cells(space))
+            print(f"{name:<12} {n:>3} cells  {space.description}")
+        except SpaceError as e:
+            print(f"{name:<12} INVALID: {e}")
+    return 0
+
+
+def _sweep(ns) -> int:
+    space = load_space(ns.space, ns.overrides, ns.data_dir)
+    if ns.dry_run:
+        import torch
+        from orchestrator import plan
+        from orchestrator.driver import _check_trials
+        if not space.fixtures:
+            _check_trials(space)
+        print(plan.describe(space, has_gpus=torch.cuda.is_available()))
+        return 0
+    from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
+    if ns.max_trials is not None and ns.max_trials < 1:
+        raise SpaceError("--max-trials must be at least 1")
+    return run_sweep(space, name=ns.name, resume=ns.resume, address=ns.address, results_root=Path(ns.results),
+                     max_trials=ns.max_trials)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "spaces":
+            return _spaces()
+        if ns.command == "summarize":
+            from orchestrator.results import load_records, to_markdown, write_tables
+            if not Path(ns.folder).is_dir() or not load_records(Path(ns.folder)):
+                raise SpaceError(f"{ns.folder} holds no result records")
+            _, summary = write_tables(Path(ns.folder), ns.title)
+            print(to_markdown(summary))
+            return 0
+        return _sweep(ns)
+    except (SpaceError, *USAGE_ERRORS) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,129 @@
+"""From a space to cells and trials: what the sweep will run, before Ray starts.
+
+    python -m orchestrator sweep --space cd_vs_icl --dry-run
+
+A cell is task x method x PEFT variant x model x shots. Within a cell the search phase tries
+`budget` configurations on the tuning data seed (judged on the dev split, without the final
+evaluation); the replicate phase runs the cell's best configuration on every data seed. Cells
+with nothing to search (ICL) go straight to replication. Seeds are replicates, never searched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.space import Space
+from trainers.config import from_dict
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    method: str
+    peft: str
+    model: str
+    shots: int
+
+    @property
+    def id(self) -> str:
+        variant = self.method if self.peft == "none" else f"{self.method}+{self.peft}"
+        return f"{self.task}/{variant}/{model_tag(self.model)}/{self.shots}shot"
+
+
+def model_tag(model: str) -> str:
+    return Path(model.rstrip("/")).name or model
+
+
+def cells(space: Space) -> list[Cell]:
+    return [Cell(t, m, p, model, k) for t in space.tasks for m, variants in space.methods.items()
+            for p in variants for model in space.models for k in space.shots]
+
+
+def search_spec(space: Space, cell: Cell) -> dict:
+    """The cell's `search` entries: the method's, overridden by the method+peft ones."""
+    return {**space.search.get(cell.method, {}), **space.search.get(f"{cell.method}+{cell.peft}", {})}
+
+
+def searched(space: Space, cell: Cell) -> dict:
+    """The cell's search distributions (plain values in `search` are fixed, not searched)."""
+    return {k: v for k, v in search_spec(space, cell).items() if isinstance(v, dict)}
+
+
+def base_overrides(space: Space, cell: Cell) -> dict:
+    """Every RunConfig setting of a cell's trials except data seed and searched values."""
+    opts = space.tasks[cell.task]
+    out = {"method": cell.method, "task": cell.task, "model": cell.model, "shots": cell.shots, "seed": space.seed,
+           "peft.kind": cell.peft, **space.fixed,
+           **{k: v for k, v in search_spec(space, cell).items() if not isinstance(v, dict)}}
+    if "ood" in opts:
+        out["ood"] = opts["ood"] or []
+    if "hans_heuristics" in opts:
+        out["hans_heuristics"] = opts["hans_heuristics"]
+    if space.data_dir:
+        out["data_dir"] = space.data_dir
+    if cell.method == "icl":
+        out.pop("peft.kind")
+    return out
+
+
+def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eval: bool) -> dict:
+    """The resolved RunConfig (nested dict) of one trial."""
+    from trainers.methods import METHOD_DEFAULTS
+    overrides = {**METHOD_DEFAULTS.get(cell.method, {}), **base_overrides(space, cell), **params,
+                 "data_seed": data_seed, "final_eval": final_eval}
+    return from_dict({}).replace(**overrides).to_dict()
+
+
+def trial_key(run: dict) -> str:
+    """Identity of a trial: a hash of its resolved config. A finished key is never run again."""
+    return hashlib.sha1(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_params(model: str) -> float | None:
+    """Parameter count from the name (opt-1.3b, smollm2-135m) or a local config.json; None if unknown."""
+    m = re.search(r"(\d+(?:\.\d+)?)([mb])(?![a-z])", model_tag(model).lower())
+    if m:
+        return float(m.group(1)) * (1e6 if m.group(2) == "m" else 1e9)
+    cfg_file = Path(model).expanduser() / "config.json"
+    if cfg_file.is_file():
+        c = json.loads(cfg_file.read_text())
+        h, layers, vocab = c.get("hidden_size"), c.get("num_hidden_layers"), c.get("vocab_size")
+        if h and layers and vocab:
+            return 12 * layers * h * h + vocab * h
+    return None
+
+
+def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
+    """Workers and per-worker CPUs/GPUs for the cell's trials: the first size rule that fits wins."""
+    r = {k: space.resources[k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
+    size = model_params(cell.model)
+    for rule in space.resources["by_model_size"] or []:
+        limit = rule.get("max_params")
+        if limit is None or (size is not None and size <= float(limit)):
+            r.update({k: v for k, v in rule.items() if k != "max_params"})
+            break
+    if not has_gpus:
+        r["gpus_per_worker"] = 0
+    return r
+
+
+def describe(space: Space, has_gpus: bool) -> str:
+    """The dry-run table: cells, trials per phase, resources per trial."""
+    lines = [f"sweep {space.name}: {space.description}", f"  space file: {space.path}",
+             f"  data seeds {space.data_seeds} (search on {space.tuning_data_seed}); pruner {space.pruner['type']}; "
+             f"GPUs {'yes' if has_gpus else 'no'}", ""]
+    total_search = total_rep = 0
+    lines.append(f"  {'cell':<52} {'search':>6} {'replicates':>10}  resources per trial")
+    for cell in cells(space):
+        n_search = space.budget if searched(space, cell) else 0
+        r = resources(space, cell, has_gpus)
+        total_search, total_rep = total_search + n_search, total_rep + len(space.data_seeds)
+        params = ", ".join(searched(space, cell)) or "-"
+        lines.append(f"  {cell.id:<52} {n_search:>6} {len(space.data_seeds):>10}  {r['workers']} worker(s) x "
+                     f"{r['cpus_per_worker']} CPU, {r['gpus_per_worker']} GPU   searching: {params}")
+    lines += ["", f"  {len(cells(space))} cells, {total_search} search trials + {total_rep} replicate trials = "
+              f"{total_search + total_rep} trials"]
+    return "\n".join(lines)

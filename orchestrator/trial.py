@@ -1,0 +1,84 @@
+"""One trial = one Ray Train worker group running a method from `trainers/`.
+
+    python -m orchestrator sweep --space smoke          # every trial goes through `run_trial`
+
+`run_trial` is the Tune function trainable (Ray Train V2's pattern: it builds a `TorchTrainer`
+and calls `fit()`); `worker_loop` runs on every worker of the group. Workers report each epoch
+with `ray.train.report` (all ranks call it; `TuneReportCallback` forwards rank 0's), then one
+final report carrying the whole result record as JSON, with peak memory reduced (max) across
+ranks. An exception inside the method becomes a `failed` record on the spot (a deterministic
+error would only fail again); a crashed worker process is retried by Ray Train up to the
+space's `max_failures`.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+
+import ray.train
+import ray.tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+TRIAL_MEMORY = 2**20  # the Tune-level driver only waits on its worker group: reserve no CPU for it
+
+
+def _failed_record(run: dict, error: BaseException) -> dict:
+    from trainers.config import from_dict
+    from trainers.records import build_record
+    tb = traceback.format_exception(type(error), error, error.__traceback__)
+    return build_record(from_dict(run), "failed", resolved={},
+                        error=f"{type(error).__name__}: {error}".strip(), extra={"traceback": "".join(tb[-6:])})
+
+
+def worker_loop(loop_config: dict) -> None:
+    """Runs on each worker: the method's entry point, with per-epoch reports to Ray."""
+    import torch
+
+    from trainers.config import from_dict
+    from trainers.distributed import all_reduce, rank_and_world
+    from trainers.methods import run
+
+    torch.set_num_threads(max(1, int(loop_config["cpus_per_worker"])))
+    if torch.cuda.is_available() and loop_config["use_gpu"]:
+        torch.cuda.set_device(ray.train.torch.get_device())
+    run_cfg = loop_config["run"]
+    try:
+        record = run(from_dict(run_cfg), lambda metrics: ray.train.report(dict(metrics)))
+    except Exception as e:  # the record says what went wrong; the sweep goes on
+        record = _failed_record(run_cfg, e)
+    resources = record.setdefault("resources", {})
+    resources["peak_memory_mib"] = all_reduce(resources.get("peak_memory_mib", 0.0), "max")
+    resources["ranks"] = rank_and_world()[1]
+    final = {"epoch": max(1, len(record.get("history") or [])), "record": json.dumps(record)}
+    dev = (record.get("metrics") or {}).get("dev")
+    if dev and record["status"] == "completed":
+        final["dev_accuracy"] = dev["accuracy"]
+    ray.train.report(final)
+
+
+def run_trial(config: dict, finished: dict, storage_path: str, max_failures: int) -> None:
+    """Tune function trainable: launch the trial's worker group and wait for it."""
+    if config["trial_key"] in finished:  # resumed sweep: this trial already has its record
+        ray.tune.report(finished[config["trial_key"]])
+        return
+    r = config["resources"]
+    use_gpu = r["gpus_per_worker"] > 0
+    per_worker = {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if use_gpu else {})}
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"run": config["run"], "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu},
+        scaling_config=ray.train.ScalingConfig(num_workers=r["workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=f"{config['phase']}-{config['trial_key']}-{ray.tune.get_context().get_trial_id()}",
+            storage_path=storage_path, callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
+    trainer.fit()
+
+
+def trainable(finished: dict, storage_path: str, max_failures: int):
+    """`run_trial` with its fixed arguments bound and its (tiny) resource request."""
+    bound = ray.tune.with_parameters(run_trial, finished=finished, storage_path=storage_path, max_failures=max_failures)
+    return ray.tune.with_resources(bound, {"memory": TRIAL_MEMORY})

@@ -1,0 +1,133 @@
+"""Search spaces, overrides, planning and the sweep CLI's error paths: no Ray started here."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from orchestrator import plan
+from orchestrator.results import summary_table, trials_table
+from orchestrator.space import SpaceError, available_spaces, load_space
+
+
+@pytest.mark.parametrize("name", available_spaces())
+def test_every_shipped_space_validates(name):
+    space = load_space(name)
+    assert plan.cells(space) and space.description
+    for cell in plan.cells(space):
+        assert plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=True)["method"] == cell.method
+
+
+def test_shipped_spaces_are_the_ones_promised():
+    assert {"cd_vs_icl", "ft_vs_icl", "quickstart", "smoke"} <= set(available_spaces())
+    space = load_space("cd_vs_icl")
+    assert set(space.tasks) == {"rte", "mnli"} and space.shots == [16, 32] and len(space.data_seeds) == 5
+    assert {"icl", "cd", "pbft"} == set(space.methods)
+
+
+def write(tmp_path, doc):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+BASE = {"description": "d", "tasks": ["rte"], "methods": {"icl": ["none"], "pbft": ["lora"]},
+        "models": ["facebook/opt-125m"], "shots": [16], "data_seeds": [0, 1],
+        "search": {"pbft": {"train.lr": {"loguniform": [1e-5, 1e-3]}}}}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"budjet": 3}, r"space.yaml: budjet: unknown key; allowed: name, description"),
+    ({"shots": "16"}, r"shots: expected a non-empty list of int"),
+    ({"methods": {"magic": ["none"]}}, r"methods.magic: unknown method; allowed: cd, ft, icl, pbft"),
+    ({"methods": {"icl": ["lora"]}}, r"methods.icl: unknown PEFT variant 'lora'; allowed: none"),
+    ({"tasks": ["sst9"]}, r"tasks.sst9: unknown task; allowed: cola, mnli"),
+    ({"search": {"pbft": {"train.lr": {"loguniform": [1e-3, 1e-5]}}}}, r"search.pbft.train.lr: loguniform needs low < high"),
+    ({"search": {"pbft": {"train.rate": {"uniform": [0, 1]}}}}, r"search.pbft.train.rate: unknown config key; allowed:"),
+    ({"search": {"pbft": {"train.lr": {"gaussian": [0, 1]}}}}, r"expected one of \{loguniform, uniform, int, choice"),
+    ({"pruner": {"type": "hyperband"}}, r"pruner.type: expected one of median, successive_halving, none"),
+    ({"resources": {"workers": 2, "gpus_per_worker": 0.5}}, r"fractional GPUs work with one worker per trial only"),
+    ({"fixed": {"train.epochs": "many"}}, r"fixed: epochs must be of type int"),
+    ({"models": ["./no/such/model"]}, r"models: model folder ./no/such/model does not exist"),
+])
+def test_invalid_spaces_name_file_key_and_allowed_values(tmp_path, change, message):
+    with pytest.raises(SpaceError, match=message):
+        load_space(write(tmp_path, {**BASE, **change}))
+
+
+def test_dotted_overrides(tmp_path):
+    space = load_space(write(tmp_path, BASE), ["shots=[16, 32]", "fixed.train.epochs=5", "budget=2",
+                                               "search.pbft.train.lr={loguniform: [1e-4, 1e-2]}", "resources.workers=2"])
+    assert space.shots == [16, 32] and space.fixed == {"train.epochs": 5} and space.budget == 2
+    assert space.search["pbft"]["train.lr"] == {"loguniform": [1e-4, 1e-2]} and space.resources["workers"] == 2
+    with pytest.raises(SpaceError, match="expected key=value"):
+        load_space(write(tmp_path, BASE), ["shots"])
+
+
+def test_cells_trials_and_keys(tmp_path):
+    space = load_space(write(tmp_path, BASE), ["fixed.train.epochs=3", "budget=5"])
+    cells = {c.id: c for c in plan.cells(space)}
+    assert set(cells) == {"rte/icl/opt-125m/16shot", "rte/pbft+lora/opt-125m/16shot"}
+    icl, pbft = cells["rte/icl/opt-125m/16shot"], cells["rte/pbft+lora/opt-125m/16shot"]
+    assert plan.searched(space, icl) == {} and list(plan.searched(space, pbft)) == ["train.lr"]
+    run0 = plan.run_config(space, pbft, 0, {"train.lr": 1e-4}, final_eval=False)
+    assert run0["train"]["epochs"] == 3 and run0["peft"]["kind"] == "lora" and run0["final_eval"] is False
+    run1 = plan.run_config(space, pbft, 1, {"train.lr": 1e-4}, final_eval=False)
+    assert plan.trial_key(run0) == plan.trial_key(dict(run0)) != plan.trial_key(run1)
+    assert "5 search trials + 4 replicate trials = 9 trials" in plan.describe(space, False)
+
+
+def test_resources_follow_model_size_rules(tmp_path):
+    rules = {"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 1,
+             "by_model_size": [{"max_params": 4e8, "gpus_per_worker": 0.5}, {"max_params": None, "workers": 2}]}
+    space = load_space(write(tmp_path, {**BASE, "models": ["facebook/opt-125m", "facebook/opt-6.7b"], "resources": rules}))
+    small, big = [c for c in plan.cells(space) if c.method == "icl"]
+    assert plan.resources(space, small, has_gpus=True) == {"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 0.5}
+    assert plan.resources(space, big, has_gpus=True)["workers"] == 2
+    assert plan.resources(space, big, has_gpus=False)["gpus_per_worker"] == 0
+    assert plan.model_params("facebook/opt-1.3b") == 1.3e9 and plan.model_params("HuggingFaceTB/SmolLM2-135M") == 135e6
+
+
+def test_summary_reports_replicates_and_counts_pruned_and_failed():
+    def rec(phase, status, seed, acc, lr=1e-4):
+        return {"phase": phase, "status": status, "trial_key": f"{phase}{seed}{status}",
+                "config": {"task": "rte", "method": "pbft", "peft": {"kind": "lora"}, "model": "m", "shots": 16,
+                           "data_seed": seed, "seed": 0},
+                "resolved": {"lr": lr}, "history": [{"epoch": 1, "dev_accuracy": 0.5}],
+                "metrics": {"in_domain": {"accuracy": acc, "pred_fraction": {"a": 0.5, "b": 0.5}},
+                            "ood": {"hans": {"accuracy": acc - 0.1, "pred_fraction": {"a": 1.0, "b": 0.0}}}} if acc else {},
+                "resources": {"peak_memory_mib": 100.0, "total_seconds": 10.0}, "params": {"trainable": 7}}
+    records = [rec("search", "completed", 0, None), rec("search", "pruned", 0, None), rec("search", "failed", 0, None),
+               rec("replicate", "completed", 0, 0.6), rec("replicate", "completed", 1, 0.8)]
+    s = summary_table(trials_table(records)).iloc[0]
+    assert s["seeds"] == 2 and s["in-domain acc"] == "0.700 ± 0.141" and s["hans acc"] == "0.600 ± 0.141"
+    assert (s["search trials"], s["pruned"], s["failed"]) == (3, 1, 1) and s["hans P(class 0)"] == "1.00 ± 0.00"
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True)
+
+
+def test_spaces_command_lists_every_space():
+    r = cli("spaces")
+    assert r.returncode == 0 and all(name in r.stdout for name in available_spaces())
+
+
+def test_dry_run_prints_the_plan_without_ray():
+    r = cli("sweep", "--space", "cd_vs_icl", "--dry-run", "--set", "shots=[16]")
+    assert r.returncode == 0, r.stderr
+    assert "rte/cd+lora/opt-125m/16shot" in r.stdout and "18 cells" in r.stdout
+    assert "Ray dashboard" not in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--space", "nope"], "unknown search space 'nope'; available:"),
+    (["--space", "smoke", "--set", "budjet=2"], "budjet: unknown key"),
+    (["--space", "quickstart", "--set", "models=[./missing-model]"], "model folder ./missing-model does not exist"),
+    (["--space", "quickstart", "--data-dir", "/no/such/data"], "data folder /no/such/data does not exist"),
+    (["--space", "smoke", "--max-trials", "0"], "--max-trials must be at least 1"),
+])
+def test_sweep_usage_errors_exit_2_with_one_line(args, message):
+    r = cli("sweep", *args, "--dry-run") if "--max-trials" not in args else cli("sweep", *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
