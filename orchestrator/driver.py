@@ -22,6 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: our lines only
+# A failed trial's final report has no dev accuracy; the searcher and the pruner handle that.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
 import optuna  # noqa: E402
 import ray  # noqa: E402
@@ -43,6 +45,7 @@ from trainers.records import COMMIT_ENV, build_record, git_commit  # noqa: E402
 # interrupt stopped before their first report) says nothing the records do not.
 logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+logging.getLogger("ray.tune.tune").setLevel(logging.WARNING)
 
 
 class Progress:
@@ -61,6 +64,8 @@ class Progress:
         m = rec.get("metrics") or {}
         score = (f"in-domain {m['in_domain']['accuracy']:.3f}" if "in_domain" in m
                  else f"dev {rec['history'][-1]['dev_accuracy']:.3f}" if rec.get("history") else "")
+        if rec.get("error"):
+            score = rec["error"][:60]
         tail = " · ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         print(f"[{self.done:>3}/{self.total}] {rec['phase']:<9} {rec['cell']:<44} seed {rec['data_seed']} {params:<18} "
               f"{rec['status']:<9} {score:<18} {seconds:5.0f}s | {tail} · ETA {eta / 60:.1f} min", flush=True)
