@@ -103,11 +103,14 @@ class RecordWriter(ray.tune.Callback):
 
     def _write(self, trial, rec: dict) -> None:
         c = trial.config
+        seconds = round(time.time() - self.started.get(trial.trial_id, time.time()), 3)
+        # trial_seconds: the whole trial as the driver saw it, worker group start and stop included
         rec.update(sweep=self.sweep, cell=c["cell"], phase=c["phase"], trial_key=c["trial_key"],
-                   tune_trial_id=trial.trial_id, searched=c["searched"], trial_resources=c["resources"])
+                   tune_trial_id=trial.trial_id, searched=c["searched"], trial_resources=c["resources"],
+                   trial_seconds=seconds)
         results.write_record(self.sweep_dir, rec)
         self.written += 1
-        self.progress.line(rec, time.time() - self.started.get(trial.trial_id, time.time()))
+        self.progress.line(rec, seconds)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -181,13 +184,29 @@ def _finished(sweep_dir: Path) -> dict:
     return out
 
 
-def _fit(space: Space, sweep_dir: Path, name: str, trainable_fn, progress: Progress, tune: dict,
+def concurrency(space: Space, has_gpus: bool) -> int:
+    """Trials that fit on the cluster at once. The Tune-level trial reserves (almost) nothing, so
+    without this cap Tune would start every trial's driver at once, each waiting for its workers,
+    and the searcher would propose every configuration before seeing any result."""
+    if space.max_concurrent_trials:
+        return space.max_concurrent_trials
+    total = ray.cluster_resources()
+    fits = []
+    for cell in plan.cells(space):
+        r = plan.resources(space, cell, has_gpus)
+        fits.append(total.get("CPU", 0) // max(r["workers"] * r["cpus_per_worker"], 1e-9))
+        if r["gpus_per_worker"]:
+            fits.append(total.get("GPU", 0) // (r["workers"] * r["gpus_per_worker"]))
+    return max(1, int(min(fits)))
+
+
+def _fit(space: Space, sweep_dir: Path, name: str, trainable_fn, progress: Progress, tune: dict, has_gpus: bool,
          pruned: set[str] = frozenset(), max_trials: int | None = None) -> bool:
     """Run one Tune experiment; True when every trial it was given finished (not interrupted)."""
     writer = RecordWriter(space.name, sweep_dir, progress, pruned)
     tuner = ray.tune.Tuner(
         trainable_fn,
-        tune_config=ray.tune.TuneConfig(max_concurrent_trials=space.max_concurrent_trials, **tune),
+        tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency(space, has_gpus), **tune),
         run_config=ray.tune.RunConfig(name=name, storage_path=str(sweep_dir / "ray"), verbose=0, callbacks=[writer],
                                       stop=StopAfter(progress, max_trials),
                                       failure_config=ray.tune.FailureConfig(max_failures=0)))
@@ -208,22 +227,14 @@ def search_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progre
     fn = trainable(_finished(sweep_dir), str(sweep_dir / "ray"), space.max_failures)
     return _fit(space, sweep_dir, f"search-{int(time.time())}", fn, progress,
                 tune={"search_alg": searcher, "scheduler": scheduler, "num_samples": sum(budgets.values())},
-                pruned=scheduler.pruned, max_trials=max_trials)
+                has_gpus=has_gpus, pruned=scheduler.pruned, max_trials=max_trials)
 
 
 def best_params(space: Space, sweep_dir: Path) -> dict[str, dict | None]:
-    """Per cell: the searched values of its best completed search trial (by final dev accuracy)."""
-    records = [r for r in results.load_records(sweep_dir) if r.get("phase") == "search" and r["status"] == "completed"]
-    out = {}
-    for cell in plan.cells(space):
-        if not plan.searched(space, cell):
-            out[cell.id] = {}
-            continue
-        mine = [r for r in records if r["cell"] == cell.id]
-        # ties are common on a small dev split: prefer the steadier trial (mean dev accuracy over epochs)
-        key = lambda r: (r["metrics"]["dev"]["accuracy"], sum(h["dev_accuracy"] for h in r["history"]) / max(1, len(r["history"])))
-        out[cell.id] = max(mine, key=key)["searched"] if mine else None
-    return out
+    """Per cell: the searched values of its best search trial; {} with nothing to search; None if none completed."""
+    best = results.best_search_trials(results.load_records(sweep_dir))
+    return {cell.id: ({} if not plan.searched(space, cell) else best[cell.id]["searched"] if cell.id in best else None)
+            for cell in plan.cells(space)}
 
 
 def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progress,
@@ -242,7 +253,8 @@ def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Pro
         return True, skipped
     fn = trainable(finished, str(sweep_dir / "ray"), space.max_failures)
     complete = _fit(space, sweep_dir, f"replicate-{int(time.time())}", fn, progress,
-                    tune={"search_alg": ConfigList(configs), "num_samples": len(configs)}, max_trials=max_trials)
+                    tune={"search_alg": ConfigList(configs), "num_samples": len(configs)}, has_gpus=has_gpus,
+                    max_trials=max_trials)
     return complete, skipped
 
 
@@ -268,6 +280,7 @@ def run_sweep(space: Space, name: str | None = None, resume: bool = False, addre
         n_cells = len(plan.cells(space))
         total = sum(space.budget for c in plan.cells(space) if plan.searched(space, c)) + n_cells * len(space.data_seeds)
         progress = Progress(max(0, total - len(done)))
+        print(f"{progress.total} trials to run, {concurrency(space, has_gpus)} at a time", flush=True)
         if not search_phase(space, sweep_dir, has_gpus, progress, max_trials):
             return _stop(sweep_dir)
         complete, skipped = replicate_phase(space, sweep_dir, has_gpus, progress, max_trials)

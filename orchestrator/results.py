@@ -72,6 +72,22 @@ def _row(rec: dict) -> dict:
     return row
 
 
+def best_search_trials(records: list[dict]) -> dict[str, dict]:
+    """Per cell, the completed search trial with the best final dev accuracy.
+
+    Ties are common on a small dev split: the steadier trial (higher mean dev accuracy over its
+    epochs) wins them."""
+    best: dict[str, tuple] = {}
+    for r in records:
+        if r.get("phase") != "search" or r["status"] != "completed":
+            continue
+        history = r.get("history") or [{"dev_accuracy": 0.0}]
+        key = (r["metrics"]["dev"]["accuracy"], sum(h["dev_accuracy"] for h in history) / len(history))
+        if r["cell"] not in best or key > best[r["cell"]][0]:
+            best[r["cell"]] = (key, r)
+    return {cell: rec for cell, (_, rec) in best.items()}
+
+
 def trials_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([_row(r) for r in records])
 

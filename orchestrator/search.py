@@ -83,7 +83,7 @@ class CellSearcher(Searcher):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._owner:
+        if trial_id in self._owner and self.metric in result:  # a failed trial's last report has none
             self._subs[self._owner[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -10,6 +10,7 @@ wrong types are errors naming the file, the key and what is allowed. No Ray in h
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,4 +310,13 @@ def load_space(name_or_path: str, overrides: list[str] = (), data_dir: str | Non
     raw = apply_overrides(raw, list(overrides))
     if data_dir:
         raw["data_dir"] = data_dir
-    return validate(raw, str(path))
+    space = validate(raw, str(path))
+    # Trials run in Ray worker processes with another working directory: local paths become absolute.
+    return dataclasses.replace(space, data_dir=_absolute(space.data_dir), models=[_absolute(m) for m in space.models])
+
+
+def _absolute(path: str | None) -> str | None:
+    """The absolute form of a local path that exists; anything else (a hub id, None) unchanged."""
+    if not path or not Path(path).expanduser().exists():
+        return path
+    return str(Path(path).expanduser().resolve())

@@ -61,7 +61,7 @@ def train_teacher(tiny_dir, data_dir):
     index = torch.tensor(label_token_ids(tok, prompt))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
-    for step in range(150):
+    for _ in range(150):
         batch = [task.train[int(i)] for i in torch.randint(len(task.train), (8,), generator=g)]
         demos = [task.train[int(i)] for i in torch.randint(len(task.train), (int(torch.randint(0, 5, (1,), generator=g)),), generator=g)]
         ctx = encode_context(tok, prompt, demos)

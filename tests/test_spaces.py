@@ -131,3 +131,12 @@ def test_sweep_usage_errors_exit_2_with_one_line(args, message):
     r = cli("sweep", *args, "--dry-run") if "--max-trials" not in args else cli("sweep", *args)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_local_paths_become_absolute_for_the_workers(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    path = write(tmp_path, {**BASE, "models": ["./model", "facebook/opt-125m"]})
+    monkeypatch.chdir(tmp_path)
+    space = load_space(path, data_dir="data")
+    assert space.data_dir == str(tmp_path / "data") and space.models == [str(tmp_path / "model"), "facebook/opt-125m"]

@@ -91,3 +91,16 @@ def test_a_sweep_is_not_overwritten_without_resume(tmp_path):
     (tmp_path / "smoke" / "space.yaml").write_text("raw: {}\n")
     r = sweep(tmp_path, "--space", "smoke")
     assert r.returncode == 2 and "already holds a sweep; pass --resume" in r.stderr
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="two workers need two CPUs")
+def test_two_worker_trials_train_data_parallel_and_shard_evaluation(tmp_path):
+    r = sweep(tmp_path, "--space", "smoke", "--set", "methods={pbft: [lora]}", "--set", "budget=1",
+              "--set", "data_seeds=[0]", "--set", "fixed.train.epochs=2", "--set", "resources.workers=2",
+              "--name", "two_workers")
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = list(records(tmp_path / "two_workers").values())
+    assert len(recs) == 2 and all(rec["status"] == "completed" for rec in recs)
+    assert all(rec["resources"]["ranks"] == 2 for rec in recs)
+    replicate = next(rec for rec in recs if rec["phase"] == "replicate")
+    assert replicate["metrics"]["in_domain"]["n_scored"] == 40  # every example scored once across the two shards

@@ -40,7 +40,7 @@ def _validate_choices(cfg: Any) -> None:
     for f in dataclasses.fields(cfg):
         choices = f.metadata.get("choices")
         if choices:
-            _check_choice(f.name, getattr(cfg, f.name), choices)
+            _check_choice(f.metadata.get("cli") or f.name, getattr(cfg, f.name), choices)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ own last real token, so right padding leaves every real token's position unchang
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch

@@ -4,8 +4,8 @@
 
 Context (the demonstrations) and each query are tokenized separately and their ids concatenated,
 in the cached and the plain path alike, so both score exactly the same tokens. In the cached
-path the context's key/value cache is computed once and every batch of queries attends to a copy
-of it; in the plain path every query carries the whole context. Rows are right-padded, and the
+path the context's key/value cache is computed once and every batch of queries attends to it,
+shared by the rows rather than copied per row; in the plain path every query carries the whole context. Rows are right-padded, and the
 logits are taken at each row's own last real token (`logits_to_keep` with per-row positions), so
 the full-vocabulary projection runs for one position per query, never for the whole sequence.
 """
@@ -19,6 +19,7 @@ import sys
 from typing import Callable
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from trainers.distributed import shard, unshard
 from trainers.prompts import Prompt
@@ -117,10 +118,7 @@ class ContextScorer:
         for batch in progress(batches, len(batches), desc):
             seqs = [queries[i] if cached else context_ids + queries[i] for i in batch]
             ids, mask, last = collate(seqs, self.pad_id, self.device)
-            past = None
-            if cached:
-                past = copy.deepcopy(prefix)
-                past.batch_repeat_interleave(len(batch))
+            past = batch_cache(prefix, len(batch)) if cached else None
             reduced = reduce(answer_logits(self.model, ids, mask, last, past).float()).cpu()
             for row, i in enumerate(batch):
                 results[i] = reduced[row]
@@ -130,6 +128,34 @@ class ContextScorer:
         ids = torch.tensor([context_ids], dtype=torch.long, device=self.device)
         return forward_with_cache(self.model, None, input_ids=ids, attention_mask=torch.ones_like(ids),
                                   use_cache=True, logits_to_keep=1)[1]
+
+
+class _SharedPrefixLayer(DynamicLayer):
+    """One layer's prefix keys/values, shared by every row of a batch and never grown.
+
+    Each forward gets prefix + the batch's new states for its attention, built then and dropped
+    after the layer: no layer keeps a batch-sized copy of the prefix, so the cached path's
+    memory does not grow with batch x layers x prefix length.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, batch: int):
+        super().__init__()
+        self.keys, self.values, self.batch = keys, values, batch
+        self.device, self.is_initialized = keys.device, True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        shape = (self.batch, *self.keys.shape[1:])
+        return (torch.cat([self.keys.expand(shape), key_states], dim=-2),
+                torch.cat([self.values.expand(shape), value_states], dim=-2))
+
+
+def batch_cache(prefix: Cache, batch: int) -> Cache:
+    """The prefix cache for a batch of `batch` queries, the prefix itself left untouched."""
+    if all(type(layer) is DynamicLayer for layer in prefix.layers):
+        return Cache(layers=[_SharedPrefixLayer(layer.keys, layer.values, batch) for layer in prefix.layers])
+    past = copy.deepcopy(prefix)  # sliding-window and other layer kinds: the cache's own copy
+    past.batch_repeat_interleave(batch)
+    return past
 
 
 def label_word_reduce(label_ids: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -1,0 +1,125 @@
+"""Sweep overhead: how much of a sweep's wall time is spent outside the methods' own compute, and
+what one Ray Train worker group costs to start and stop.
+
+    python -m benchmarks.sweep_overhead                 # the smoke space on a local Ray instance
+    python benchmarks/sweep_overhead.py --repeats 5
+
+Three measurements in one Ray session:
+1. `--repeats` times, a `TorchTrainer` whose one worker does nothing (the worker group's start and
+   stop), and a plain Tune function trial that does nothing (a trial without a worker group);
+2. the `smoke` sweep (one trial at a time, so time adds up): its wall time against the sum of the
+   methods' own time as their records measure it (`resources.total_seconds`, from the method's
+   entry to its result); the rest is overhead: Ray and Tune bookkeeping, worker processes and
+   their imports, worker group start and stop;
+3. per trial, the driver's view of the trial (`trial_seconds`) minus the method's own time.
+Writes results/bench/sweep_overhead.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable, as `-m` from it does
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+from benchmarks.common import ROOT, table  # noqa: E402
+from trainers.records import environment, write_json_atomic  # noqa: E402
+
+
+def _noop_worker(config: dict) -> None:
+    import ray.train
+    ray.train.report({"done": 1})
+
+
+def _noop_trial(config: dict) -> None:
+    import ray.tune
+    ray.tune.report({"done": 1})
+
+
+def worker_group_seconds(storage: str) -> float:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    start = time.perf_counter()
+    TorchTrainer(_noop_worker, scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+                 run_config=ray.train.RunConfig(storage_path=storage, name=f"noop-{time.time_ns()}")).fit()
+    return time.perf_counter() - start
+
+
+def tune_trial_seconds(storage: str) -> float:
+    import ray.tune
+    start = time.perf_counter()
+    ray.tune.Tuner(_noop_trial, run_config=ray.tune.RunConfig(storage_path=storage, name=f"noop-{time.time_ns()}",
+                                                            verbose=0)).fit()
+    return time.perf_counter() - start
+
+
+def smoke_sweep(results_root: Path) -> tuple[float, list[dict]]:
+    from orchestrator.driver import run_sweep
+    from orchestrator.results import load_records
+    from orchestrator.space import load_space
+    space = load_space("smoke", ["max_concurrent_trials=1"])
+    start = time.perf_counter()
+    run_sweep(space, results_root=results_root)
+    return time.perf_counter() - start, load_records(results_root / "smoke")
+
+
+def measure(args) -> dict:
+    import ray
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        ray.init(num_cpus=args.cpus, log_to_driver=False)
+        ray_start = time.perf_counter() - start
+        groups = [worker_group_seconds(tmp) for _ in range(args.repeats)]
+        trials = [tune_trial_seconds(tmp) for _ in range(args.repeats)]
+        wall, records = smoke_sweep(Path(tmp))
+        ray.shutdown()
+    method = sum(r["resources"].get("total_seconds", 0.0) for r in records)
+    per_trial = [r["trial_seconds"] - r["resources"].get("total_seconds", 0.0) for r in records if "trial_seconds" in r]
+    return {"ray_init_seconds": round(ray_start, 2), "worker_group_seconds": [round(x, 2) for x in groups],
+            "tune_trial_seconds": [round(x, 2) for x in trials], "sweep_wall_seconds": round(wall, 1),
+            "method_seconds": round(method, 1), "overhead_share": round(1 - method / wall, 3),
+            "trials": len(records), "per_trial_overhead_seconds": [round(x, 1) for x in per_trial],
+            "statuses": {s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}}}
+
+
+def render(f: dict) -> str:
+    med = statistics.median
+    rows = [["ray.init (local instance)", f["ray_init_seconds"]],
+            ["worker group start + stop (no-op TorchTrainer.fit, median)", med(f["worker_group_seconds"])],
+            ["Tune function trial, no worker group (median)", med(f["tune_trial_seconds"])],
+            [f"smoke sweep wall ({f['trials']} trials, one at a time)", f["sweep_wall_seconds"]],
+            ["methods' own time (sum over records)", f["method_seconds"]],
+            ["overhead share of the sweep's wall time", f"{100 * f['overhead_share']:.1f} %"],
+            ["overhead per trial (trial seconds - method seconds, median)", med(f["per_trial_overhead_seconds"])]]
+    notes = (f"- every worker group: {f['worker_group_seconds']} s; every Tune trial: {f['tune_trial_seconds']} s\n"
+             f"- per-trial overhead: {f['per_trial_overhead_seconds']} s; statuses {f['statuses']}\n")
+    return table(["figure", "seconds"], rows) + "\n\n" + notes
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3, help="no-op worker groups and Tune trials to time (default: 3)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray instance (default: all)")
+    p.add_argument("--out-dir", default=str(ROOT / "results" / "bench"))
+    args = p.parse_args(argv)
+    load = os.getloadavg()
+    figures = measure(args)
+    text = (f"# Sweep overhead: the smoke space on a local Ray instance\n\n    python -m benchmarks.sweep_overhead "
+            f"{' '.join(argv or sys.argv[1:])}\n\n{render(figures)}- machine: {os.cpu_count()} CPUs; 1-minute load "
+            f"average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")
+    print("\n" + text)
+    write_json_atomic(Path(args.out_dir) / "sweep_overhead.json",
+                      {"benchmark": "sweep_overhead", "args": vars(args), "figures": figures, "env": environment()})
+    (Path(args.out_dir) / "sweep_overhead.md").write_text(text)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
