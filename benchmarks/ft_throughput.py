@@ -5,8 +5,7 @@
 
 Both loops train the same model from the same starting weights on the same examples, in the same
 batches in the same order (the project's own seeded shuffle), with the same loss: pattern-based
-fine-tuning's label-word cross-entropy at the answer position (`collate` + `answer_logits`, as in
-trainers/pbft.py). The project loop is `trainers.training.train` with a dev function that returns
+fine-tuning's label-word cross-entropy at the answer position (`trainers.pbft.label_word_loss`). The project loop is `trainers.training.train` with a dev function that returns
 at once, so evaluation is not timed; the bare loop is AdamW with forward, backward, step and
 nothing else. Warm-up ratio and clipping are off (`TrainConfig(warmup_ratio=0, max_grad_norm=0)`)
 so the two compute the same update and their final trainable parameters can be compared.
@@ -25,7 +24,6 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import common
 from benchmarks.common import (alternate, fmt, load_model, parser, phase_rows, ratio, round_robin, run_config,
@@ -35,9 +33,9 @@ from trainers.common import prepare
 from trainers.config import PeftConfig, TrainConfig
 from trainers.metering import Meter
 from trainers.models import count_parameters
+from trainers.pbft import label_word_loss
 from trainers.prompts import label_token_ids
-from trainers.scoring import answer_logits, collate, encode_context, encode_training_input
-from trainers.training import _epoch_batches, train
+from trainers.training import epoch_batches, train
 
 LOOPS = ("project", "bare")
 
@@ -54,22 +52,6 @@ def options():
     return p
 
 
-def pbft_loss(model, tok, prep, max_length: int):
-    """trainers/pbft.py's loss, rebuilt because there it is local to `run`."""
-    label_ids = label_token_ids(tok, prep.prompt)
-    context = encode_context(tok, prep.prompt, [])
-    device = next(model.parameters()).device
-    index = torch.tensor(label_ids, device=device)
-    inputs = {id(ex): encode_training_input(tok, prep.prompt, context, ex, max_length) for ex in prep.draw.labelled}
-
-    def loss_fn(batch):
-        ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
-        logits = answer_logits(model, ids, mask, last)[:, index].float()
-        return F.cross_entropy(logits, torch.tensor([ex.label for ex in batch], device=device))
-
-    return loss_fn
-
-
 def bare_loop(model, items: list, loss_fn, epochs: int, batch_size: int, lr: float, seed: int) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -77,7 +59,7 @@ def bare_loop(model, items: list, loss_fn, epochs: int, batch_size: int, lr: flo
     model.train()
     for _ in range(epochs):
         # the project's shuffle, so both loops see the very same batches in the same order
-        for batch in _epoch_batches(len(items), batch_size, generator):
+        for batch in epoch_batches(len(items), batch_size, generator):
             loss_fn([items[j] for j in batch]).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -88,7 +70,8 @@ def measure(args, device: torch.device) -> dict:
     prep = prepare(run_config(args, args.examples))
     model, tok = load_model(args)
     model, _ = adapters.apply(model, PeftConfig(kind=args.peft))
-    items, loss_fn = prep.draw.labelled, pbft_loss(model, tok, prep, args.max_length)
+    items = prep.draw.labelled
+    loss_fn = label_word_loss(model, tok, prep.prompt, label_token_ids(tok, prep.prompt), items, args.max_length)
     lr = args.lr or PeftConfig(kind=args.peft).default_lr()
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, warmup_ratio=0.0, max_grad_norm=0.0,
                       max_length=args.max_length, weight_decay=0.0, schedule="constant", selection="last")

@@ -59,6 +59,7 @@ def _row(rec: dict) -> dict:
            "in_domain_accuracy": (m.get("in_domain") or {}).get("accuracy"),
            "in_domain_accuracy_full_vocab": (m.get("in_domain") or {}).get("accuracy_full_vocab"),
            "peak_memory_mib": res.get("peak_memory_mib"), "seconds": res.get("total_seconds"),
+           "trial_seconds": rec.get("trial_seconds"),
            "trainable_params": (rec.get("params") or {}).get("trainable"), "error": rec.get("error")}
     if m.get("in_domain"):
         row["in_domain_pred_class0"] = next(iter(m["in_domain"]["pred_fraction"].values()))

@@ -24,6 +24,21 @@ from trainers.scoring import ContextScorer, answer_logits, collate, encode_conte
 from trainers.training import train
 
 
+def label_word_loss(model, tok, prompt, label_ids: list[int], examples: list, max_length: int):
+    """PBFT's loss on a batch of `examples`: cross-entropy over the label words' logits at the answer position."""
+    context = encode_context(tok, prompt, [])
+    device = next(model.parameters()).device
+    index = torch.tensor(label_ids, device=device)
+    inputs = {id(ex): encode_training_input(tok, prompt, context, ex, max_length) for ex in examples}
+
+    def loss_fn(batch):
+        ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
+        logits = answer_logits(model, ids, mask, last)[:, index].float()
+        return F.cross_entropy(logits, torch.tensor([ex.label for ex in batch], device=device))
+
+    return loss_fn
+
+
 def run(cfg: RunConfig, report=None) -> dict:
     meter = Meter(pick_device(cfg.device))
     with meter.phase("load"):
@@ -36,14 +51,7 @@ def run(cfg: RunConfig, report=None) -> dict:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     context = encode_context(tok, prep.prompt, [])  # no demonstrations: just the tokenizer's BOS, if any
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(model))
-    device = scorer.device
-    index = torch.tensor(label_ids, device=device)
-    inputs = {id(ex): encode_training_input(tok, prep.prompt, context, ex, cfg.train.max_length) for ex in prep.draw.labelled}
-
-    def loss_fn(batch):
-        ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
-        logits = answer_logits(model, ids, mask, last)[:, index].float()
-        return F.cross_entropy(logits, torch.tensor([ex.label for ex in batch], device=device))
+    loss_fn = label_word_loss(model, tok, prep.prompt, label_ids, prep.draw.labelled, cfg.train.max_length)
 
     def predict(examples, name):
         return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"pbft {name}")

@@ -55,7 +55,8 @@ def _sync_grads(params: list[torch.nn.Parameter]) -> None:
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
-def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch's shuffled batches of item indices (public so that a benchmark can replay the order)."""
     order = torch.randperm(n, generator=generator).tolist()
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
@@ -73,7 +74,7 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, losses = time.perf_counter(), []
-        for batch in _epoch_batches(len(items), cfg.batch_size, generator):
+        for batch in epoch_batches(len(items), cfg.batch_size, generator):
             mine = batch[rank::world]
             micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
             step_loss = torch.zeros(())
