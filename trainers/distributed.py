@@ -8,6 +8,8 @@ rank and shard their work, so the same code runs alone, under torchrun, or under
 from __future__ import annotations
 
 import torch
+import torch._dynamo  # noqa: F401  imported before any process group: AdamW imports it lazily, and with torch
+# 2.13 importing it after a gloo group exists makes the process abort at exit ("terminate called ...") ~1 run in 10
 import torch.distributed as dist
 
 
