@@ -138,7 +138,9 @@ def to_markdown(df: pd.DataFrame) -> str:
         return "(no records)\n"
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    def cell(v) -> str:  # a column only some cells have (the CD teacher's accuracy) is NaN elsewhere
+        return "-" if isinstance(v, float) and math.isnan(v) else str(v)
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
