@@ -187,9 +187,13 @@ def main(name: str, argv: list[str] | None, options: Callable[[], argparse.Argum
                f"1-minute load average {load_before[0]:.1f} at start, {env['load_average_at_end'][0]:.1f} at end; "
                f"{run['wall_seconds']:.0f} s in all")
     text = f"# {title(args, device)}\n\n    {command}\n\n{render(figures)}\n{machine}\n"
-    print("\n" + text)
-    out = Path(args.out_dir)
-    write_json_atomic(out / f"{name}.json", {"benchmark": name, "command": command, "args": vars(args),
+    publish(name, Path(args.out_dir), text, {"benchmark": name, "command": command, "args": vars(args),
                                              "figures": figures, "run": run, "env": env})
-    (out / f"{name}.md").write_text(text)
     return figures
+
+
+def publish(name: str, out: Path, text: str, record: dict) -> None:
+    """Print the Markdown report and write it beside the JSON record: results/bench/<name>.{md,json}."""
+    print("\n" + text)
+    write_json_atomic(out / f"{name}.json", record)
+    (out / f"{name}.md").write_text(text)

@@ -25,8 +25,8 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
-from benchmarks.common import ROOT, table  # noqa: E402
-from trainers.records import environment, write_json_atomic  # noqa: E402
+from benchmarks.common import ROOT, publish, table  # noqa: E402
+from trainers.records import environment  # noqa: E402
 
 
 def one_sweep(root: Path, name: str, overrides: list[str]) -> dict:
@@ -89,10 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"    python -m benchmarks.pruning_savings {' '.join(argv or sys.argv[1:])}\n\n{render(figures)}"
             f"- machine: {os.cpu_count()} CPUs; 1-minute load average {load[0]:.1f} at start, "
             f"{os.getloadavg()[0]:.1f} at end\n")
-    print("\n" + text)
-    write_json_atomic(Path(args.out_dir) / "pruning_savings.json",
-                      {"benchmark": "pruning_savings", "args": vars(args), "figures": figures, "env": environment()})
-    (Path(args.out_dir) / "pruning_savings.md").write_text(text)
+    publish("pruning_savings", Path(args.out_dir), text,
+            {"benchmark": "pruning_savings", "args": vars(args), "figures": figures, "env": environment()})
     return figures
 
 

@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
-from benchmarks.common import ROOT, table  # noqa: E402
-from trainers.records import environment, write_json_atomic  # noqa: E402
+from benchmarks.common import ROOT, publish, table  # noqa: E402
+from trainers.records import environment  # noqa: E402
 
 
 def _noop_worker(config: dict) -> None:
@@ -114,10 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     text = (f"# Sweep overhead: the smoke space on a local Ray instance\n\n    python -m benchmarks.sweep_overhead "
             f"{' '.join(argv or sys.argv[1:])}\n\n{render(figures)}- machine: {os.cpu_count()} CPUs; 1-minute load "
             f"average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")
-    print("\n" + text)
-    write_json_atomic(Path(args.out_dir) / "sweep_overhead.json",
-                      {"benchmark": "sweep_overhead", "args": vars(args), "figures": figures, "env": environment()})
-    (Path(args.out_dir) / "sweep_overhead.md").write_text(text)
+    publish("sweep_overhead", Path(args.out_dir), text,
+            {"benchmark": "sweep_overhead", "args": vars(args), "figures": figures, "env": environment()})
     return figures
 
 
