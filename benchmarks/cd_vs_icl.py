@@ -41,7 +41,7 @@ from trainers.evaluation import label_word_predictions
 from trainers.metering import Meter
 from trainers.models import max_positions
 from trainers.prompts import label_token_ids
-from trainers.scoring import ContextScorer, encode_context
+from trainers.scoring import ContextScorer, PromptIds
 from trainers.tasks import eval_subset
 
 PATHS = ("icl_cached", "icl_plain", "cd")
@@ -74,23 +74,23 @@ def measure(args, device: torch.device) -> dict:
     limit = max_positions(model)
     scorers = {p: ContextScorer(model, tok, args.batch_size, use_cache=p == "icl_cached", max_positions=limit)
                for p in PATHS}
-    no_context = encode_context(tok, prompt, [])
+    no_context = PromptIds(tok, prompt, [])
 
     def score(path, context, subset):
         set_adapters(model, path == "cd")
         with torch.inference_mode():
-            return label_word_predictions(scorers[path], tok, prompt, label_ids,
-                                          no_context if path == "cd" else context, subset, desc=path)
+            return label_word_predictions(scorers[path], no_context if path == "cd" else context, label_ids,
+                                          subset, desc=path)
 
-    first = encode_context(tok, prompt, prepare(run_config(args, shots[0])).draw.labelled)
+    first = PromptIds(tok, prompt, prepare(run_config(args, shots[0])).draw.labelled)
     for path in PATHS:  # first calls pay for kernel selection and allocator growth: keep them out of the timing
         score(path, first, examples[:args.batch_size])
     meter, rows = Meter(device), []
     for k in shots:
-        context = encode_context(tok, prompt, prepare(run_config(args, k)).draw.labelled)
+        context = PromptIds(tok, prompt, prepare(run_config(args, k)).draw.labelled)
         runs = {p: (lambda p=p: score(p, context, examples)) for p in PATHS}
         figures, preds = alternate(meter, runs, SANDWICH * args.repeats, tag=f"k{k}/")
-        rows.append(per_k(k, len(context), figures, preds))
+        rows.append(per_k(k, len(context.context), figures, preds))
     return {"queries": len(examples), "batch_size": args.batch_size, "max_positions": limit,
             "lora": {**facts, "trained": False, "merged": False}, "per_k": rows}
 

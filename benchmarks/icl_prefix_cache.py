@@ -31,7 +31,7 @@ from trainers.evaluation import label_word_predictions
 from trainers.metering import Meter
 from trainers.models import max_positions
 from trainers.prompts import label_token_ids
-from trainers.scoring import ContextScorer, encode_context
+from trainers.scoring import ContextScorer, PromptIds
 from trainers.tasks import eval_subset
 
 PATHS = ("cached", "plain")
@@ -49,14 +49,14 @@ def measure(args, device: torch.device) -> dict:
     prep = prepare(run_config(args, args.shots))
     model, tok = load_model(args)
     label_ids = label_token_ids(tok, prep.prompt)
-    context = encode_context(tok, prep.prompt, prep.draw.labelled)
+    ids = PromptIds(tok, prep.prompt, prep.draw.labelled)
     examples = eval_subset(prep.task.eval, args.queries)
     limit = max_positions(model)
     scorers = {p: ContextScorer(model, tok, args.batch_size, use_cache=p == "cached", max_positions=limit) for p in PATHS}
 
     def score(path, subset):
         with torch.inference_mode():
-            return label_word_predictions(scorers[path], tok, prep.prompt, label_ids, context, subset, desc=path)
+            return label_word_predictions(scorers[path], ids, label_ids, subset, desc=path)
 
     for path in PATHS:  # first calls pay for kernel selection and allocator growth: keep them out of the timing
         score(path, examples[:args.batch_size])
@@ -68,7 +68,7 @@ def measure(args, device: torch.device) -> dict:
     for path in PATHS:
         figures[path]["queries_per_s"] = ratio(n, figures[path]["seconds"])
     agree = int((cached.logprobs.argmax(1) == plain.logprobs.argmax(1)).sum()) if n else 0
-    return {"context_tokens": len(context), "queries_scored": n, "queries_dropped": cached.n_dropped,
+    return {"context_tokens": len(ids.context), "queries_scored": n, "queries_dropped": cached.n_dropped,
             "batch_size": args.batch_size, **figures,
             "speedup_plain_over_cached": ratio(figures["plain"]["seconds"], figures["cached"]["seconds"]),
             "predictions_agree": agree, "predictions_agree_all": agree == n and plain.n_dropped == cached.n_dropped,

@@ -61,6 +61,10 @@ def _row(rec: dict) -> dict:
            "peak_memory_mib": res.get("peak_memory_mib"), "seconds": res.get("total_seconds"),
            "trial_seconds": rec.get("trial_seconds"),
            "trainable_params": (rec.get("params") or {}).get("trainable"), "error": rec.get("error")}
+    context = (rec.get("resolved") or {}).get("context") or {}
+    # queries left unscored because they did not fit the window (a cell with any is flagged in the summary)
+    row["n_dropped"] = sum(int(b.get("n_dropped") or 0) for b in [m.get("in_domain") or {}, *(m.get("ood") or {}).values()])
+    row["demos_truncated"], row["tokens_cut"] = context.get("demos_truncated"), context.get("tokens_cut")
     if m.get("in_domain"):
         row["in_domain_pred_class0"] = next(iter(m["in_domain"]["pred_fraction"].values()))
     for name, block in (m.get("ood") or {}).items():
@@ -101,6 +105,14 @@ def _mean_std(values: pd.Series, digits: int = 3) -> str:
     return f"{v.mean():.{digits}f} ± {std:.{digits}f}" if not math.isnan(std) else f"{v.mean():.{digits}f}"
 
 
+def _truncation(reps: pd.DataFrame) -> str:
+    """'a/k, b tokens cut' (means over the replicates) where the demonstrations had to be shortened."""
+    if "demos_truncated" not in reps or not reps["demos_truncated"].fillna(0).astype(float).any():
+        return "-"
+    return (f"{reps['demos_truncated'].astype(float).mean():.0f}/{int(reps['shots'].max())}, "
+            f"{reps['tokens_cut'].astype(float).mean():.0f} tokens cut")
+
+
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per cell: mean ± std over the replicate (or single-run) trials, plus pruned/failed counts."""
     rows = []
@@ -121,6 +133,9 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
                 row[col.replace("_pred_class0", " P(class 0)").replace("_", "-")] = _mean_std(reps[col], 2)
         if "teacher_in_domain_accuracy" in reps and reps["teacher_in_domain_accuracy"].notna().any():
             row["teacher in-domain acc"] = _mean_std(reps["teacher_in_domain_accuracy"])
+        row["dropped queries"] = int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0
+        row["truncated demos"] = _truncation(reps)
+        row["flags"] = "DROPPED QUERIES" if row["dropped queries"] else ""
         row["peak MiB"] = _mean_std(reps["peak_memory_mib"], 0)
         row["seconds"] = _mean_std(reps["seconds"], 0)
         row["trainable params"] = f"{int(reps['trainable_params'].max()):,}" if reps["trainable_params"].notna().any() else "-"

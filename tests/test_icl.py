@@ -10,7 +10,7 @@ from trainers.evaluation import Predictions, label_word_predictions, metrics
 from trainers.icl import run as run_icl
 from trainers.models import load_causal_lm
 from trainers.prompts import get_prompt, label_token_ids
-from trainers.scoring import ContextScorer, encode_context
+from trainers.scoring import ContextScorer, PromptIds
 from trainers.tasks import Example, load_task
 
 
@@ -20,15 +20,15 @@ def test_cached_and_plain_scoring_agree(arch, request, data_dir):
     task = load_task("rte", data_dir, ood=())
     prompt = get_prompt("nli", "eval_harness")
     label_ids = label_token_ids(tok, prompt)
-    context = encode_context(tok, prompt, task.train[:6])
+    ids = PromptIds(tok, prompt, task.train[:6])
     queries = task.eval[:20]
-    cached = label_word_predictions(ContextScorer(model, tok, 4, True, 512), tok, prompt, label_ids, context, queries)
-    plain = label_word_predictions(ContextScorer(model, tok, 3, False, 512), tok, prompt, label_ids, context, queries)
+    cached = label_word_predictions(ContextScorer(model, tok, 4, True, 512), ids, label_ids, queries)
+    plain = label_word_predictions(ContextScorer(model, tok, 3, False, 512), ids, label_ids, queries)
     assert cached.logprobs.shape == (20, 2)
     assert torch.allclose(cached.logprobs, plain.logprobs, atol=1e-4, rtol=0)
     assert torch.equal(cached.full_vocab_correct, plain.full_vocab_correct)
     # Batching and padding must not change a query's score either.
-    single = label_word_predictions(ContextScorer(model, tok, 1, True, 512), tok, prompt, label_ids, context, queries)
+    single = label_word_predictions(ContextScorer(model, tok, 1, True, 512), ids, label_ids, queries)
     assert torch.allclose(cached.logprobs, single.logprobs, atol=1e-4, rtol=0)
 
 
@@ -37,10 +37,10 @@ def test_queries_too_long_for_the_context_are_dropped_and_counted(tiny_opt):
     prompt = get_prompt("nli", "eval_harness")
     short, long = Example("Red tree .", "Sun cat .", 0), Example("Red tree . " * 100, "Sun dog .", 1)
     scorer = ContextScorer(model, tok, 4, True, max_positions=60)
-    p = label_word_predictions(scorer, tok, prompt, label_token_ids(tok, prompt), [tok.bos_token_id], [short, long, short])
+    p = label_word_predictions(scorer, PromptIds(tok, prompt, []), label_token_ids(tok, prompt), [short, long, short])
     assert len(p.labels) == 2 and p.n_dropped == 1
-    context = encode_context(tok, prompt, [long])  # the demonstrations alone exceed the context
-    p = label_word_predictions(scorer, tok, prompt, label_token_ids(tok, prompt), context, [short, short])
+    ids = PromptIds(tok, prompt, [long])  # the demonstrations alone exceed the context
+    p = label_word_predictions(scorer, ids, label_token_ids(tok, prompt), [short, short])
     assert len(p.labels) == 0 and p.n_dropped == 2
     assert metrics(p, ("a", "b"))["n_dropped"] == 2
 

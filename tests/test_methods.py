@@ -13,7 +13,7 @@ from trainers.config import PeftConfig, TrainConfig
 from trainers.methods import resolve, run
 from trainers.models import load_causal_lm
 from trainers.prompts import get_prompt, label_token_ids
-from trainers.scoring import answer_logits, collate, encode_context, encode_training_input
+from trainers.scoring import PromptIds, answer_logits, collate
 from trainers.tasks import load_task
 from trainers.training import train
 
@@ -64,8 +64,7 @@ def train_teacher(tiny_dir, data_dir):
     for _ in range(150):
         batch = [task.train[int(i)] for i in torch.randint(len(task.train), (8,), generator=g)]
         demos = [task.train[int(i)] for i in torch.randint(len(task.train), (int(torch.randint(0, 5, (1,), generator=g)),), generator=g)]
-        ctx = encode_context(tok, prompt, demos)
-        ids, mask, last = collate([encode_training_input(tok, prompt, ctx, ex, 256) for ex in batch], tok.pad_token_id, "cpu")
+        ids, mask, last = collate(PromptIds(tok, prompt, demos).training_inputs(batch, 256), tok.pad_token_id, "cpu")
         loss = F.cross_entropy(answer_logits(model, ids, mask, last)[:, index], torch.tensor([ex.label for ex in batch]))
         opt.zero_grad()
         loss.backward()
@@ -131,10 +130,10 @@ def test_peft_trains_exactly_the_intended_parameters(kind, arch, request, data_d
     assert not any("embed" in n for n in trainable)
     prompt = get_prompt("nli", "eval_harness")
     task = load_task("rte", data_dir, ood=())
-    ctx, index = encode_context(tok, prompt, []), torch.tensor(label_token_ids(tok, prompt))
+    prompt_ids, index = PromptIds(tok, prompt, []), torch.tensor(label_token_ids(tok, prompt))
 
     def loss_fn(batch):
-        ids, mask, last = collate([encode_training_input(tok, prompt, ctx, ex, 64) for ex in batch], tok.pad_token_id, "cpu")
+        ids, mask, last = collate(prompt_ids.training_inputs(batch, 64), tok.pad_token_id, "cpu")
         return F.cross_entropy(answer_logits(model, ids, mask, last)[:, index], torch.tensor([ex.label for ex in batch]))
 
     train(model, task.train[:16], loss_fn, lambda: {"accuracy": 0.0}, TrainConfig(epochs=2, batch_size=8), 1e-2, 0)

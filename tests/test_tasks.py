@@ -1,33 +1,7 @@
-import json
-
 import pytest
 
+from conftest import write
 from trainers.tasks import DataError, eval_subset, load_task
-
-
-def write(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-@pytest.fixture
-def hub_schema_dir(tmp_path):
-    """Small files with the hub's columns and label ids, in ../shared/data's layout."""
-    nli = lambda n, labels: [{"premise": f"p{i}", "hypothesis": f"h{i}", "label": labels[i % len(labels)], "idx": i} for i in range(n)]
-    write(tmp_path / "glue/mnli/train.jsonl", nli(30, [0, 1, 2]))
-    write(tmp_path / "glue/mnli/validation_matched.jsonl", nli(9, [0, 1, 2]))
-    hans = [{"premise": f"hp{i}", "hypothesis": f"hh{i}", "label": i % 2, "heuristic": h}
-            for i, h in enumerate(["lexical_overlap", "subsequence", "constituent"] * 4)]
-    write(tmp_path / "hans/validation.jsonl", hans)
-    write(tmp_path / "glue/cola/train.jsonl", [{"sentence": f"s{i}", "label": i % 2, "idx": i} for i in range(10)])
-    write(tmp_path / "glue/cola/validation.jsonl", [{"sentence": f"in{i}", "label": 1, "idx": i} for i in range(3)]
-          + [{"sentence": f"out{i}", "label": 0, "idx": 3 + i} for i in range(2)])
-    write(tmp_path / "cola_public/in_domain_validation.jsonl", [{"sentence": f"in{i}", "label": 1, "idx": i, "source": "x"} for i in range(3)])
-    write(tmp_path / "cola_public/out_of_domain_validation.jsonl", [{"sentence": f"out{i}", "label": 0, "idx": i, "source": "y"} for i in range(2)])
-    write(tmp_path / "glue/qqp/train.jsonl", [{"question1": f"q{i}", "question2": f"r{i}", "label": i % 2, "idx": i} for i in range(6)])
-    write(tmp_path / "glue/qqp/validation.jsonl", [{"question1": "a", "question2": "b", "label": 1, "idx": 0}])
-    write(tmp_path / "paws_qqp/dev_and_test.jsonl", [{"id": 1, "sentence1": "x", "sentence2": "y", "label": 0}])
-    return tmp_path
 
 
 def test_mnli_binary_drops_neutral_and_relabels_contradiction(hub_schema_dir):

@@ -21,40 +21,43 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainers import adapters
+from trainers import adapters, context_fit, precision
 from trainers.common import prepare, seed_everything
 from trainers.config import ConfigError, RunConfig
-from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
 from trainers.metering import Meter
-from trainers.models import count_parameters, load_causal_lm, max_positions, pick_device
+from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
 from trainers.records import build_record
-from trainers.scoring import ContextScorer, answer_logits, collate, encode_context, encode_query, encode_training_input
+from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.training import train
 
 
-def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int]) -> tuple[torch.Tensor, list, dict]:
-    """Teacher logits on the unlabelled inputs (once), and the teacher's own ICL metrics."""
-    scorer = ContextScorer(teacher, tok, cfg.eval_batch_size, cfg.prefix_cache, max_positions(teacher))
-    context = encode_context(tok, prep.prompt, prep.draw.labelled)
+def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec) -> tuple[torch.Tensor, list, dict, dict]:
+    """Teacher logits on the unlabelled inputs (once), the teacher's own ICL metrics, and how the context fit."""
+    window = context_window(teacher, cfg.max_context)
+    sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled) if cfg.final_eval else {}
+    scored = list(prep.draw.unlabeled) + list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
+    fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored, window, cfg.context_fit)
+    scorer = ContextScorer(teacher, tok, cfg.eval_batch_size, cfg.prefix_cache, window, prec.autocast)
     index = torch.tensor(label_ids)
     keep_vocab = cfg.cd.kl_over == "vocab"
-    queries = [encode_query(tok, prep.prompt, ex) for ex in prep.draw.unlabeled]
-    targets, kept = scorer.run(context, queries, lambda lg: lg if keep_vocab else lg[:, index.to(lg.device)],
+    queries = fitted.prompt_ids.queries(prep.draw.unlabeled)
+    targets, kept = scorer.run(fitted.prompt_ids.context, queries, lambda lg: lg if keep_vocab else lg[:, index.to(lg.device)],
                                desc="teacher targets")
     if targets is None:
         raise ConfigError(f"the {cfg.shots} demonstrations leave no room for any query in the teacher's context; use fewer shots")
 
     def predict(examples, name):
-        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"teacher {name}")
+        return label_word_predictions(scorer, fitted.prompt_ids, label_ids, examples, desc=f"teacher {name}")
 
     teacher_metrics = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled) if cfg.final_eval else {}
     teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-    return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics
+    return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted.facts
 
 
 def _load_teacher(cfg: RunConfig, student_tok):
-    teacher, tok = load_causal_lm(cfg.cd.teacher_model, cfg.dtype, cfg.device)
+    teacher, tok = load_causal_lm(cfg.cd.teacher_model, cfg.dtype, cfg.device)  # inference only: the compute dtype
     if tok.get_vocab() != student_tok.get_vocab():
         raise ConfigError(f"teacher {cfg.cd.teacher_model} and student {cfg.model} have different vocabularies; "
                           "context distillation compares their next-token distributions, so they must share a tokenizer")
@@ -66,23 +69,29 @@ def run(cfg: RunConfig, report=None) -> dict:
     with meter.phase("load"):
         prep = prepare(cfg)
         seed_everything(cfg.seed)
-        model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
+        prec = precision.resolve(cfg.dtype, meter.device)
+        # Its own teacher first (inference: the compute dtype); a student beside a separate teacher loads for training.
+        own_teacher = not cfg.cd.teacher_model
+        load_dtype = cfg.dtype if own_teacher else prec.training_load_dtype(cfg.peft.kind == "none")
+        model, tok = load_causal_lm(cfg.model, load_dtype, cfg.device)
         label_ids = label_token_ids(tok, prep.prompt)
     with meter.phase("teacher"):
-        teacher = _load_teacher(cfg, tok) if cfg.cd.teacher_model else model
-        targets, inputs_kept, teacher_metrics = _teacher_pass(cfg, prep, teacher, tok, label_ids)
+        teacher = model if own_teacher else _load_teacher(cfg, tok)
+        teacher_precision = precision.facts(teacher, prec, trained=False)
+        targets, inputs_kept, teacher_metrics, context_facts = _teacher_pass(cfg, prep, teacher, tok, label_ids, prec)
         del teacher  # a separate teacher is freed before the student trains
     with meter.phase("load"):
         model, peft_facts = adapters.apply(model, cfg.peft)
+        prec.keep_trainable_fp32(model)  # a full student of its own teacher: upcast from the teacher's weights
         if cfg.train.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    context = encode_context(tok, prep.prompt, [])
-    scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(model))
+    prompt_ids = PromptIds(tok, prep.prompt, [])
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
     device, T = scorer.device, cfg.cd.temperature
     index = torch.tensor(label_ids, device=device)
     teacher_logp = {id(ex): F.log_softmax(targets[i].to(device) / T, dim=-1) for i, ex in enumerate(inputs_kept)}
     items = list(inputs_kept) + (list(prep.draw.labelled) if cfg.cd.ce_weight > 0 else [])
-    ids_of = {id(ex): encode_training_input(tok, prep.prompt, context, ex, cfg.train.max_length) for ex in items}
+    ids_of = {id(ex): ids for ex, ids in zip(items, prompt_ids.training_inputs(items, cfg.train.max_length))}
 
     def student_logits(batch):
         ids, mask, last = collate([ids_of[id(ex)] for ex in batch], tok.pad_token_id, device)
@@ -107,20 +116,21 @@ def run(cfg: RunConfig, report=None) -> dict:
     def mean_kl() -> float:
         was_training = model.training
         model.eval()
-        kl = sum(float(kl_to_teacher(inputs_kept[i:i + 16], student_logits(inputs_kept[i:i + 16])))
-                 for i in range(0, len(inputs_kept), 16))
+        with prec.autocast():
+            kl = sum(float(kl_to_teacher(inputs_kept[i:i + 16], student_logits(inputs_kept[i:i + 16])))
+                     for i in range(0, len(inputs_kept), 16))
         model.train(was_training)
         return round(kl / len(inputs_kept), 6)
 
     def predict(examples, name):
-        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"student {name}")
+        return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"student {name}")
 
     def dev_fn():
         return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
     kl_before = mean_kl()
     with meter.phase("train"):
-        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report)
+        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report, prec)
     results = {"teacher": teacher_metrics}
     if outcome.status == "completed":
         with meter.phase("evaluate"):
@@ -129,6 +139,9 @@ def run(cfg: RunConfig, report=None) -> dict:
             results["dev"] = dev_fn()
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
              "kl_to_teacher_before": kl_before, "kl_to_teacher_after": mean_kl() if outcome.status == "completed" else None}
-    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
+    student_precision = precision.facts(model, prec, trained=True)
+    resolved = prep.resolved(cfg, lr=cfg.lr(), context=context_facts, **peft_facts,
+                             precision={"teacher": teacher_precision, "student": student_precision})
+    return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra=extra, error=outcome.error)

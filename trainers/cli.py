@@ -1,10 +1,13 @@
-"""The single-run command.
+"""The single-run command, the prompt inspector and the data export.
 
     python -m trainers run --method icl --task rte --model PATH_OR_ID --shots 16 --data-seed 0 \
         [--data-dir DIR] [--eval-limit N] [--ood hans] [--pattern NAME] [--json OUT]
+    python -m trainers prompt --task rte --shots 16 --model PATH_OR_ID [--data-dir DIR] [--check-tokenization]
+    python -m trainers data export --to DIR [--from DIR] [--tasks rte,mnli]
 
-Every field of `trainers.config` is a flag (`python -m trainers run --help`). Prints a readable
-summary and, with `--json`, writes the result record. Bad input exits with status 2 and one line.
+Every field of `trainers.config` is a flag of `run` and `prompt` (`python -m trainers run --help`).
+`run` prints a readable summary and, with `--json`, writes the result record. Bad input exits
+with status 2 and one line.
 """
 from __future__ import annotations
 
@@ -14,13 +17,15 @@ import sys
 import typing
 
 from trainers.config import SECTIONS, ConfigError, RunConfig
+from trainers.context_fit import ContextError
 from trainers.models import ModelError
 from trainers.prompts import PromptError
 from trainers.records import write_json_atomic
 from trainers.sampling import SamplingError
+from trainers.scoring import TokenizationError
 from trainers.tasks import DataError
 
-USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError)
+USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError, ContextError, TokenizationError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -54,11 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     for section, cls in SECTIONS.items():
         _add_fields(run, cls, section + ".")
     run.add_argument("--json", metavar="OUT", help="write the result record to this file")
+    prompt = sub.add_parser("prompt", help="print the prompt a model reads for the first evaluation example; "
+                                           "--check-tokenization compares the scored ids with the whole string's")
+    _add_fields(prompt, RunConfig, "")
+    prompt.add_argument("--check-tokenization", action="store_true",
+                        help="exit 1 if the ids the scorer uses differ from the tokenizer's ids of the whole prompt")
+    prompt.add_argument("--check-limit", type=int, default=200, metavar="N",
+                        help="examples checked per evaluation set (default: %(default)s)")
+    data = sub.add_parser("data", help="data folders: `data export`")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
+    export = data_sub.add_parser("export", help="write the tasks' splits in the --data-dir layout, with manifest.json")
+    export.add_argument("--to", required=True, metavar="DIR", help="folder to write (created if missing)")
+    export.add_argument("--from", dest="from_dir", metavar="DIR",
+                        help="read from this data folder instead of the sources in tasks.yaml (the hub, the releases)")
+    export.add_argument("--tasks", metavar="T1,T2", help="tasks to export, with their OOD sets (default: all)")
     return parser
 
 
 def _overrides(ns: argparse.Namespace) -> dict:
-    out = {k: v for k, v in vars(ns).items() if k not in ("command", "json")}
+    out = {k: v for k, v in vars(ns).items() if k not in ("command", "json", "check_tokenization", "check_limit")}
     for key in ("ood",):
         if isinstance(out.get(key), str) and out[key].lower() == "none":
             out[key] = ()
@@ -89,6 +108,10 @@ def summary(record: dict) -> str:
         lines += _fmt_block("in-domain", m["in_domain"])
         for name, block in m.get("ood", {}).items():
             lines += _fmt_block(name, block)
+    ctx = (record.get("resolved") or {}).get("context")
+    if ctx:
+        lines.append(f"  context: {ctx['context_tokens']} tokens for {ctx['demonstrations']} demonstrations, window "
+                     f"{ctx['window']} ({ctx['policy']}): {ctx['demos_truncated']} truncated, {ctx['tokens_cut']} tokens cut")
     if record.get("error"):
         lines.append(f"  error: {record['error']}")
     res = record.get("resources", {})
@@ -101,11 +124,26 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _data(ns) -> int:
+    from trainers.data_export import export
+    from trainers.tasks import task_spec
+    tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
+    for t in tasks or ():
+        task_spec(t)  # an unknown name fails here, with the valid ones
+    export(ns.to, ns.from_dir, tasks)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     from trainers.methods import resolve, run  # imported late: --help stays fast
     try:
+        if ns.command == "data":
+            return _data(ns)
         cfg = resolve(_overrides(ns))
+        if ns.command == "prompt":
+            from trainers.show_prompt import main as show
+            return show(cfg, ns.check_tokenization, ns.check_limit)
         record = run(cfg)
     except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

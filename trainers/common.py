@@ -26,7 +26,8 @@ class Prepared:
     def resolved(self, cfg: RunConfig, **more) -> dict:
         """What the defaults resolved to, recorded beside the config."""
         return {"pattern": self.prompt.describe(), "ood": list(self.task.ood), "data_source": self.task.source,
-                "tasks_version": task_definitions()["version"], "draw": self.draw.sizes(), **more}
+                "data_fingerprints": dict(self.task.fingerprints), "tasks_version": task_definitions()["version"],
+                "draw": self.draw.sizes(), **more}
 
 
 def prepare(cfg: RunConfig) -> Prepared:

@@ -139,8 +139,15 @@ class RunConfig:
     prefix_cache: bool = field(default=True, metadata=_help("score ICL queries against a key/value cache of the demonstrations"))
     final_eval: bool = field(default=True, metadata=_help(
         "evaluate the in-domain and OOD sets at the end (the sweep's search trials judge on the dev split only)"))
+    context_fit: str = field(default="truncate", metadata=_help(
+        "when k demonstrations + a query exceed the window: shorten the longest demonstration texts (truncate), "
+        "skip queries that do not fit (drop_queries), or stop (fail)", choices=("truncate", "drop_queries", "fail")))
+    max_context: int | None = field(default=None, metadata=_help(
+        "cap the context window below the model's own, in tokens (e.g. 2048 to reproduce OPT's window)"))
     dtype: str = field(default="auto", metadata=_help(
-        "weights dtype; auto: bf16 on a GPU that supports it, else fp32", choices=("auto", "float32", "bfloat16", "float16")))
+        "compute precision: inference weights are held in it; training keeps trainable weights fp32 and runs under "
+        "autocast in it (float16 adds loss scaling); auto: bf16 on a GPU that supports it, else fp32",
+        choices=("auto", "float32", "bfloat16", "float16")))
     device: str = field(default="auto", metadata=_help("device; auto: CUDA when available", choices=("auto", "cpu", "cuda")))
     train: TrainConfig = field(default_factory=TrainConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
@@ -154,6 +161,8 @@ class RunConfig:
         _check_positive("eval_batch_size", self.eval_batch_size)
         if self.eval_limit is not None:
             _check_positive("eval_limit", self.eval_limit)
+        if self.max_context is not None:
+            _check_positive("max_context", self.max_context)
 
     def lr(self) -> float:
         return self.train.lr if self.train.lr is not None else self.peft.default_lr()

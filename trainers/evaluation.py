@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from trainers.sampling import without_overlap
-from trainers.scoring import ContextScorer, encode_query, label_word_reduce
+from trainers.scoring import ContextScorer, PromptIds, label_word_reduce
 from trainers.tasks import Example, TaskData, eval_subset
 
 
@@ -52,11 +52,11 @@ def metrics(p: Predictions, classes: tuple[str, ...]) -> dict:
     return out
 
 
-def label_word_predictions(scorer: ContextScorer, tokenizer, prompt, label_ids: list[int], context_ids: list[int],
+def label_word_predictions(scorer: ContextScorer, prompt_ids: PromptIds, label_ids: list[int],
                            examples: list[Example], desc: str = "scoring") -> Predictions:
-    """Score the label words for each example after the given context (the demonstrations, or none)."""
-    queries = [encode_query(tokenizer, prompt, ex) for ex in examples]
-    out, kept = scorer.run(context_ids, queries, label_word_reduce(label_ids), desc=desc)
+    """Score the label words for each example after its prompt's demonstrations (or none)."""
+    queries = prompt_ids.queries(examples)
+    out, kept = scorer.run(prompt_ids.context, queries, label_word_reduce(label_ids), desc=desc)
     labels = torch.tensor([examples[i].label for i in kept], dtype=torch.long)
     if out is None:
         c = len(label_ids)
@@ -66,12 +66,17 @@ def label_word_predictions(scorer: ContextScorer, tokenizer, prompt, label_ids: 
     return Predictions(logprobs, labels, [examples[i].group for i in kept], top == gold_ids, len(examples) - len(kept))
 
 
+def evaluation_sets(task: TaskData, eval_limit: int | None, shown: list[Example]) -> dict[str, tuple[list[Example], int]]:
+    """name -> (examples to score, how many were left out because they were shown): in-domain, then OOD."""
+    return {name: without_overlap(eval_subset(examples, eval_limit), shown)
+            for name, examples in [("in_domain", task.eval), *task.ood.items()]}
+
+
 def evaluate_sets(predict: Callable[[list[Example], str], Predictions], task: TaskData,
                   eval_limit: int | None, shown: list[Example]) -> dict:
     """In-domain and every OOD set, each without the examples the method was shown."""
     out = {}
-    for name, examples in [("in_domain", task.eval), *task.ood.items()]:
-        examples, overlap = without_overlap(eval_subset(examples, eval_limit), shown)
+    for name, (examples, overlap) in evaluation_sets(task, eval_limit, shown).items():
         m = metrics(predict(examples, name), task.classes_of(name))
         m["n_excluded_shown"] = overlap
         out[name] = m

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import adapters
+from trainers import adapters, precision
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
 from trainers.metering import Meter
-from trainers.models import count_parameters, load_backbone, max_positions, pick_device
+from trainers.models import context_window, count_parameters, load_backbone, pick_device
 from trainers.records import build_record
-from trainers.scoring import ContextScorer, answer_logits, collate, encode_context, encode_training_input
+from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.training import train
 
 
@@ -38,7 +38,7 @@ class HeadClassifier(nn.Module):
         self.backbone = backbone
         cfg = backbone.config
         width = getattr(cfg, "word_embed_proj_dim", None) or cfg.hidden_size  # OPT-350m projects its output
-        self.head = nn.Linear(width, num_classes, dtype=next(backbone.parameters()).dtype)
+        self.head = nn.Linear(width, num_classes)  # fp32: a trained weight (autocast runs it in the compute dtype)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.config = cfg
@@ -57,16 +57,19 @@ def run(cfg: RunConfig, report=None) -> dict:
     with meter.phase("load"):
         prep = prepare(cfg)
         seed_everything(cfg.seed)
-        backbone, tok = load_backbone(cfg.model, cfg.dtype, cfg.device)
+        prec = precision.resolve(cfg.dtype, meter.device)
+        backbone, tok = load_backbone(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"), cfg.device)
         backbone, peft_facts = adapters.apply(backbone, cfg.peft)
         model = HeadClassifier(backbone, len(prep.task.classes)).to(next(backbone.parameters()).device)
+        prec.keep_trainable_fp32(model)
         if cfg.train.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    context = encode_context(tok, prep.prompt, [])
-    scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(backbone))
+    prompt_ids = PromptIds(tok, prep.prompt, [])
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(backbone, cfg.max_context), prec.autocast)
     device = scorer.device
     classes = list(range(len(prep.task.classes)))
-    inputs = {id(ex): encode_training_input(tok, prep.prompt, context, ex, cfg.train.max_length) for ex in prep.draw.labelled}
+    encoded = prompt_ids.training_inputs(prep.draw.labelled, cfg.train.max_length)
+    inputs = {id(ex): ids for ex, ids in zip(prep.draw.labelled, encoded)}
 
     def loss_fn(batch):
         ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
@@ -74,7 +77,7 @@ def run(cfg: RunConfig, report=None) -> dict:
         return F.cross_entropy(logits, torch.tensor([ex.label for ex in batch], device=device))
 
     def predict(examples, name):
-        p = label_word_predictions(scorer, tok, prep.prompt, classes, context, examples, desc=f"ft {name}")
+        p = label_word_predictions(scorer, prompt_ids, classes, examples, desc=f"ft {name}")
         p.full_vocab_correct = None  # a head has no vocabulary to be wrong over
         return p
 
@@ -82,14 +85,15 @@ def run(cfg: RunConfig, report=None) -> dict:
         return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
     with meter.phase("train"):
-        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report)
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report, prec)
     results = {}
     if outcome.status == "completed":
         with meter.phase("evaluate"):
             if cfg.final_eval:
                 results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
             results["dev"] = dev_fn()
-    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
+    resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True), **peft_facts)
+    return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},
                         error=outcome.error)

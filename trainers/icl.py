@@ -5,18 +5,27 @@
 
 The demonstrations are the same for every query of a run, so their key/value cache is computed
 once and the queries are scored against it in batches (`--no-prefix-cache` scores each query
-with the whole context instead; both score the same tokens). Nothing is trained.
+with the whole context instead; both score the same tokens, those of the whole prompt string).
+When the demonstrations and the longest query exceed the window, `--context-fit` decides
+(`trainers/context_fit.py`). Nothing is trained.
 """
 from __future__ import annotations
 
+from trainers import context_fit, precision
 from trainers.common import prepare
 from trainers.config import RunConfig
-from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
 from trainers.metering import Meter
-from trainers.models import count_parameters, load_causal_lm, max_positions, pick_device
+from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
 from trainers.records import build_record
-from trainers.scoring import ContextScorer, encode_context
+from trainers.scoring import ContextScorer
+
+
+def scored_queries(prep, cfg: RunConfig) -> list:
+    """Every example a run scores after the demonstrations: the dev split and the evaluation sets."""
+    sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled) if cfg.final_eval else {}
+    return list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
 
 
 def run(cfg: RunConfig, report=None) -> dict:
@@ -25,17 +34,20 @@ def run(cfg: RunConfig, report=None) -> dict:
         prep = prepare(cfg)
         model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
         label_ids = label_token_ids(tok, prep.prompt)
-    scorer = ContextScorer(model, tok, cfg.eval_batch_size, cfg.prefix_cache, max_positions(model))
-    context = encode_context(tok, prep.prompt, prep.draw.labelled)
+        prec = precision.resolve(cfg.dtype, meter.device)
+        window = context_window(model, cfg.max_context)
+        fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored_queries(prep, cfg), window, cfg.context_fit)
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, cfg.prefix_cache, window, prec.autocast)
 
     def predict(examples, name):
-        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"icl {name}")
+        return label_word_predictions(scorer, fitted.prompt_ids, label_ids, examples, desc=f"icl {name}")
 
     with meter.phase("evaluate"):
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
         if report:
             report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
         results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled) if cfg.final_eval else {}
-    return build_record(cfg, "completed", resolved=prep.resolved(cfg, context_tokens=len(context)),
-                        metrics={**results, "dev": dev}, resources=meter.as_dict(),
-                        params={**count_parameters(model), "trainable": 0})
+    resolved = prep.resolved(cfg, context_tokens=len(fitted.prompt_ids.context), context=fitted.facts,
+                             precision=precision.facts(model, prec, trained=False))
+    return build_record(cfg, "completed", resolved=resolved, metrics={**results, "dev": dev},
+                        resources=meter.as_dict(), params={**count_parameters(model), "trainable": 0})

@@ -6,7 +6,8 @@ exec('with m.phase(\"x\"): bytearray(10**8)'); print(m.as_dict())"
 On CPU the peak is the phase's own peak resident set: the kernel's high-water mark (VmHWM) is
 reset at the start of each phase, because `ru_maxrss` is a process-lifetime peak and would carry
 one phase's peak into the next. On a GPU: CUDA `max_memory_allocated` / `max_memory_reserved`
-(reset per phase) and NVML's per-process usage, which includes the CUDA context, polled.
+(reset per phase) and NVML's per-process usage, which includes the CUDA context, polled (the
+device found by UUID; missing, not zero, where NVML cannot see this process).
 """
 from __future__ import annotations
 
@@ -42,24 +43,40 @@ def _rss_peak_mib() -> float:
 
 
 class _NvmlPoller:
-    """Polls this process's GPU memory as NVML sees it; keeps the maximum."""
+    """Polls this process's GPU memory as NVML sees it; keeps the maximum.
 
-    def __init__(self, device_index: int, interval: float = 0.05):
-        import pynvml
-        pynvml.nvmlInit()
-        self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(device_index)
-        self._interval, self.peak_mib = interval, 0.0
+    NVML numbers devices physically and ignores CUDA_VISIBLE_DEVICES (which Ray sets per worker),
+    so the device is found by the CUDA device's UUID, never by its index. A process NVML does not
+    list (a container with its own PID namespace) reads as missing (None), not as 0 MiB, and an
+    NVML error stops the polling, never the run.
+    """
+
+    def __init__(self, uuid: str, pid: int | None = None, interval: float = 0.05, nvml=None):
+        if nvml is None:
+            import pynvml as nvml
+        nvml.nvmlInit()
+        self._nvml, self._handle = nvml, nvml.nvmlDeviceGetHandleByUUID(uuid)
+        self._pid, self._interval = pid or os.getpid(), interval
+        self.peak_mib: float | None = None
+        self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> float:
-        procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
-        used = [p.usedGpuMemory for p in procs if p.pid == os.getpid() and p.usedGpuMemory]
-        return sum(used) / MiB
+    def _sample(self) -> None:
+        if self.error:
+            return
+        try:
+            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
+        except Exception as e:  # a driver hiccup must not fail a finished run
+            self.error = f"{type(e).__name__}: {e}"
+            return
+        used = [p.usedGpuMemory for p in procs if p.pid == self._pid and p.usedGpuMemory is not None]
+        if used:
+            self.peak_mib = max(self.peak_mib or 0.0, sum(used) / MiB)
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak_mib = max(self.peak_mib, self._sample())
+            self._sample()
             self._stop.wait(self._interval)
 
     def __enter__(self):
@@ -69,12 +86,18 @@ class _NvmlPoller:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak_mib = max(self.peak_mib, self._sample())
+        self._sample()
+
+
+def cuda_uuid(device: torch.device) -> str:
+    """The CUDA device's UUID as NVML spells it ("GPU-…")."""
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
 
 def _nvml_poller(device: torch.device):
     try:
-        return _NvmlPoller(device.index or 0)
+        return _NvmlPoller(cuda_uuid(device))
     except Exception:  # no NVML library or driver: the CUDA allocator figures still stand
         return None
 
@@ -108,8 +131,10 @@ class Meter:
             if cuda:
                 rec["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(self.device) / MiB, 1)
                 rec["cuda_max_reserved_mib"] = round(torch.cuda.max_memory_reserved(self.device) / MiB, 1)
-                if poller:
-                    rec["nvml_process_peak_mib"] = round(poller.peak_mib, 1)
+                if poller:  # None: NVML does not list this process (another PID namespace) or failed
+                    rec["nvml_process_peak_mib"] = None if poller.peak_mib is None else round(poller.peak_mib, 1)
+                    if poller.error:
+                        rec["nvml_error"] = poller.error
             self.phases[name] = _merge(self.phases[name], rec) if name in self.phases else rec
 
     def as_dict(self) -> dict:
@@ -125,5 +150,6 @@ def _merge(old: dict, new: dict) -> dict:
     out["seconds"] = round(old["seconds"] + new["seconds"], 3)
     for k, v in old.items():
         if k.endswith("_mib"):
-            out[k] = max(v, new.get(k, 0.0))
+            known = [x for x in (v, new.get(k)) if x is not None]
+            out[k] = max(known) if known else None
     return out

@@ -3,7 +3,7 @@
     python -c "from trainers.models import load_causal_lm; m, t = load_causal_lm('facebook/opt-125m'); print(m.config)"
 
 The device is the GPU when there is one; the dtype is bf16 on a GPU that supports it and fp32
-otherwise. Remote code is never trusted. Tokenizers pad on the right: scoring reads each row's
+otherwise (training keeps its trainable weights in fp32 whatever the dtype: `trainers/precision.py`). Remote code is never trusted. Tokenizers pad on the right: scoring reads each row's
 own last real token, so right padding leaves every real token's position unchanged.
 """
 from __future__ import annotations
@@ -88,14 +88,31 @@ def load_backbone(name: str, dtype: str = "auto", device: str = "auto"):
     return _load(AutoModel, name, dtype, device), load_tokenizer(name)
 
 
-def max_positions(model) -> int:
+def load_config(name: str):
+    """The model's config alone (its shape and window), without its weights."""
+    from transformers import AutoConfig
+    try:
+        return AutoConfig.from_pretrained(_resolve(name), trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"could not load the config of {name} ({str(e).splitlines()[0]}); "
+                         f"pass a local folder or a reachable hub id") from None
+
+
+def max_positions(model_or_config) -> int:
     """Longest sequence the model accepts (the tokenizer's model_max_length is often a placeholder)."""
-    cfg = model.config
+    cfg = getattr(model_or_config, "config", model_or_config)
+    cfg = getattr(cfg, "text_config", None) or cfg  # multimodal configs (Gemma 3) keep the LM's apart
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(cfg, attr, None)
         if isinstance(value, int) and value > 0:
             return value
     return 2048
+
+
+def context_window(model, max_context: int | None) -> int:
+    """Tokens a prompt may take: the model's own window, or less with --max-context."""
+    own = max_positions(model)
+    return min(own, max_context) if max_context else own
 
 
 def count_parameters(model) -> dict:

@@ -12,24 +12,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainers import adapters
+from trainers import adapters, precision
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
 from trainers.metering import Meter
-from trainers.models import count_parameters, load_causal_lm, max_positions, pick_device
+from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
 from trainers.records import build_record
-from trainers.scoring import ContextScorer, answer_logits, collate, encode_context, encode_training_input
+from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.training import train
 
 
 def label_word_loss(model, tok, prompt, label_ids: list[int], examples: list, max_length: int):
     """PBFT's loss on a batch of `examples`: cross-entropy over the label words' logits at the answer position."""
-    context = encode_context(tok, prompt, [])
     device = next(model.parameters()).device
     index = torch.tensor(label_ids, device=device)
-    inputs = {id(ex): encode_training_input(tok, prompt, context, ex, max_length) for ex in examples}
+    encoded = PromptIds(tok, prompt, []).training_inputs(examples, max_length)
+    inputs = {id(ex): ids for ex, ids in zip(examples, encoded)}
 
     def loss_fn(batch):
         ids, mask, last = collate([inputs[id(ex)] for ex in batch], tok.pad_token_id, device)
@@ -44,30 +44,33 @@ def run(cfg: RunConfig, report=None) -> dict:
     with meter.phase("load"):
         prep = prepare(cfg)
         seed_everything(cfg.seed)
-        model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
+        prec = precision.resolve(cfg.dtype, meter.device)
+        model, tok = load_causal_lm(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"), cfg.device)
         label_ids = label_token_ids(tok, prep.prompt)
         model, peft_facts = adapters.apply(model, cfg.peft)
+        prec.keep_trainable_fp32(model)
         if cfg.train.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    context = encode_context(tok, prep.prompt, [])  # no demonstrations: just the tokenizer's BOS, if any
-    scorer = ContextScorer(model, tok, cfg.eval_batch_size, use_cache=False, max_positions=max_positions(model))
+    prompt_ids = PromptIds(tok, prep.prompt, [])  # no demonstrations: the query after the tokenizer's BOS, if any
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
     loss_fn = label_word_loss(model, tok, prep.prompt, label_ids, prep.draw.labelled, cfg.train.max_length)
 
     def predict(examples, name):
-        return label_word_predictions(scorer, tok, prep.prompt, label_ids, context, examples, desc=f"pbft {name}")
+        return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"pbft {name}")
 
     def dev_fn():
         return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
     with meter.phase("train"):
-        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report)
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report, prec)
     results = {}
     if outcome.status == "completed":
         with meter.phase("evaluate"):
             if cfg.final_eval:
                 results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
             results["dev"] = dev_fn()
-    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **peft_facts),
+    resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True), **peft_facts)
+    return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},
                         error=outcome.error)

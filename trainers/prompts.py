@@ -3,7 +3,10 @@
     python -c "from trainers.prompts import get_prompt; print(get_prompt('nli', 'gpt3'))"
 
 Demonstrations and queries go through the same `format_input`, so a query is formatted exactly
-like the demonstrations before it; a demonstration is the query text plus its label word.
+like the demonstrations before it; a demonstration is the query text plus its label word. The
+prompt is one string, `full(demos, query)`: the demonstrations joined by the separator, then the
+separator and the query. The separator before the query belongs to the query's part, so the
+demonstrations' part is the same for every query (and its key/value cache can be shared).
 """
 from __future__ import annotations
 
@@ -39,8 +42,16 @@ class Prompt:
         return self.format_input(ex) + self.label_words[ex.label]
 
     def context(self, demos: list[Example]) -> str:
-        """All demonstrations, each followed by the separator, so the query can follow directly."""
-        return "".join(self.demonstration(d) + self.separator for d in demos)
+        """The demonstrations joined by the separator (no trailing separator: it starts the query's part)."""
+        return self.separator.join(self.demonstration(d) for d in demos)
+
+    def query(self, ex: Example, after_demos: bool) -> str:
+        """The query's part of the prompt: the separator when demonstrations precede it, then the input."""
+        return (self.separator if after_demos else "") + self.format_input(ex)
+
+    def full(self, demos: list[Example], ex: Example) -> str:
+        """The whole prompt string the model reads for `ex`, up to the answer position."""
+        return self.context(demos) + self.query(ex, bool(demos))
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "template": self.template,

@@ -2,8 +2,9 @@
 
     python -m benchmarks.icl_prefix_cache          # cached vs plain scoring, side by side
 
-Context (the demonstrations) and each query are tokenized separately and their ids concatenated,
-in the cached and the plain path alike, so both score exactly the same tokens. In the cached
+The ids scored are those of the whole prompt string (`PromptIds`): the demonstrations' ids, then
+each query's ids as they continue that string (separator included), in the cached and the plain
+path alike, so both score exactly the same tokens. In the cached
 path the context's key/value cache is computed once and every batch of queries attends to it,
 shared by the rows rather than copied per row; in the plain path every query carries the whole context. Rows are right-padded, and the
 logits are taken at each row's own last real token (`logits_to_keep` with per-row positions), so
@@ -11,6 +12,7 @@ the full-vocabulary projection runs for one position per query, never for the wh
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -26,13 +28,54 @@ from trainers.prompts import Prompt
 from trainers.tasks import Example
 
 
-def encode_context(tokenizer, prompt: Prompt, demos: list[Example]) -> list[int]:
-    """The context's ids, with the tokenizer's own leading special tokens (BOS) if it adds any."""
-    return tokenizer(prompt.context(demos), add_special_tokens=True)["input_ids"]
+class TokenizationError(ValueError):
+    """The query's ids cannot continue the demonstrations' ids as the whole prompt string would."""
 
 
-def encode_query(tokenizer, prompt: Prompt, ex: Example) -> list[int]:
-    return tokenizer(prompt.format_input(ex), add_special_tokens=False)["input_ids"]
+class PromptIds:
+    """Token ids of prompts read as one string: the demonstrations' part, then each query's part.
+
+    `context` is the tokenization of the demonstrations alone (with the tokenizer's BOS, if it adds
+    one); a query's ids are the rest of the whole string's ids. They are found by tokenizing the
+    last demonstration (the anchor) followed by the query's part and removing the anchor's ids: the
+    separator then tokenizes as it does between demonstrations ("\n\n" as one string, a query's
+    leading space attached to its first word). If a tokenizer merges across the anchor's end, that
+    query falls back to the whole string; if even the whole string does not start with the
+    context's ids, the prefix cannot be shared and the error says so.
+    """
+
+    def __init__(self, tokenizer, prompt: Prompt, demos: list[Example]):
+        self.tokenizer, self.prompt, self.demos = tokenizer, prompt, list(demos)
+        self.context: list[int] = tokenizer(prompt.context(self.demos), add_special_tokens=True)["input_ids"]
+        self._anchor = prompt.demonstration(self.demos[-1]) if self.demos else ""
+
+    def whole(self, ex: Example) -> list[int]:
+        """The tokenizer's ids of the whole prompt string (what `--check-tokenization` compares with)."""
+        return self.tokenizer(self.prompt.full(self.demos, ex), add_special_tokens=True)["input_ids"]
+
+    def queries(self, examples: list[Example]) -> list[list[int]]:
+        texts = [self.prompt.query(ex, bool(self.demos)) for ex in examples]
+        if not texts:
+            return []
+        anchor = self.tokenizer(self._anchor, add_special_tokens=False)["input_ids"] if self._anchor else []
+        joined = self.tokenizer([self._anchor + t for t in texts], add_special_tokens=False)["input_ids"]
+        out = []
+        for ex, ids in zip(examples, joined):
+            if ids[:len(anchor)] == anchor:
+                out.append(ids[len(anchor):])
+                continue
+            whole = self.whole(ex)
+            if whole[:len(self.context)] != self.context:
+                raise TokenizationError(
+                    f"pattern {self.prompt.name!r}: this tokenizer merges the demonstrations' last token with the "
+                    "query's, so the demonstrations cannot be cached as one prefix; choose another --pattern")
+            out.append(whole[len(self.context):])
+        return out
+
+    def training_inputs(self, examples: list[Example], max_length: int) -> list[list[int]]:
+        """Context + query ids per example, the query cut from the left so that the answer position survives."""
+        keep = max(1, max_length - len(self.context))
+        return [self.context + q[-keep:] for q in self.queries(examples)]
 
 
 def collate(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,8 +129,9 @@ class ContextScorer:
     log-probabilities, the top token, teacher distributions), so nothing vocabulary-sized piles up.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, use_cache: bool = True, max_positions: int = 2048):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, batch_size: int = 8, use_cache: bool = True, max_positions: int = 2048,
+                 autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+        self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
         self.batch_size, self.use_cache, self.max_positions = batch_size, use_cache, max_positions
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id
@@ -103,7 +147,8 @@ class ContextScorer:
         """
         kept = [i for i, q in enumerate(queries) if len(context_ids) + len(q) <= self.max_positions]
         mine = shard(kept)
-        local = self._run_local(context_ids, [queries[i] for i in mine], reduce, desc)
+        with self.autocast():  # a trained model may mix fp32 trainable and bf16 frozen weights
+            local = self._run_local(context_ids, [queries[i] for i in mine], reduce, desc)
         rows = unshard([r for r in local], len(kept)) if kept else []
         return (torch.stack(rows) if rows else None), kept
 
@@ -168,10 +213,3 @@ def label_word_reduce(label_ids: list[int]) -> Callable[[torch.Tensor], torch.Te
         return torch.cat([logp[:, index.to(logp.device)], top], dim=1)
 
     return reduce
-
-
-def encode_training_input(tokenizer, prompt: Prompt, context_ids: list[int], ex: Example, max_length: int) -> list[int]:
-    """Context + query ids, the query cut from the left so that the answer position survives."""
-    query = encode_query(tokenizer, prompt, ex)
-    keep = max(1, max_length - len(context_ids))
-    return context_ids + query[-keep:]

@@ -2,20 +2,23 @@
 
     python -c "from trainers.tasks import load_task; print(load_task('rte', data_dir='../shared/data').summary())"
 
-Definitions live in `trainers/data/tasks.yaml`. Data comes from the Hugging Face hub by default,
-or from a local folder in the hub's schema (`--data-dir`, or `$FEWSHOT_DATA_DIR`), such as
-`../shared/data`. Both sources end in the same list of `Example`s.
+Definitions live in `trainers/data/tasks.yaml`. Data comes from a local folder in the hub's schema
+(`--data-dir`, or `$FEWSHOT_DATA_DIR`), such as `../shared/data` or what `python -m trainers data
+export` wrote; without one, from each split's sources in turn (the hub, the original releases;
+`trainers/sources.py`). Every path ends in the same list of `Example`s, and every split loaded
+gets a content fingerprint that the result record carries.
 """
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from trainers import sources
 
 DATA_DIR_ENV = "FEWSHOT_DATA_DIR"
 TASKS_FILE = Path(__file__).parent / "data" / "tasks.yaml"
@@ -47,6 +50,7 @@ class TaskData:
     eval: list[Example]
     ood: dict[str, list[Example]]
     source: str
+    fingerprints: dict[str, str] = field(default_factory=dict)  # split (its local path) -> content hash
 
     def classes_of(self, set_name: str) -> tuple[str, ...]:
         """Class names of the in-domain split or of an OOD set (HANS names its own classes)."""
@@ -61,7 +65,13 @@ class TaskData:
 
 @functools.lru_cache(maxsize=1)
 def task_definitions() -> dict:
-    return yaml.safe_load(TASKS_FILE.read_text())
+    defs = yaml.safe_load(TASKS_FILE.read_text())
+    splits = [(f"tasks.{t}.{k}", spec[k]) for t, spec in defs["tasks"].items() for k in ("train", "eval")]
+    splits += [(f"ood_sets.{o}.split", spec["split"]) for o, spec in defs["ood_sets"].items()]
+    for where, split in splits:
+        for i, source in enumerate(split.get("sources") or []):
+            sources.check(source, f"{TASKS_FILE.name}: {where}.sources[{i}]")
+    return defs
 
 
 def task_names() -> list[str]:
@@ -83,50 +93,42 @@ def resolve_data_dir(data_dir: str | None) -> str | None:
     return data_dir or os.environ.get(DATA_DIR_ENV) or None
 
 
+def split_columns(spec: dict) -> list[str]:
+    """The columns a task or OOD set reads from each row: its texts, the label, the group (HANS heuristic)."""
+    return list(spec["text_columns"]) + ["label"] + ([spec["group_column"]] if spec.get("group_column") else [])
+
+
 @functools.lru_cache(maxsize=16)
-def _read_jsonl(path: str) -> tuple[dict, ...]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: not valid JSON Lines ({e.msg})") from None
-    return tuple(rows)
-
-
-def _read_hub(name: str, config: str | None, split: str) -> list[dict]:
+def _read_local(path: str, columns: tuple[str, ...]) -> tuple[tuple[dict, ...], str]:
     try:
-        import datasets
-    except ImportError:
-        raise DataError(f"loading {name} from the hub needs the `datasets` package; or pass --data-dir") from None
-    try:
-        return datasets.load_dataset(name, config, split=split).to_list()
-    except Exception as e:  # the hub raises many kinds; the user needs the name and the way out
-        raise DataError(f"could not load {name}/{config or ''} [{split}] from the hub ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); pass --data-dir with a local copy") from None
+        rows = sources.read_file(path, "jsonl")
+    except sources.SourceError as e:
+        raise DataError(str(e)) from None
+    return tuple(rows), sources.fingerprint(rows, list(columns))
 
 
-def _rows(split: dict, data_dir: str | None, what: str) -> tuple[list[dict], str]:
+def read_split(split: dict, spec: dict, data_dir: str | None, what: str) -> tuple[list[dict], str, str]:
+    """(rows, where they came from, content fingerprint): the data folder if given, else the sources in turn."""
+    columns = tuple(split_columns(spec))
     if data_dir:
         path = Path(data_dir) / split["local"]
         if not path.is_file():
             raise DataError(f"{path} not found: {what} expects {split['local']} under the data folder "
-                            f"(the hub's schema, one JSON object per line; see ../shared/data/README.md)")
-        return list(_read_jsonl(str(path))), str(path)
-    if "hub" not in split:
-        raise DataError(f"{what} has no hub source; pass --data-dir with {split['local']} inside")
-    name, config, split_name = split["hub"]
-    rows = _read_hub(name, config, split_name)
-    if "hub_rows" in split:
-        start, stop = split["hub_rows"]
-        rows = rows[start:stop]
-    return rows, f"hub:{name}/{config or ''}[{split_name}]"
+                            f"(the hub's schema, one JSON object per line; see ../shared/data/README.md, or write one "
+                            f"with `python -m trainers data export`)")
+        rows, fp = _read_local(str(path), columns)
+        return list(rows), str(path), fp
+    hint = (f"pass --data-dir with {split['local']} inside (`python -m trainers data export --to DIR` on a connected "
+            f"machine writes that layout)")
+    try:
+        rows, origin = sources.read_first(split.get("sources") or [], what, hint)
+    except sources.SourceError as e:
+        raise DataError(str(e)) from None
+    return rows, origin, sources.fingerprint(rows, list(columns))
 
 
-def _examples(rows: list[dict], origin: str, spec: dict, group_column: str | None = None) -> list[Example]:
-    columns = list(spec["text_columns"]) + ["label"] + ([group_column] if group_column else [])
+def _examples(rows: list[dict], origin: str, spec: dict) -> list[Example]:
+    columns, group_column = split_columns(spec), spec.get("group_column")
     label_map = {int(k): v for k, v in spec.get("label_map", {}).items()} or {i: i for i in range(len(spec["classes"]))}
     out = []
     for i, row in enumerate(rows):
@@ -149,14 +151,17 @@ def eval_subset(examples: list[Example], limit: int | None) -> list[Example]:
     return [examples[i] for i in keep]
 
 
-def load_ood(name: str, data_dir: str | None, hans_heuristics: tuple[str, ...] = ("lexical_overlap",)) -> list[Example]:
+def load_ood(name: str, data_dir: str | None, hans_heuristics: tuple[str, ...] = ("lexical_overlap",),
+             fingerprints: dict | None = None) -> list[Example]:
+    """An OOD set's examples (HANS: the chosen heuristics); its split's fingerprint goes into `fingerprints`."""
     sets = task_definitions()["ood_sets"]
     if name not in sets:
         raise DataError(f"unknown OOD set {name!r}; valid: {', '.join(sorted(sets))}")
     spec = sets[name]
-    rows, origin = _rows(spec["split"], resolve_data_dir(data_dir), f"OOD set {name}")
-    group_column = spec.get("group_column")
-    examples = _examples(rows, origin, spec, group_column)
+    rows, origin, fp = read_split(spec["split"], spec, resolve_data_dir(data_dir), f"OOD set {name}")
+    if fingerprints is not None:
+        fingerprints[spec["split"]["local"]] = fp
+    examples = _examples(rows, origin, spec)
     if "groups" in spec:
         wanted = spec["groups"] if tuple(hans_heuristics) == ("all",) else list(hans_heuristics)
         unknown = set(wanted) - set(spec["groups"])
@@ -173,13 +178,14 @@ def load_task(name: str, data_dir: str | None = None, ood: tuple[str, ...] | Non
     data_dir = resolve_data_dir(data_dir)
     if data_dir and not Path(data_dir).is_dir():
         raise DataError(f"data folder {data_dir} does not exist (expected the hub's schema, as ../shared/data)")
-    train_rows, train_origin = _rows(spec["train"], data_dir, f"task {name} (train)")
-    eval_rows, eval_origin = _rows(spec["eval"], data_dir, f"task {name} (eval)")
-    ood_sets = {o: load_ood(o, data_dir, hans_heuristics) for o in (spec["ood"] if ood is None else ood)}
+    train_rows, train_origin, train_fp = read_split(spec["train"], spec, data_dir, f"task {name} (train)")
+    eval_rows, eval_origin, eval_fp = read_split(spec["eval"], spec, data_dir, f"task {name} (eval)")
+    fingerprints = {spec["train"]["local"]: train_fp, spec["eval"]["local"]: eval_fp}
+    ood_sets = {o: load_ood(o, data_dir, hans_heuristics, fingerprints) for o in (spec["ood"] if ood is None else ood)}
     return TaskData(
         name=name, family=spec["family"], classes=tuple(spec["classes"]),
         default_pattern=spec["default_pattern"],
         train=_examples(train_rows, train_origin, spec),
         eval=_examples(eval_rows, eval_origin, spec),
-        ood=ood_sets, source=data_dir or "hub",
+        ood=ood_sets, source=data_dir or "sources", fingerprints=fingerprints,
     )

@@ -7,10 +7,12 @@ schedule), linear decay or cosine; gradient accumulation; clipping. After every 
 split is scored and `report(metrics)` is called. A non-finite loss stops training and the run is
 marked `diverged`. With several data-parallel ranks each global batch is split across them and
 the gradients are summed with one all-reduce per step (no wrapper around the model), so the
-update equals the single-process one on the same global batch.
+update equals the single-process one on the same global batch. Under mixed precision the forward
+runs under autocast, the parameters stay fp32, and fp16 scales the loss (`trainers/precision.py`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import torch.distributed as dist
 
 from trainers.config import TrainConfig
 from trainers.distributed import all_reduce, rank_and_world
+from trainers.precision import Precision
 
 
 @dataclass
@@ -62,9 +65,12 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[l
 
 
 def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.Tensor], dev_fn: Callable[[], dict],
-          cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None) -> TrainOutcome:
+          cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None,
+          precision: Precision | None = None) -> TrainOutcome:
     """Train the parameters of `model` that require grad on `items`; `loss_fn(batch)` is a batch mean."""
     params = [p for p in model.parameters() if p.requires_grad]
+    autocast = precision.autocast if precision else contextlib.nullcontext
+    scaler = precision.grad_scaler() if precision else None
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
@@ -80,18 +86,25 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
             step_loss = torch.zeros(())
             for i in range(0, len(mine), micro):
                 chunk = [items[j] for j in mine[i:i + micro]]
-                loss = loss_fn(chunk) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
-                loss.backward()
+                with autocast():
+                    loss = loss_fn(chunk) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
+                (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.detach().float().cpu()
             total = all_reduce(float(step_loss), "sum")
             if not math.isfinite(total):
                 optimizer.zero_grad(set_to_none=True)
                 outcome.status, outcome.error = "diverged", f"non-finite loss ({total}) at epoch {epoch}, step {outcome.steps + 1}"
                 break
-            _sync_grads(params)
+            _sync_grads(params)  # before unscaling: every rank then sees the same infs and skips the same steps
+            if scaler:
+                scaler.unscale_(optimizer)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             outcome.steps += 1

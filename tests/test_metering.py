@@ -1,0 +1,71 @@
+"""GPU memory as NVML reports it, checked against a stand-in NVML: found by UUID, missing is not zero, errors stay quiet."""
+import types
+
+import torch
+
+from trainers import metering
+from trainers.metering import MiB, _merge, _NvmlPoller, cuda_uuid
+
+
+class FakeNvml:
+    """The four pynvml calls the poller makes; `procs` per UUID, an optional failure."""
+
+    def __init__(self, procs: dict[str, list[tuple[int, int | None]]], fail: Exception | None = None):
+        self.procs, self.fail, self.lookups = procs, fail, []
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self.lookups.append(uuid)
+        return uuid
+
+    def nvmlDeviceGetHandleByIndex(self, index):  # NVML's physical index: never the right device under Ray
+        raise AssertionError("looked up by index")
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        if self.fail:
+            raise self.fail
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.procs[handle]]
+
+
+def poll(nvml, uuid="GPU-b", pid=42) -> _NvmlPoller:
+    with _NvmlPoller(uuid, pid=pid, interval=0.001, nvml=nvml) as poller:
+        pass
+    return poller
+
+
+def test_the_device_is_found_by_uuid_and_only_this_process_counts():
+    nvml = FakeNvml({"GPU-a": [(42, 9 * MiB)], "GPU-b": [(42, 300 * MiB), (7, 5000 * MiB)]})
+    p = poll(nvml)
+    assert nvml.lookups == ["GPU-b"] and p.peak_mib == 300.0 and p.error is None
+
+
+def test_a_process_nvml_does_not_list_reads_as_missing_not_zero():
+    p = poll(FakeNvml({"GPU-b": [(7, 5000 * MiB), (8, None)]}))  # another PID namespace: our pid is not there
+    assert p.peak_mib is None
+
+
+def test_an_nvml_error_is_recorded_and_never_raised():
+    p = poll(FakeNvml({"GPU-b": []}, fail=RuntimeError("NVML_ERROR_GPU_IS_LOST")))
+    assert p.peak_mib is None and "GPU_IS_LOST" in p.error
+
+
+def test_cuda_uuid_is_spelled_as_nvml_spells_it(monkeypatch):
+    props = types.SimpleNamespace(uuid="3f0a5d52-1c2b-4b4e-9a3e-0123456789ab")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    assert cuda_uuid(torch.device("cuda", 0)) == "GPU-3f0a5d52-1c2b-4b4e-9a3e-0123456789ab"
+    props.uuid = "GPU-already"
+    assert cuda_uuid(torch.device("cuda", 0)) == "GPU-already"
+
+
+def test_a_poller_that_cannot_start_leaves_the_cuda_figures(monkeypatch):
+    monkeypatch.setattr(metering, "cuda_uuid", lambda device: (_ for _ in ()).throw(RuntimeError("no driver")))
+    assert metering._nvml_poller(torch.device("cuda", 0)) is None
+
+
+def test_phases_entered_twice_keep_a_missing_nvml_peak_missing():
+    a = {"seconds": 1.0, "peak_rss_mib": 10.0, "nvml_process_peak_mib": None}
+    b = {"seconds": 2.0, "peak_rss_mib": 5.0, "nvml_process_peak_mib": None}
+    assert _merge(a, b) == {"seconds": 3.0, "peak_rss_mib": 10.0, "nvml_process_peak_mib": None}
+    assert _merge(a, {**b, "nvml_process_peak_mib": 80.0})["nvml_process_peak_mib"] == 80.0
