@@ -135,7 +135,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
             row["teacher in-domain acc"] = _mean_std(reps["teacher_in_domain_accuracy"])
         row["dropped queries"] = int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0
         row["truncated demos"] = _truncation(reps)
-        row["flags"] = "DROPPED QUERIES" if row["dropped queries"] else ""
+        row["flags"] = "DROPPED QUERIES" if row["dropped queries"] else "-"
         row["peak MiB"] = _mean_std(reps["peak_memory_mib"], 0)
         row["seconds"] = _mean_std(reps["seconds"], 0)
         row["trainable params"] = f"{int(reps['trainable_params'].max()):,}" if reps["trainable_params"].notna().any() else "-"

@@ -64,10 +64,9 @@ def _load_teacher(cfg: RunConfig, student_tok):
     return teacher
 
 
-def run(cfg: RunConfig, report=None) -> dict:
-    meter = Meter(pick_device(cfg.device))
+def _teacher_then_student(cfg: RunConfig, prep, meter: Meter):
+    """Load, let the teacher label the unlabelled inputs once, then make the model the student."""
     with meter.phase("load"):
-        prep = prepare(cfg)
         seed_everything(cfg.seed)
         prec = precision.resolve(cfg.dtype, meter.device)
         # Its own teacher first (inference: the compute dtype); a student beside a separate teacher loads for training.
@@ -85,6 +84,16 @@ def run(cfg: RunConfig, report=None) -> dict:
         prec.keep_trainable_fp32(model)  # a full student of its own teacher: upcast from the teacher's weights
         if cfg.train.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    facts = {"context": context_facts, **peft_facts,
+             "precision": {"teacher": teacher_precision, "student": precision.facts(model, prec, trained=True)}}
+    return model, tok, label_ids, prec, (targets, inputs_kept, teacher_metrics), facts
+
+
+def run(cfg: RunConfig, report=None) -> dict:
+    meter = Meter(pick_device(cfg.device))
+    with meter.phase("load"):
+        prep = prepare(cfg)
+    model, tok, label_ids, prec, (targets, inputs_kept, teacher_metrics), facts = _teacher_then_student(cfg, prep, meter)
     prompt_ids = PromptIds(tok, prep.prompt, [])
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
     device, T = scorer.device, cfg.cd.temperature
@@ -139,9 +148,6 @@ def run(cfg: RunConfig, report=None) -> dict:
             results["dev"] = dev_fn()
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
              "kl_to_teacher_before": kl_before, "kl_to_teacher_after": mean_kl() if outcome.status == "completed" else None}
-    student_precision = precision.facts(model, prec, trained=True)
-    resolved = prep.resolved(cfg, lr=cfg.lr(), context=context_facts, **peft_facts,
-                             precision={"teacher": teacher_precision, "student": student_precision})
-    return build_record(cfg, outcome.status, resolved=resolved,
+    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **facts),
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra=extra, error=outcome.error)

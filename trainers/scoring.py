@@ -4,11 +4,12 @@
 
 The ids scored are those of the whole prompt string (`PromptIds`): the demonstrations' ids, then
 each query's ids as they continue that string (separator included), in the cached and the plain
-path alike, so both score exactly the same tokens. In the cached
-path the context's key/value cache is computed once and every batch of queries attends to it,
-shared by the rows rather than copied per row; in the plain path every query carries the whole context. Rows are right-padded, and the
-logits are taken at each row's own last real token (`logits_to_keep` with per-row positions), so
-the full-vocabulary projection runs for one position per query, never for the whole sequence.
+path alike, so both score exactly the same tokens. In the cached path the context's key/value
+cache is computed once and every batch of queries attends to it, shared by the rows rather than
+copied per row; in the plain path every query carries the whole context. Rows are right-padded,
+and the logits are taken at each row's own last real token (`logits_to_keep` with per-row
+positions), so the full-vocabulary projection runs for one position per query, never for the
+whole sequence. A trained model's forward passes run under its precision's autocast.
 """
 from __future__ import annotations
 
