@@ -1,12 +1,14 @@
 """The sweep command line.
 
     python -m orchestrator sweep --space quickstart [--set key=value ...] [--data-dir DIR] [--name NAME]
-                                 [--resume] [--address ADDR] [--dry-run]
+                                 [--resume] [--address ADDR] [--dry-run] [--allow-cpu] [--max-trials N]
     python -m orchestrator spaces
     python -m orchestrator summarize results/quickstart
 
-Bad input (an unknown space, key or value, a missing model folder or data folder) is rejected
-before Ray starts, with one line and exit status 2.
+Bad input (an unknown space, key or value, a model, data split or few-shot draw that does not
+work, resources the cluster lacks) is rejected before Ray starts and before anything is written,
+one line per problem, exit status 2. A sweep exits 0 only when every cell completed all its
+replicates, 1 otherwise, 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray instance")
     s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
     s.add_argument("--max-trials", type=int, metavar="N", help="stop after N trials finish in this session (continue with --resume)")
+    s.add_argument("--allow-cpu", action="store_true", help="run trials that ask for GPUs on CPUs when the cluster has none")
     sub.add_parser("spaces", help="list the search spaces")
     m = sub.add_parser("summarize", help="rebuild the tables and summary of a results folder from its records")
     m.add_argument("folder")
@@ -52,18 +55,21 @@ def _spaces() -> int:
 
 
 def _sweep(ns) -> int:
-    space = load_space(ns.space, ns.overrides, ns.data_dir)
-    if ns.dry_run:
-        import torch
-        from orchestrator import plan
-        from orchestrator.driver import _check_trials
-        if not space.fixtures:
-            _check_trials(space)
-        print(plan.describe(space, has_gpus=torch.cuda.is_available()))
-        return 0
-    from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
+    import dataclasses
+    space = dataclasses.replace(load_space(ns.space, ns.overrides, ns.data_dir), allow_cpu=ns.allow_cpu)
     if ns.max_trials is not None and ns.max_trials < 1:
         raise SpaceError("--max-trials must be at least 1")
+    if ns.dry_run:
+        from orchestrator import plan, preflight
+        from orchestrator.driver import local_totals, staged
+        with staged(space, Path(ns.results) / (ns.name or space.name), resume=False) as staged_space:
+            checked = preflight.run(staged_space)
+        totals = local_totals()
+        if ns.address is None:
+            preflight.check_resources(checked, totals, "this machine")
+        print(plan.describe(checked, has_gpus=totals["GPU"] > 0))
+        return 0
+    from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
     return run_sweep(space, name=ns.name, resume=ns.resume, address=ns.address, results_root=Path(ns.results),
                      max_trials=ns.max_trials)
 
@@ -74,13 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "spaces":
             return _spaces()
         if ns.command == "summarize":
-            from orchestrator.results import load_records, to_markdown, write_tables
+            from orchestrator.results import duplicate_notes, load_records, to_markdown, write_tables
             if not Path(ns.folder).is_dir() or not load_records(Path(ns.folder)):
                 raise SpaceError(f"{ns.folder} holds no result records")
-            _, summary = write_tables(Path(ns.folder), ns.title)
+            table, summary = write_tables(Path(ns.folder), ns.title)
             print(to_markdown(summary))
+            for note in duplicate_notes(table):
+                print(note)
             return 0
         return _sweep(ns)
     except (SpaceError, *USAGE_ERRORS) as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():  # preflight: one line per problem
+            print(f"error: {line}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

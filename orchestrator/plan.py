@@ -77,9 +77,31 @@ def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eva
     return from_dict({}).replace(**overrides).to_dict()
 
 
-def trial_key(run: dict) -> str:
-    """Identity of a trial: a hash of its resolved config. A finished key is never run again."""
-    return hashlib.sha1(json.dumps(run, sort_keys=True).encode()).hexdigest()[:16]
+PATH_FIELDS = (("model",), ("data_dir",), ("cd", "teacher_model"))
+
+
+def trial_identity(space: Space, run: dict) -> dict:
+    """What stands for the paths in a trial's config: the content identity of its model(s) and of
+    the data splits its task reads (from preflight)."""
+    ident = space.identity or {}
+    models = ident.get("models", {})
+    teacher = (run.get("cd") or {}).get("teacher_model")
+    return {"model": models.get(run["model"], run["model"]),
+            "teacher_model": models.get(teacher, teacher) if teacher else None,
+            "data": ident.get("data", {}).get(run["task"])}
+
+
+def trial_key(run: dict, identity: dict) -> str:
+    """Identity of a trial: a hash of its resolved config with every path replaced by the content
+    it points to, so a moved model, data or results folder keeps its keys. A finished key is never
+    run again."""
+    body = json.loads(json.dumps(run))
+    for path in PATH_FIELDS:
+        d = body
+        for part in path[:-1]:
+            d = d.get(part) or {}
+        d.pop(path[-1], None)
+    return hashlib.sha1(json.dumps({"run": body, "identity": identity}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def model_params(model: str) -> float | None:
@@ -96,8 +118,9 @@ def model_params(model: str) -> float | None:
     return None
 
 
-def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
-    """Workers and per-worker CPUs/GPUs for the cell's trials: the first size rule that fits wins."""
+def requested(space: Space, cell: Cell) -> dict:
+    """Workers and per-worker CPUs/GPUs as the space asks (the first size rule that fits wins);
+    gpus_per_worker None means "one if the cluster has GPUs"."""
     r = {k: space.resources[k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
     size = model_params(cell.model)
     for rule in space.resources["by_model_size"] or []:
@@ -105,8 +128,15 @@ def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
         if limit is None or (size is not None and size <= float(limit)):
             r.update({k: v for k, v in rule.items() if k != "max_params"})
             break
-    if not has_gpus:
-        r["gpus_per_worker"] = 0
+    return r
+
+
+def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
+    """What a trial of the cell reserves on this cluster. GPUs explicitly asked of a CPU-only
+    cluster reach here only with --allow-cpu (preflight refuses them otherwise)."""
+    r = requested(space, cell)
+    if r["gpus_per_worker"] is None or not has_gpus:
+        r["gpus_per_worker"] = 1 if has_gpus and r["gpus_per_worker"] is None else 0
     return r
 
 

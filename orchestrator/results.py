@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ import pandas as pd
 from trainers.records import write_json_atomic
 
 RECORDS = "trials"
+CORRUPT = "corrupt"  # under trials/: records that did not parse
 
 
 def records_dir(sweep_dir: Path) -> Path:
@@ -29,16 +32,35 @@ def write_record(sweep_dir: Path, record: dict) -> Path:
     return path
 
 
-def load_records(folder: Path) -> list[dict]:
+def load_records(folder: Path, set_aside: bool = True) -> list[dict]:
+    """Every record of a sweep (or a folder of single-run records). One that does not parse (a
+    truncated write, a hand edit) is named on stderr and moved to `trials/corrupt/`, so the rest
+    load and a resumed sweep runs that trial again."""
     folder = Path(folder)
     sub = records_dir(folder)
     paths = sorted((sub if sub.is_dir() else folder).glob("*.json"))
     out = []
     for p in paths:
-        rec = json.loads(p.read_text())
+        try:
+            rec = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            _set_aside(p, f"does not parse ({e})", set_aside)
+            continue
         if isinstance(rec, dict) and "status" in rec and "config" in rec:
             out.append(rec)
+        elif sub.is_dir():  # inside trials/ every file is a record
+            _set_aside(p, "is not a result record (no status or config)", set_aside)
     return out
+
+
+def _set_aside(path: Path, why: str, move: bool) -> None:
+    where = path
+    if move:
+        where = path.parent / CORRUPT / path.name
+        where.parent.mkdir(exist_ok=True)
+        os.replace(path, where)
+    print(f"warning: record {path} {why}; {'set aside as ' + str(where) + ', its trial runs again on --resume' if move else 'skipped'}",
+          file=sys.stderr)
 
 
 def cell_of(rec: dict) -> str:
@@ -60,7 +82,8 @@ def _row(rec: dict) -> dict:
            "in_domain_accuracy_full_vocab": (m.get("in_domain") or {}).get("accuracy_full_vocab"),
            "peak_memory_mib": res.get("peak_memory_mib"), "seconds": res.get("total_seconds"),
            "trial_seconds": rec.get("trial_seconds"),
-           "trainable_params": (rec.get("params") or {}).get("trainable"), "error": rec.get("error")}
+           "trainable_params": (rec.get("params") or {}).get("trainable"), "error": rec.get("error"),
+           "time": (rec.get("env") or {}).get("time")}
     context = (rec.get("resolved") or {}).get("context") or {}
     # queries left unscored because they did not fit the window (a cell with any is flagged in the summary)
     row["n_dropped"] = sum(int(b.get("n_dropped") or 0) for b in [m.get("in_domain") or {}, *(m.get("ood") or {}).values()])
@@ -113,6 +136,21 @@ def _truncation(reps: pd.DataFrame) -> str:
             f"{reps['tokens_cut'].astype(float).mean():.0f} tokens cut")
 
 
+def _newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
+    """One replicate per data seed: a moved folder or a rerun can leave two; the newest counts."""
+    return reps.sort_values("time", kind="stable", na_position="first").drop_duplicates("data_seed", keep="last")
+
+
+def duplicate_notes(table: pd.DataFrame) -> list[str]:
+    """A line per (cell, data seed) with more than one completed replicate record."""
+    if table.empty:
+        return []
+    reps = table[(table["phase"] != "search") & (table["status"] == "completed")]
+    counts = reps.groupby(["cell", "data_seed"]).size()
+    return [f"note: {cell} has {n} completed records for data seed {seed}; the newest is used"
+            for (cell, seed), n in counts.items() if n > 1]
+
+
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per cell: mean ± std over the replicate (or single-run) trials, plus pruned/failed counts."""
     rows = []
@@ -123,7 +161,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     order = table.drop_duplicates("cell").sort_values(["task", "method", "peft", "model", "shots"])["cell"]
     for cell in order:
         group = table[table["cell"] == cell]
-        reps = group[(group["phase"] != "search") & (group["status"] == "completed")]
+        reps = _newest_per_seed(group[(group["phase"] != "search") & (group["status"] == "completed")])
         row = {"cell": cell, "seeds": len(reps), "in-domain acc": _mean_std(reps["in_domain_accuracy"])}
         for col in ood_cols:
             row[col.replace("_accuracy", " acc")] = _mean_std(reps[col])
@@ -167,7 +205,8 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
     if not table.empty:
         table.to_parquet(folder / "trials.parquet", index=False)
         table.to_csv(folder / "trials.csv", index=False)
-    text = (f"# {title}\n\n" if title else "") + to_markdown(summary)
+    notes = duplicate_notes(table)
+    text = (f"# {title}\n\n" if title else "") + to_markdown(summary) + "".join(f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
     write_json_atomic(folder / "summary.json", summary.to_dict(orient="records"))
     return table, summary

@@ -1,22 +1,34 @@
-"""Per-cell Bayesian search: one seeded OptunaSearch (TPE) per cell, its study persisted on disk.
+"""Per-cell Bayesian search with Optuna's ask/tell, one study per cell, persisted beside the sweep.
 
     python -m orchestrator sweep --space smoke          # the search phase runs through this searcher
 
 One Tune experiment serves every cell at once (so a cluster runs cells side by side), but each
-cell has its own Optuna study, sampler and budget: a trial's result only ever informs its own
-cell. On resume the studies are reloaded from the journal file and the budget counts the trials
-already recorded, so nothing finished is searched again.
+cell has its own Optuna study, sampler, pruner and budget: a trial's result only ever informs its
+own cell. Each Tune trial is exactly one study trial, which the pruning scheduler
+(`orchestrator.pruning`) reports epochs to; it ends COMPLETE, PRUNED or FAIL.
+
+Resume replays, it does not reseed: the n-th proposal of a cell is drawn by a TPE sampler seeded
+from (space seed, cell, n), over the study's finished trials. A trial the interrupted sweep had
+started but not finished is told FAIL (marked `interrupted`, so it does not count in n) and its
+values are proposed again first; the resumed sweep therefore proposes what an uninterrupted one
+would have (exactly so when trials run one at a time; with several at once, the order in which
+results arrive already varies between two uninterrupted runs).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.pruning import make_pruner
+
+INTERRUPTED = "interrupted"
 
 
 def distribution(spec: dict):
@@ -36,26 +48,53 @@ def journal(path: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-class CellSearcher(Searcher):
-    """Suggests trials for several cells, each from its own OptunaSearch, up to each cell's budget.
+def proposal_seed(seed: int, cell: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{cell}/{n}".encode()).digest()[:4], "little")
 
-    `make_config(cell_id, params)` turns a suggestion into the trial's full config. A resumed
-    sweep passes each cell a sampler seed moved on by the trials it already has: a sampler
-    restarted on its old seed would propose the finished trials' values again.
-    """
+
+def open_study(cell: str, storage, pruner_spec: dict) -> optuna.Study:
+    return optuna.create_study(study_name=cell, storage=storage, direction="maximize", load_if_exists=True,
+                               pruner=make_pruner(pruner_spec))
+
+
+def close_interrupted(study: optuna.Study) -> int:
+    """Tell FAIL every trial a previous (killed) sweep left RUNNING and queue its values again."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        if t.state == TrialState.RUNNING:
+            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+            study.tell(t.number, state=TrialState.FAIL)
+            _requeue(study, t.params)
+            n += 1
+    return n
+
+
+def _requeue(study: optuna.Study, params: dict) -> None:
+    """Queue `params` as the next proposal unless they already wait in the queue."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if all(t.system_attrs.get("fixed_params") != params for t in waiting):
+        study.enqueue_trial(params)
+
+
+class CellSearcher(Searcher):
+    """Suggests trials for several cells, each from its own study, up to each cell's budget.
+
+    `make_config(cell_id, params)` turns a proposal into the trial's full config. The first
+    `startup` proposals of a cell are random; TPE models the finished trials after that (Optuna's
+    default of 10 random trials would leave every shipped budget, 3 to 8, a random search)."""
 
     def __init__(self, spaces: dict[str, dict], budgets: dict[str, int], make_config: Callable[[str, dict], dict],
-                 journal_path: Path, seeds: dict[str, int], metric: str = "dev_accuracy"):
+                 storage, seed: int, pruner_spec: dict, startup: int = 2, metric: str = "dev_accuracy"):
         super().__init__(metric=metric, mode="max")
-        storage = journal(journal_path)
-        self._subs = {cell: OptunaSearch(space={k: distribution(v) for k, v in space.items()}, metric=metric, mode="max",
-                                         sampler=optuna.samplers.TPESampler(seed=seeds[cell]), study_name=cell,
-                                         storage=storage)
-                      for cell, space in spaces.items()}
+        self._dists = {cell: {k: distribution(v) for k, v in space.items()} for cell, space in spaces.items()}
+        self.studies = {cell: open_study(cell, storage, pruner_spec) for cell in spaces}
+        self.interrupted = {cell: close_interrupted(study) for cell, study in self.studies.items()}
+        self._seed, self._startup = seed, startup
         self._remaining = {cell: n for cell, n in budgets.items() if n > 0}
         self._order = list(self._remaining)
-        self._owner: dict[str, str] = {}
+        self._trials: dict[str, tuple[str, optuna.Trial]] = {}
         self._make_config = make_config
+        self.pruned: set[str] = set()  # Tune trial ids the pruning scheduler stopped
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metric and mode are fixed at construction
@@ -66,6 +105,18 @@ class CellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """See `save`."""
 
+    def optuna_trial(self, trial_id: str) -> tuple[optuna.Study, optuna.Trial] | None:
+        if trial_id not in self._trials:
+            return None
+        cell, trial = self._trials[trial_id]
+        return self.studies[cell], trial
+
+    def _ask(self, cell: str) -> optuna.Trial:
+        study = self.studies[cell]
+        n = sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED))
+        study.sampler = optuna.samplers.TPESampler(n_startup_trials=self._startup, seed=proposal_seed(self._seed, cell, n))
+        return study.ask(self._dists[cell])
+
     def suggest(self, trial_id: str):
         if not any(self._remaining.values()):
             return Searcher.FINISHED
@@ -74,24 +125,29 @@ class CellSearcher(Searcher):
             cell = self._order.pop(0)
             self._order.append(cell)
             if self._remaining[cell] > 0:
-                params = self._subs[cell].suggest(trial_id)
-                if params is None:
-                    continue
+                trial = self._ask(cell)
                 self._remaining[cell] -= 1
-                self._owner[trial_id] = cell
-                return self._make_config(cell, params)
+                self._trials[trial_id] = (cell, trial)
+                config = self._make_config(cell, dict(trial.params))
+                trial.set_user_attr("trial_key", config.get("trial_key"))
+                return config
         return None
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._owner and self.metric in result:  # a failed trial's last report has none
-            self._subs[self._owner[trial_id]].on_trial_result(trial_id, result)
-
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        cell = self._owner.pop(trial_id, None)
-        if cell is not None:
-            if result is not None and self.metric not in result:
-                error = True  # e.g. a method that failed before its first epoch
-            self._subs[cell].on_trial_complete(trial_id, result=result, error=error)
+        if trial_id not in self._trials:
+            return
+        cell, trial = self._trials.pop(trial_id)
+        study = self.studies[cell]
+        if trial_id in self.pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif result and "record" in result and self.metric in result:
+            study.tell(trial, float(result[self.metric]))
+        elif error or (result and "record" in result):  # a failed method: its record has no dev accuracy
+            study.tell(trial, state=TrialState.FAIL)
+        else:  # stopped by an interruption before its final report: proposed again on resume
+            trial.set_user_attr(INTERRUPTED, True)
+            study.tell(trial, state=TrialState.FAIL)
+            _requeue(study, dict(trial.params))
 
 
 class ConfigList(Searcher):

@@ -20,7 +20,7 @@ import yaml
 from trainers.config import ConfigError, from_dict, valid_keys
 from trainers.methods import METHODS, TRAINED
 from trainers.models import ModelError, check_source
-from trainers.tasks import ood_names, task_names
+from trainers.tasks import ood_names, task_definitions, task_names
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -34,7 +34,10 @@ TOP_KEYS = {
     "search": "method (or method+peft) -> {config key: distribution or fixed value}", "fixed": "config key -> value, for every trial",
     "budget": "search trials per cell", "pruner": "{type: median|successive_halving|none, ...}",
     "resources": "{workers, cpus_per_worker, gpus_per_worker, by_model_size}", "max_concurrent_trials": "int or null",
-    "max_failures": "retries of a crashed worker group", "fixtures": "synthetic: write a tiny model and data first",
+    "max_failures": "retries of a crashed worker group",
+    "max_start_failures": "retries of a worker group that did not start (Ray Train's controller failure limit)",
+    "worker_start_timeout_s": "seconds a trial's worker group may wait for its resources before that counts as a failure",
+    "fixtures": "synthetic: write a tiny model and data first",
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}
@@ -67,8 +70,12 @@ class Space:
     max_failures: int
     fixtures: str | None
     data_dir: str | None
+    max_start_failures: int = 1
+    worker_start_timeout_s: float = 120.0
     metric: str = "dev_accuracy"
     raw: dict = field(default_factory=dict, compare=False)
+    allow_cpu: bool = field(default=False, compare=False)  # --allow-cpu: GPUs asked of a CPU-only cluster become CPUs
+    identity: dict = field(default_factory=dict, compare=False)  # content of models and data splits (preflight)
 
 
 def space_path(name_or_path: str) -> Path:
@@ -152,6 +159,10 @@ def _tasks(c: _Checker, value) -> dict[str, dict]:
         for o in opts.get("ood") or []:
             if o not in ood_names():
                 c.fail(f"tasks.{task}.ood", f"unknown OOD set {o!r}; allowed: {', '.join(ood_names())}")
+        groups = task_definitions()["ood_sets"]["hans"]["groups"]
+        for h in opts.get("hans_heuristics") or []:
+            if h not in (*groups, "all"):
+                c.fail(f"tasks.{task}.hans_heuristics", f"unknown HANS heuristic {h!r}; allowed: {', '.join(groups)}, all")
         out[task] = opts
     return out
 
@@ -191,6 +202,14 @@ def _param(c: _Checker, key: str, spec):
     return {kind: args}
 
 
+def _bounds(spec) -> list:
+    """The values a search entry can take at its extremes (choice: all of them)."""
+    if not isinstance(spec, dict):
+        return [spec]
+    kind, args = next(iter(spec.items()))
+    return list(args)
+
+
 def _number(value):
     if isinstance(value, str):
         try:
@@ -215,6 +234,11 @@ def _search(c: _Checker, value, methods: dict) -> dict:
             if key not in keys:
                 c.fail(f"search.{method}.{key}", f"unknown config key; allowed: {', '.join(sorted(keys))}")
             params[key] = _param(c, f"search.{method}.{key}", spec)
+            for bound in _bounds(params[key]):
+                try:
+                    from_dict({}).replace(**{key: bound})  # a fixed value, or a range's ends, must be valid
+                except ConfigError as e:
+                    c.fail(f"search.{method}.{key}", str(e))
     return value
 
 
@@ -223,14 +247,14 @@ def _resources(c: _Checker, value) -> dict:
     unknown = set(value) - RESOURCE_KEYS
     if unknown:
         c.fail("resources", f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(RESOURCE_KEYS))}")
-    out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "by_model_size": []}
+    out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": None, "by_model_size": []}
     out.update(value)
     for i, rule in enumerate(out["by_model_size"] or []):
         if not isinstance(rule, dict) or set(rule) - RULE_KEYS:
             c.fail(f"resources.by_model_size[{i}]", f"expected a mapping with keys from {', '.join(sorted(RULE_KEYS))}")
     for rule in [out, *(out["by_model_size"] or [])]:
         workers = c.number("resources.workers", rule.get("workers", out["workers"]), 1, integer=True)
-        gpus = c.number("resources.gpus_per_worker", rule.get("gpus_per_worker", out["gpus_per_worker"]), 0)
+        gpus = c.number("resources.gpus_per_worker", rule.get("gpus_per_worker", out["gpus_per_worker"]), 0, allow_none=True) or 0
         c.number("resources.cpus_per_worker", rule.get("cpus_per_worker", out["cpus_per_worker"]), 0)
         if 0 < gpus < 1 and workers > 1:
             c.fail("resources", "fractional GPUs work with one worker per trial only (several ranks on one GPU fail in NCCL)")
@@ -273,6 +297,12 @@ def validate(raw: dict, path: str) -> Space:
             c.fail(required, f"missing ({TOP_KEYS[required]})")
     methods = _methods(c, raw["methods"])
     data_seeds = c.list_of("data_seeds", raw["data_seeds"], int)
+    shots = c.list_of("shots", raw["shots"], int)
+    for k in shots:
+        c.number("shots", k, 0, integer=True)
+    tuning = c.number("tuning_data_seed", raw.get("tuning_data_seed", data_seeds[0]), integer=True)
+    if tuning not in data_seeds:
+        c.fail("tuning_data_seed", f"{tuning} is not one of data_seeds {data_seeds}; the search runs on one of the replicates' draws")
     models = c.list_of("models", raw["models"], str)
     if raw.get("fixtures") not in (None, "synthetic"):
         c.fail("fixtures", f"expected synthetic or null, got {raw['fixtures']!r}")
@@ -290,13 +320,14 @@ def validate(raw: dict, path: str) -> Space:
     return Space(
         name=str(raw.get("name") or Path(path).stem), description=str(raw["description"]), path=path,
         tasks=_tasks(c, raw["tasks"]), methods=methods, models=models,
-        shots=c.list_of("shots", raw["shots"], int), data_seeds=data_seeds,
-        tuning_data_seed=c.number("tuning_data_seed", raw.get("tuning_data_seed", data_seeds[0]), integer=True),
+        shots=shots, data_seeds=data_seeds, tuning_data_seed=tuning,
         seed=c.number("seed", raw.get("seed", 0), integer=True), search=_search(c, raw.get("search"), methods),
         fixed=_fixed(c, raw.get("fixed")), budget=c.number("budget", raw.get("budget", 8), 1, integer=True),
         pruner=_pruner(c, raw.get("pruner")), resources=_resources(c, raw.get("resources")),
         max_concurrent_trials=c.number("max_concurrent_trials", raw.get("max_concurrent_trials"), 1, integer=True, allow_none=True),
         max_failures=c.number("max_failures", raw.get("max_failures", 1), 0, integer=True),
+        max_start_failures=c.number("max_start_failures", raw.get("max_start_failures", 1), 0, integer=True),
+        worker_start_timeout_s=float(c.number("worker_start_timeout_s", raw.get("worker_start_timeout_s", 120), 1)),
         fixtures=raw.get("fixtures"), data_dir=raw.get("data_dir"), raw=raw,
     )
 
@@ -308,6 +339,9 @@ def load_space(name_or_path: str, overrides: list[str] = (), data_dir: str | Non
     except yaml.YAMLError as e:
         raise SpaceError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     raw = apply_overrides(raw, list(overrides))
+    if data_dir and raw.get("fixtures") == "synthetic":
+        raise SpaceError(f"{path}: fixtures: synthetic writes its own model and data, so --data-dir would be ignored; "
+                         "drop --data-dir, or use a space without fixtures (e.g. quickstart)")
     if data_dir:
         raw["data_dir"] = data_dir
     space = validate(raw, str(path))

@@ -8,11 +8,13 @@ with `ray.train.report` (all ranks call it; `TuneReportCallback` forwards rank 0
 final report carrying the whole result record as JSON, with peak memory reduced (max) across
 ranks. An exception inside the method becomes a `failed` record on the spot (a deterministic
 error would only fail again); a crashed worker process is retried by Ray Train up to the
-space's `max_failures`.
+space's `max_failures`, a worker group that fails or times out starting up to its
+`max_start_failures`; past them, Ray's exception becomes the trial's `failed` record.
 """
 from __future__ import annotations
 
 import json
+import os
 import traceback
 
 import ray.train
@@ -57,14 +59,42 @@ def worker_loop(loop_config: dict) -> None:
     ray.train.report(final)
 
 
-def run_trial(config: dict, finished: dict, storage_path: str, max_failures: int) -> None:
-    """Tune function trainable: launch the trial's worker group and wait for it."""
+def _held_resources() -> str:
+    """What holds the cluster: free CPUs/GPUs and the placement groups that reserve them."""
+    from ray.util import placement_group_table
+    free, total = ray.available_resources(), ray.cluster_resources()
+    groups = [(pg_id[:8], sum(b.get("CPU", 0) for b in g["bundles"].values()), g.get("name") or "")
+              for pg_id, g in placement_group_table().items() if g.get("state") == "CREATED"]
+    held = ", ".join(f"{pid} ({cpus:g} CPU{', ' + name if name else ''})" for pid, cpus, name in groups) or "none"
+    return (f"{free.get('CPU', 0):g}/{total.get('CPU', 0):g} CPU and {free.get('GPU', 0):g}/{total.get('GPU', 0):g} GPU free; "
+            f"placement groups holding resources: {held}")
+
+
+def _describe_failure(error: BaseException, start_timeout_s: float) -> str:
+    """Ray's own exception type and message; a worker group that never started says what holds the cluster."""
+    inner = getattr(error, "controller_failure", None) or error
+    if type(inner).__name__ == "WorkerGroupStartupTimeoutError":
+        try:
+            held = _held_resources()
+        except Exception as e:  # noqa: BLE001 - the reason matters more than the inventory
+            held = f"(could not list them: {e})"
+        return f"worker group did not start in {start_timeout_s:g} s: resources held by others? {held}"
+    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
+    return f"{type(inner).__name__}: {' '.join(lines[:3])[:600]}"
+
+
+def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> None:
+    """Tune function trainable: launch the trial's worker group and wait for it. Whatever Ray Train
+    raises (a worker killed past its retries, a group that never started) becomes this trial's
+    `failed` record with Ray's own message, and the sweep goes on."""
     if config["trial_key"] in finished:  # resumed sweep: this trial already has its record
         ray.tune.report(finished[config["trial_key"]])
         return
     r = config["resources"]
     use_gpu = r["gpus_per_worker"] > 0
     per_worker = {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if use_gpu else {})}
+    # read by Ray Train's controller (it propagates this variable from here): a group waiting longer fails
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(limits["worker_start_timeout_s"])
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"run": config["run"], "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu},
@@ -72,13 +102,25 @@ def run_trial(config: dict, finished: dict, storage_path: str, max_failures: int
         run_config=ray.train.RunConfig(
             name=f"{config['phase']}-{config['trial_key']}-{ray.tune.get_context().get_trial_id()}",
             storage_path=storage_path, callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            # every retry bounded: crashed workers, and worker groups that fail or time out starting
+            failure_config=ray.train.FailureConfig(max_failures=limits["max_failures"],
+                                                   controller_failure_limit=limits["max_start_failures"],
+                                                   max_preemption_failures=limits["max_failures"]),
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - recorded, with Ray's type and message
+        from trainers.config import from_dict
+        from trainers.records import build_record
+        rec = build_record(from_dict(config["run"]), "failed", resolved={},
+                           error=_describe_failure(e, limits["worker_start_timeout_s"]),
+                           extra={"traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__)[-8:])})
+        ray.tune.report({"epoch": 1, "record": json.dumps(rec)})
 
 
-def trainable(finished: dict, storage_path: str, max_failures: int):
-    """`run_trial` with its fixed arguments bound and its (tiny) resource request."""
-    bound = ray.tune.with_parameters(run_trial, finished=finished, storage_path=storage_path, max_failures=max_failures)
+def trainable(finished: dict, storage_path: str, limits: dict):
+    """`run_trial` with its fixed arguments bound and its (tiny) resource request. `limits`:
+    max_failures, max_start_failures, worker_start_timeout_s."""
+    bound = ray.tune.with_parameters(run_trial, finished=finished, storage_path=storage_path, limits=limits)
     return ray.tune.with_resources(bound, {"memory": TRIAL_MEMORY})

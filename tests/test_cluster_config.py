@@ -1,16 +1,39 @@
-"""cluster.yaml passes the checks `ray up` runs before it contacts any machine."""
+"""cluster.yaml passes the checks `ray up` runs before it contacts any machine, and keeps the
+cluster closed: token authentication on every node, the dashboard on localhost, no token in git."""
+import re
 from pathlib import Path
 
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CLUSTER = Path(__file__).resolve().parent.parent / "cluster.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = ROOT / "cluster.yaml"
+
+
+def prepared():
+    return prepare_config(yaml.safe_load(CLUSTER.read_text()))  # merges the local provider's defaults, as `ray up` does
 
 
 def test_cluster_yaml_is_a_valid_ray_cluster_config():
-    config = yaml.safe_load(CLUSTER.read_text())
-    prepared = prepare_config(config)  # merges the local provider's defaults, as `ray up` does
-    validate_config(prepared)  # Ray's JSON schema, ray/autoscaler/ray-schema.json
-    assert prepared["provider"]["type"] == "local" and prepared["provider"]["worker_ips"]
-    assert any("pip install" in c and "-e ." in c for c in prepared["setup_commands"])
-    assert any("ray start --head" in c for c in prepared["head_start_ray_commands"])
+    config = prepared()
+    validate_config(config)  # Ray's JSON schema, ray/autoscaler/ray-schema.json
+    assert config["provider"]["type"] == "local" and config["provider"]["worker_ips"]
+    assert any("pip install" in c and "-e ." in c for c in config["setup_commands"])
+    assert any("ray start --head" in c for c in config["head_start_ray_commands"])
+
+
+def test_every_node_starts_with_token_authentication_and_a_local_dashboard():
+    config = prepared()
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
+    head = next(c for c in starts if "--head" in c)
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in CLUSTER.read_text().split("cluster_name:")[1]
+    # the token reaches every node by file_mounts, from the user's own machine
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+
+
+def test_no_token_is_committed():
+    text = CLUSTER.read_text()
+    assert not re.search(r"RAY_AUTH_TOKEN=\S", text)
+    ignored = (ROOT / ".gitignore").read_text()
+    assert "auth_token" in ignored

@@ -21,3 +21,37 @@ def test_markdown_shows_a_dash_where_a_cell_lacks_a_column():
     text = to_markdown(pd.DataFrame([{"cell": "cd", "teacher in-domain acc": "0.55"}, {"cell": "icl"}]))
     assert text.splitlines()[-1] == "| icl | - |"
     assert "nan" not in text
+
+
+def replicate(seed, acc, time, key):
+    return {"phase": "replicate", "status": "completed", "cell": "rte/icl/m/8shot", "trial_key": key,
+            "config": {"task": "rte", "method": "icl", "peft": {"kind": "none"}, "model": "m", "shots": 8,
+                       "data_seed": seed, "seed": 0},
+            "metrics": {"in_domain": {"accuracy": acc, "pred_fraction": {"a": 0.5, "b": 0.5}}}, "env": {"time": time}}
+
+
+def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_path):
+    from orchestrator.results import write_record, write_tables
+    for rec in [replicate(0, 0.6, "2026-01-01T00:00:00", "old"), replicate(0, 0.8, "2026-01-02T00:00:00", "new"),
+                replicate(1, 0.7, "2026-01-01T00:00:00", "one")]:
+        write_record(tmp_path, rec)
+    table, summary = write_tables(tmp_path)
+    row = summary.iloc[0]
+    assert row["seeds"] == 2 and row["in-domain acc"] == "0.750 ± 0.071"  # 0.8 and 0.7; the older 0.6 dropped
+    assert "note: rte/icl/m/8shot has 2 completed records for data seed 0; the newest is used" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_corrupt_record_is_named_set_aside_and_the_rest_load(tmp_path, capsys):
+    import os
+    from orchestrator.results import load_records, write_record
+    write_record(tmp_path, replicate(0, 0.6, "2026-01-01T00:00:00", "good"))
+    path = write_record(tmp_path, replicate(1, 0.6, "2026-01-01T00:00:00", "cut"))
+    path.write_text(path.read_text()[:50])
+    assert [r["trial_key"] for r in load_records(tmp_path)] == ["good"]
+    err = capsys.readouterr().err
+    assert str(path) in err and "does not parse" in err and "runs again on --resume" in err
+    assert not path.exists() and (tmp_path / "trials" / "corrupt" / "cut.json").exists()
+    # records are written readable by whoever the umask allows (mkstemp alone would give 0600)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert oct((tmp_path / "trials" / "good.json").stat().st_mode & 0o777) == oct(0o666 & ~mask)

@@ -73,7 +73,12 @@ def test_cells_trials_and_keys(tmp_path):
     run0 = plan.run_config(space, pbft, 0, {"train.lr": 1e-4}, final_eval=False)
     assert run0["train"]["epochs"] == 3 and run0["peft"]["kind"] == "lora" and run0["final_eval"] is False
     run1 = plan.run_config(space, pbft, 1, {"train.lr": 1e-4}, final_eval=False)
-    assert plan.trial_key(run0) == plan.trial_key(dict(run0)) != plan.trial_key(run1)
+    ident = plan.trial_identity(space, run0)
+    assert plan.trial_key(run0, ident) == plan.trial_key(dict(run0), ident) != plan.trial_key(run1, ident)
+    # paths never enter the key: the same content under another folder keeps it; other content changes it
+    moved = {**run0, "model": "/elsewhere/opt-125m", "data_dir": "/elsewhere/data"}
+    assert plan.trial_key(moved, ident) == plan.trial_key(run0, ident)
+    assert plan.trial_key(run0, {**ident, "data": {"glue/rte/train": "other"}}) != plan.trial_key(run0, ident)
     assert "5 search trials + 4 replicate trials = 9 trials" in plan.describe(space, False)
 
 
@@ -84,7 +89,10 @@ def test_resources_follow_model_size_rules(tmp_path):
     small, big = [c for c in plan.cells(space) if c.method == "icl"]
     assert plan.resources(space, small, has_gpus=True) == {"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 0.5}
     assert plan.resources(space, big, has_gpus=True)["workers"] == 2
-    assert plan.resources(space, big, has_gpus=False)["gpus_per_worker"] == 0
+    assert plan.resources(space, big, has_gpus=False)["gpus_per_worker"] == 0  # only with --allow-cpu (preflight)
+    plain = load_space(write(tmp_path, {**BASE, "resources": {"workers": 1}}))
+    cell = plan.cells(plain)[0]  # no GPU count given: one where the cluster has GPUs, none where it has not
+    assert plan.resources(plain, cell, True)["gpus_per_worker"] == 1 and plan.resources(plain, cell, False)["gpus_per_worker"] == 0
     assert plan.model_params("facebook/opt-1.3b") == 1.3e9 and plan.model_params("HuggingFaceTB/SmolLM2-135M") == 135e6
 
 
@@ -122,10 +130,12 @@ def test_spaces_command_lists_every_space():
     assert r.returncode == 0 and all(name in r.stdout for name in available_spaces())
 
 
-def test_dry_run_prints_the_plan_without_ray():
-    r = cli("sweep", "--space", "cd_vs_icl", "--dry-run", "--set", "shots=[16]")
+def test_dry_run_runs_preflight_and_prints_the_plan_without_ray(tiny_opt, data_dir):
+    r = cli("sweep", "--space", "cd_vs_icl", "--dry-run", "--set", "shots=[16]", "--set", f"models=[{tiny_opt}]",
+            "--set", "tasks={rte: {ood: [hans]}}", "--data-dir", data_dir, "--allow-cpu",
+            "--set", "resources.cpus_per_worker=1")
     assert r.returncode == 0, r.stderr
-    assert "rte/cd+lora/opt-125m/16shot" in r.stdout and "18 cells" in r.stdout
+    assert "rte/cd+lora/opt/16shot" in r.stdout and "3 cells" in r.stdout
     assert "Ray dashboard" not in r.stdout
 
 
@@ -133,13 +143,18 @@ def test_dry_run_prints_the_plan_without_ray():
     (["--space", "nope"], "unknown search space 'nope'; available:"),
     (["--space", "smoke", "--set", "budjet=2"], "budjet: unknown key"),
     (["--space", "quickstart", "--set", "models=[./missing-model]"], "model folder ./missing-model does not exist"),
-    (["--space", "quickstart", "--data-dir", "/no/such/data"], "data folder /no/such/data does not exist"),
+    (["--space", "quickstart", "--data-dir", "/no/such/data", "--set", "models=[{tiny}]"], "data folder /no/such/data does not exist"),
     (["--space", "smoke", "--max-trials", "0"], "--max-trials must be at least 1"),
+    (["--space", "smoke", "--set", "shots=[-8]"], "smoke.yaml: shots: expected an integer >= 0, got -8"),
+    (["--space", "smoke", "--set", "search.pbft.train.lr=-0.1"], "smoke.yaml: search.pbft.train.lr: lr must be > 0"),
+    (["--space", "smoke", "--set", "tuning_data_seed=7"], "smoke.yaml: tuning_data_seed: 7 is not one of data_seeds"),
+    (["--space", "smoke", "--data-dir", "."], "fixtures: synthetic writes its own model and data"),
 ])
-def test_sweep_usage_errors_exit_2_with_one_line(args, message):
+def test_sweep_usage_errors_exit_2_with_one_line(args, message, tiny_opt):
+    args = [a.replace("{tiny}", tiny_opt) for a in args]
     r = cli("sweep", *args, "--dry-run") if "--max-trials" not in args else cli("sweep", *args)
     assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_local_paths_become_absolute_for_the_workers(tmp_path, monkeypatch):

@@ -65,7 +65,7 @@ def build_tokenizer(add_bos: bool):
     tok.decoder = decoders.ByteLevel()
     words = FILLER + list(CUES) + "Question True False Yes No Answer answer question or ? : .".split()
     corpus = [" ".join(words)] * 50 + [f"{w} {w}" for w in words for _ in range(20)]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+    trainer = trainers.BpeTrainer(vocab_size=400, show_progress=False, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)
     if add_bos:

@@ -1,0 +1,162 @@
+"""Preflight: everything a sweep needs, checked before Ray starts and before anything is written.
+
+    python -m orchestrator sweep --space quickstart --dry-run      # runs these checks and stops
+
+Every model and tokenizer resolves; every task's data (train, eval and OOD splits) loads, once;
+the few-shot draw works for every (task, shots, data seed); every label word is one token; every
+cell's configuration is valid; the resources fit the cluster. Each problem is one line naming the
+space file and key; `PreflightError` carries them all and the command exits 2. Passing preflight
+also yields the content identity of every model and data split, which the trial keys hash
+(`plan.trial_key`), so moving a model, data or results folder changes no key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from orchestrator import plan
+from orchestrator.space import Space, SpaceError
+from trainers.config import from_dict
+from trainers.methods import validate
+from trainers.models import load_config, load_tokenizer
+from trainers.prompts import get_prompt, label_token_ids
+from trainers.sampling import draw
+from trainers.tasks import load_task
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "tokenizer.model", "added_tokens.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+SAMPLE = 1 << 20  # bytes hashed at each end of a weight file: a full hash of a 60 GB folder takes minutes
+
+
+class PreflightError(SpaceError):
+    """One or more problems, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(dict.fromkeys(problems))
+        super().__init__("\n".join(self.problems))
+
+
+def model_identity(name: str, config) -> str:
+    """A hub id with the commit it resolved to, or a local folder's content fingerprint."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return f"hub:{name}@{getattr(config, '_commit_hash', None) or 'unresolved'}"
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.name == "config.json" or f.name in TOKENIZER_FILES:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        elif f.suffix in WEIGHT_SUFFIXES:
+            size = f.stat().st_size
+            with f.open("rb") as fh:
+                head = fh.read(SAMPLE)
+                fh.seek(max(0, size - SAMPLE))
+                tail = fh.read(SAMPLE)
+            h.update(f"{f.name}\0{size}\0".encode() + head + tail)
+    return f"local:{h.hexdigest()[:24]}"
+
+
+def _models(space: Space) -> set[str]:
+    names = set(space.models)
+    for value in [space.fixed.get("cd.teacher_model"), *(p.get("cd.teacher_model") for p in space.search.values())]:
+        if isinstance(value, str) and value:
+            names.add(value)
+    return names
+
+
+def _check_models(space: Space, problems: list[str]) -> tuple[dict, dict]:
+    identities, tokenizers = {}, {}
+    for name in sorted(_models(space)):
+        try:
+            identities[name] = model_identity(name, load_config(name))
+            tokenizers[name] = load_tokenizer(name)
+        except Exception as e:  # noqa: BLE001 - a model that does not load is a problem to report, whatever its type
+            problems.append(f"{space.path}: models: {_one_line(e)}")
+    return identities, tokenizers
+
+
+def _check_data(space: Space, problems: list[str]) -> dict:
+    loaded = {}
+    for task, opts in space.tasks.items():
+        ood = tuple(opts["ood"]) if "ood" in opts else None
+        heuristics = tuple(opts.get("hans_heuristics") or ("lexical_overlap",))
+        try:
+            loaded[task] = load_task(task, space.data_dir, ood, heuristics)
+        except Exception as e:  # noqa: BLE001
+            where = "data_dir (--data-dir)" if space.data_dir else f"tasks.{task}"
+            problems.append(f"{space.path}: {where}: {_one_line(e)}")
+    return loaded
+
+
+def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str]) -> None:
+    seeds = sorted(set(space.data_seeds) | {space.tuning_data_seed})
+    drawn = set()
+    for cell in plan.cells(space):
+        if cell.task not in tasks or cell.model not in tokenizers:
+            continue  # already reported: its data or model does not load
+        try:
+            cfg = from_dict(plan.run_config(space, cell, space.tuning_data_seed, {}, True))
+            validate(cfg)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"{space.path}: {cell.id}: {_one_line(e)}")
+            continue
+        task = tasks.get(cell.task)
+        if task is None:
+            continue
+        key = (cell.task, cell.shots, cfg.n_dev, cfg.n_unlabeled)
+        for seed in seeds if key not in drawn else ():
+            try:
+                draw(task.train, len(task.classes), cell.shots, seed, cfg.n_dev, cfg.n_unlabeled)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{space.path}: shots: {cell.shots} shots of {cell.task}, data seed {seed}: {_one_line(e)}")
+                break
+        drawn.add(key)
+        tok = tokenizers.get(cell.model)
+        if tok is not None and cell.method != "ft":  # ft scores through its own head, not label words
+            try:
+                label_token_ids(tok, get_prompt(task.family, cfg.pattern or task.default_pattern))
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"{space.path}: fixed.pattern: {cell.id}: {_one_line(e)}")
+
+
+def check_resources(space: Space, totals: dict, where: str) -> None:
+    """Every cell's trial fits the cluster (`totals`: {"CPU": n, "GPU": m}); GPUs asked of a CPU-only
+    cluster are refused unless the sweep was started with --allow-cpu. One line per distinct request."""
+    has_gpus = totals.get("GPU", 0) > 0
+    have = f"{where} has {totals.get('CPU', 0):g} CPU / {totals.get('GPU', 0):g} GPU"
+    problems: dict[str, list[str]] = {}
+    for cell in plan.cells(space):
+        asked = plan.requested(space, cell)
+        if asked["gpus_per_worker"] and not has_gpus and not space.allow_cpu:
+            problems.setdefault(f"resources.gpus_per_worker: {{cells}} ask(s) for {asked['gpus_per_worker']} GPU per worker "
+                                f"but {where} has none; add --allow-cpu to run them on CPUs", []).append(cell.id)
+            continue
+        r = plan.resources(space, cell, has_gpus)
+        if r["workers"] * r["cpus_per_worker"] > totals.get("CPU", 0) or r["workers"] * r["gpus_per_worker"] > totals.get("GPU", 0):
+            problems.setdefault(f"resources: {{cells}} ask(s) for {r['workers']} worker(s) x {r['cpus_per_worker']} CPU / "
+                                f"{r['gpus_per_worker']} GPU but {have}; lower them with --set resources.cpus_per_worker=... "
+                                f"(or resources.workers=...)", []).append(cell.id)
+    if problems:
+        raise PreflightError([f"{space.path}: " + text.format(cells=_cells(ids)) for text, ids in problems.items()])
+
+
+def _cells(ids: list[str]) -> str:
+    return ids[0] if len(ids) == 1 else f"{len(ids)} cells ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+
+
+def run(space: Space) -> Space:
+    """The space with its content identities filled in, or PreflightError listing every problem."""
+    problems: list[str] = []
+    identities, tokenizers = _check_models(space, problems)
+    tasks = _check_data(space, problems)
+    _check_cells(space, tasks, tokenizers, problems)
+    if problems:
+        raise PreflightError(problems)
+    data = {name: dict(sorted(t.fingerprints.items())) for name, t in tasks.items()}
+    return dataclasses.replace(space, identity={"models": identities, "data": data})
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
