@@ -66,8 +66,8 @@ def _held_resources() -> str:
     groups = [(pg_id[:8], sum(b.get("CPU", 0) for b in g["bundles"].values()), g.get("name") or "")
               for pg_id, g in placement_group_table().items() if g.get("state") == "CREATED"]
     held = ", ".join(f"{pid} ({cpus:g} CPU{', ' + name if name else ''})" for pid, cpus, name in groups) or "none"
-    return (f"{free.get('CPU', 0):g}/{total.get('CPU', 0):g} CPU and {free.get('GPU', 0):g}/{total.get('GPU', 0):g} GPU free; "
-            f"placement groups holding resources: {held}")
+    return (f"resources held by placement groups {held}; "
+            f"{free.get('CPU', 0):g}/{total.get('CPU', 0):g} CPU and {free.get('GPU', 0):g}/{total.get('GPU', 0):g} GPU free")
 
 
 def _describe_failure(error: BaseException, start_timeout_s: float) -> str:
@@ -78,7 +78,7 @@ def _describe_failure(error: BaseException, start_timeout_s: float) -> str:
             held = _held_resources()
         except Exception as e:  # noqa: BLE001 - the reason matters more than the inventory
             held = f"(could not list them: {e})"
-        return f"worker group did not start in {start_timeout_s:g} s: resources held by others? {held}"
+        return f"worker group did not start in {start_timeout_s:g} s: {held}"
     lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip()]
     return f"{type(inner).__name__}: {' '.join(lines[:3])[:600]}"
 
