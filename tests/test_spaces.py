@@ -164,3 +164,11 @@ def test_local_paths_become_absolute_for_the_workers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     space = load_space(path, data_dir="data")
     assert space.data_dir == str(tmp_path / "data") and space.models == [str(tmp_path / "model"), "facebook/opt-125m"]
+
+
+@pytest.mark.parametrize("package", ["orchestrator", "trainers"])
+def test_a_python_without_the_project_packages_gets_one_line_and_the_way_out(package):
+    code = f"import sys, runpy; sys.modules['torch'] = None; runpy.run_module({package!r}, run_name='__main__')"
+    r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: Python package 'torch' is missing") and ".venv/bin/python -m" in r.stderr
