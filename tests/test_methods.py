@@ -168,3 +168,10 @@ def test_best_epoch_selection_restores_the_best_dev_weights(tiny_opt, data_dir):
     best = max(rec["history"], key=lambda h: h["dev_accuracy"])
     assert rec["extra"]["selected_epoch"] == best["epoch"]
     assert rec["metrics"]["dev"]["accuracy"] == best["dev_accuracy"]
+
+
+def test_run_help_lists_methods_and_tasks_and_shows_defaults():
+    from trainers.cli import build_parser
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
+    assert "one of: cd, ft, icl, pbft (default: icl)" in text and "one of: cola, mnli" in text
+    assert "(default: 16)" in text and "(default: lexical_overlap)" in text

@@ -37,13 +37,30 @@ def _flag(f: dataclasses.Field) -> str:
     return "--" + (f.metadata.get("cli") or f.name).replace("_", "-")
 
 
+def _help_text(f: dataclasses.Field, prefix: str) -> str:
+    """The field's help, what it may be (methods, tasks) and its default, so --help answers both."""
+    from trainers.methods import METHODS
+    from trainers.tasks import task_names
+    text = f.metadata.get("help", "")
+    names = {"method": sorted(METHODS), "task": task_names()}.get(f.name) if not prefix else None
+    if names:
+        text += f"; one of: {', '.join(names)}"
+    default = f.default if f.default is not dataclasses.MISSING else (
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    if isinstance(default, (tuple, list)):
+        default = ",".join(map(str, default))
+    if default not in (None, ""):
+        text += f" (default: {default})"
+    return text.replace("%", "%%")
+
+
 def _add_fields(parser, cls, prefix: str) -> None:
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
         if f.name in SECTIONS:
             continue
-        kw = {"dest": prefix + f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
+        kw = {"dest": prefix + f.name, "default": argparse.SUPPRESS, "help": _help_text(f, prefix)}
         if hints[f.name] is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif f.metadata.get("choices"):
