@@ -79,7 +79,7 @@ def cases(model: str, data: Path, work: Path) -> list[tuple[str, str, list[str]]
         ("data folders", "--data-dir given to smoke (writes its own)", ["--space", "smoke", "--data-dir", str(data)]),
         ("malformed data", "a cut JSON line in train", q + ["--data-dir", str(broken)]),
         ("malformed data", "a row without sentence2", q + ["--data-dir", str(nocol)]),
-        # a label outside the task's ids is skipped by design (test splits carry -1): preflight passes, so --dry-run
+        # a label outside the task's ids is skipped by design (test splits carry -1); --dry-run: a real run trains for minutes
         ("malformed data", "a label id out of range (--dry-run)", q + ["--data-dir", str(badlabel), "--dry-run"]),
         ("models", "model folder that does not exist", ["--space", "quickstart", "--set", "models=[./missing-model]", "--data-dir", str(data)]),
         ("models", "hub id, hub unreachable", ["--space", "quickstart", "--data-dir", str(data)]),

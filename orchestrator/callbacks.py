@@ -1,6 +1,6 @@
 """What the sweep driver hears from Tune: a record per finished trial, a progress line each.
 
-    python -m orchestrator sweep --space smoke          # one "[n/N] ..." line per finished trial
+    python -m orchestrator sweep --space smoke          # one "[n/N] ..." line per finished trial, heartbeats between
 
 `RecordWriter` writes each trial's JSON record the moment Tune reports it finished, pruned or
 errored (the record of an errored trial holds Ray's own exception, never "unknown error");
@@ -9,7 +9,10 @@ errored (the record of an errored trial holds Ray's own exception, never "unknow
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import ray.tune
@@ -19,27 +22,85 @@ from trainers.config import from_dict
 from trainers.records import build_record
 
 
-class Progress:
-    """One line per finished trial, with counts and an estimate of the time left."""
+def kind(phase: str, cell: str) -> tuple[str, str]:
+    """What a trial's duration depends on: its phase and its cell (task, method, model, shots)."""
+    return phase, cell
 
-    def __init__(self, total: int):
-        self.total, self.done, self.counts, self.start = total, 0, {}, time.time()
+
+def fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+    """One line per finished trial, at most `width` columns (the terminal's, 100 at most); a
+    heartbeat when no trial has finished for `heartbeat_s`; the time left estimated from the
+    mean duration of each kind of trial seen so far (the same cell and phase, else the same
+    phase and method, else any), over the trials still to run, `slots` at a time."""
+
+    def __init__(self, planned: Counter, slots: int = 1, width: int | None = None, heartbeat_s: float | None = None):
+        self.slots, self.done, self.counts, self.start = max(1, slots), 0, Counter(), time.time()
+        self.width = width or min(100, shutil.get_terminal_size((100, 24)).columns)
+        self.heartbeat_s = heartbeat_s if heartbeat_s is not None else float(os.environ.get("FEWSHOT_HEARTBEAT_S", "60"))
+        self.seconds: dict[tuple, list[float]] = {}
+        self.last_line = time.time()
+        self.expect(planned)
+
+    def expect(self, planned: Counter) -> None:
+        """The trials still to run (known in full once the search has ended)."""
+        self.todo = Counter(planned)
+        self.total = self.done + sum(self.todo.values())
+
+    def _estimate(self, k: tuple) -> float | None:
+        method = lambda key: (key[0], key[1].split("/")[1] if "/" in key[1] else key[1])  # noqa: E731
+        for same in (lambda x: x == k, lambda x: method(x) == method(k), lambda x: True):
+            times = [t for key, ts in self.seconds.items() if same(key) for t in ts]
+            if times:
+                return sum(times) / len(times)
+        return None
+
+    def eta(self) -> str:
+        left = [(self._estimate(k), n) for k, n in self.todo.items() if n > 0]
+        if not left:
+            return ""
+        if any(est is None for est, _ in left):
+            return "ETA after the first trial"
+        return f"ETA {_clock(sum(est * n for est, n in left) / self.slots)}"
 
     def line(self, rec: dict, seconds: float) -> None:
         self.done += 1
-        self.counts[rec["status"]] = self.counts.get(rec["status"], 0) + 1
-        elapsed = time.time() - self.start
-        eta = elapsed / self.done * max(0, self.total - self.done)
-        params = " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+        self.counts[rec["status"]] += 1
+        k = kind(rec["phase"], rec["cell"])
+        self.seconds.setdefault(k, []).append(seconds)
+        if self.todo[k] > 0:
+            self.todo[k] -= 1
+        params = " ".join(f"{k.split('.')[-1]}={v:.2g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                           for k, v in (rec.get("searched") or {}).items())
         m = rec.get("metrics") or {}
         score = (f"in-domain {m['in_domain']['accuracy']:.3f}" if "in_domain" in m
                  else f"dev {rec['history'][-1]['dev_accuracy']:.3f}" if rec.get("history") else "")
         if rec.get("error"):
-            score = rec["error"][:60]  # in full at the end of the sweep
-        tail = " · ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-        print(f"[{self.done:>3}/{self.total}] {rec['phase']:<9} {rec['cell']:<44} seed {rec['data_seed']} {params:<18} "
-              f"{rec['status']:<9} {score:<18} {seconds:5.0f}s | {tail} · ETA {eta / 60:.1f} min", flush=True)
+            score = " ".join(rec["error"].split())  # cut here to fit; in full at the end of the sweep
+        head = f"[{self.done:>{len(str(self.total))}}/{self.total}] {rec['phase']:<9} "
+        status = "" if rec["status"] == "completed" else rec["status"].upper() + " "  # the exceptions stand out
+        tail = f" s{rec['data_seed']} {params + ' ' if params else ''}{status}{_clock(seconds)} {self.eta()}".rstrip()
+        cell = fit(rec["cell"], max(16, self.width - len(head) - len(tail) - (24 if rec.get("error") else 16)))
+        print(fit(f"{head}{cell}{tail} {score}", self.width), flush=True)
+        self.last_line = time.time()
+
+    def heartbeat(self, running: list[tuple[str, str, float]]) -> None:
+        """`running`: (cell, how far, seconds) per running trial; printed when the sweep has been quiet."""
+        now = time.time()
+        if now - self.last_line < self.heartbeat_s or not running:
+            return
+        self.last_line = now
+        shown = "; ".join(f"{fit(cell, 40)} {where} {_clock(sec)}" for cell, where, sec in running)
+        print(fit(f"  … {_clock(now - self.start)} elapsed, {self.done}/{self.total} done, {len(running)} running: {shown}",
+                  self.width), flush=True)
 
 
 class StopAfter(ray.tune.Stopper):
@@ -61,12 +122,21 @@ class RecordWriter(ray.tune.Callback):
     def __init__(self, sweep: str, sweep_dir: Path, progress: Progress, pruned: set[str] = frozenset()):
         self.sweep, self.sweep_dir, self.progress, self.pruned = sweep, sweep_dir, progress, pruned
         self.written = 0
-        self.errors: dict[str, str] = {}  # cell -> its first failed trial's error
         self.history: dict[str, list] = {}
         self.started: dict[str, float] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
+
+    def on_step_end(self, iteration, trials, **info):
+        running = []
+        for t in trials:
+            if t.status == "RUNNING" and t.trial_id in self.started:
+                epochs = (t.config.get("run") or {}).get("train", {}).get("epochs")
+                seen = len(self.history.get(t.trial_id, []))
+                where = f"epoch {seen}/{epochs}" if seen and epochs and t.config["run"].get("method") != "icl" else "running"
+                running.append((t.config["cell"], where, time.time() - self.started[t.trial_id]))
+        self.progress.heartbeat(running)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "record" not in result and "epoch" in result:
@@ -84,8 +154,6 @@ class RecordWriter(ray.tune.Callback):
                    trial_seconds=seconds)
         results.write_record(self.sweep_dir, rec)
         self.written += 1
-        if rec["status"] == "failed" and rec.get("error"):
-            self.errors.setdefault(c["cell"], rec["error"])
         self.progress.line(rec, seconds)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

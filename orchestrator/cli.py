@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("spaces", help="list the search spaces")
     m = sub.add_parser("summarize", help="rebuild the tables and summary of a results folder from its records")
     m.add_argument("folder")
-    m.add_argument("--title")
+    m.add_argument("--title", help="the summary's title (default: what ran, from the records)")
     return p
 
 
@@ -60,18 +60,26 @@ def _sweep(ns) -> int:
     if ns.max_trials is not None and ns.max_trials < 1:
         raise SpaceError("--max-trials must be at least 1")
     if ns.dry_run:
-        from orchestrator import plan, preflight
-        from orchestrator.driver import local_totals, staged
-        with staged(space, Path(ns.results) / (ns.name or space.name), resume=False) as staged_space:
-            checked = preflight.run(staged_space)
-        totals = local_totals()
-        if ns.address is None:
-            preflight.check_resources(checked, totals, "this machine")
-        print(plan.describe(checked, has_gpus=totals["GPU"] > 0))
-        return 0
+        return _dry_run(space, ns.address)
     from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
     return run_sweep(space, name=ns.name, resume=ns.resume, address=ns.address, results_root=Path(ns.results),
                      max_trials=ns.max_trials)
+
+
+def _dry_run(space, address: str | None) -> int:
+    """The plan, with the cells' configurations checked; nothing loaded, so it works without the hub.
+    Data, models and draws are checked when the sweep starts (preflight), before Ray."""
+    from orchestrator import plan, preflight
+    preflight.check_configs(space)
+    totals = preflight.local_totals()
+    print(plan.describe(space, has_gpus=totals["GPU"] > 0))
+    if address is None:
+        try:
+            preflight.check_resources(space, totals, "this machine")
+        except preflight.PreflightError as e:
+            print("\non this machine the sweep would stop here:\n" + "\n".join(f"  {p}" for p in e.problems))
+    print("\ndata, models, tokenizers and few-shot draws are checked when the sweep starts, before Ray")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "spaces":
             return _spaces()
         if ns.command == "summarize":
-            from orchestrator.results import duplicate_notes, load_records, to_markdown, write_tables
+            from orchestrator.results import duplicate_notes, load_records, to_text, write_tables
             if not Path(ns.folder).is_dir() or not load_records(Path(ns.folder)):
                 raise SpaceError(f"{ns.folder} holds no result records")
-            table, summary = write_tables(Path(ns.folder), ns.title)
-            print(to_markdown(summary))
+            table, summary, title = write_tables(Path(ns.folder), ns.title)
+            print(f"{title}\n{to_text(summary)}")
             for note in duplicate_notes(table):
                 print(note)
             return 0

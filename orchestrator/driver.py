@@ -26,6 +26,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -39,7 +40,7 @@ import ray.tune  # noqa: E402
 import yaml  # noqa: E402
 
 from orchestrator import plan, preflight, results  # noqa: E402
-from orchestrator.callbacks import Progress, RecordWriter, StopAfter  # noqa: E402
+from orchestrator.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
 from orchestrator.pruning import OptunaPrunerScheduler  # noqa: E402
 from orchestrator.search import CellSearcher, ConfigList, journal  # noqa: E402
 from orchestrator.space import Space, SpaceError  # noqa: E402
@@ -81,10 +82,23 @@ def check_folder(space: Space, sweep_dir: Path, resume: bool) -> None:
         raise SpaceError(f"nothing to resume in {sweep_dir}; run without --resume to start")
     if resume:
         old = yaml.safe_load(saved.read_text())["raw"]
-        differ = sorted(k for k in set(old) | set(space.raw) if old.get(k) != space.raw.get(k) and k not in RESUMABLE_KEYS)
+        before, now = _leaves(old), _leaves(space.raw)
+        differ = sorted(k for k in set(before) | set(now)
+                        if before.get(k) != now.get(k) and k.split(".")[0] not in RESUMABLE_KEYS)
         if differ:
             raise SpaceError(f"{saved} was made with other values of {', '.join(differ)}; resume with the same space and "
                              f"--set overrides (only {', '.join(sorted(RESUMABLE_KEYS))} may change), or use --name")
+
+
+def _leaves(doc: dict, prefix: str = "") -> dict:
+    """{"fixed.train.epochs": 4, ...}: a resume refusal names the very keys that differ."""
+    out = {}
+    for k, v in doc.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 @contextlib.contextmanager
@@ -113,13 +127,6 @@ def create_folder(space: Space, checked: Space, sweep_dir: Path) -> Space:
         resolved = dataclasses.asdict(final) | {"raw": None}
         saved.write_text(yaml.safe_dump({"raw": final.raw, "resolved": resolved}, sort_keys=False))
     return final
-
-
-def local_totals() -> dict:
-    """What a local Ray instance will have, known before it starts."""
-    import torch
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return {"CPU": cpus, "GPU": torch.cuda.device_count() if torch.cuda.is_available() else 0}
 
 
 def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phase: str = "search", data_seed: int | None = None) -> dict:
@@ -191,13 +198,23 @@ def search_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progre
     if not budgets:
         return True
     spaces = {cell: plan.searched(space, next(c for c in plan.cells(space) if c.id == cell)) for cell in budgets}
+    finished = _finished(records)
+    fill = [cfg for cell_id, params in best_params(space, records).items() if params == {}
+            for cfg in _replicates(space, has_gpus, cell_id, params, finished)]
     searcher = CellSearcher(spaces, budgets, functools.partial(_trial_config, space, has_gpus),
                             journal(sweep_dir / "optuna.journal"), seed=space.seed, pruner_spec=space.pruner,
-                            startup=max(2, space.budget // 2))
-    fn = trainable(_finished(records), str(sweep_dir / "ray"), _limits(space))
+                            startup=max(2, space.budget // 2), fill=fill)
+    fn = trainable(finished, str(sweep_dir / "ray"), _limits(space))
     return _fit(space, sweep_dir, f"search-{int(time.time())}", fn, progress,
-                tune={"search_alg": searcher, "scheduler": OptunaPrunerScheduler(searcher), "num_samples": sum(budgets.values())},
+                tune={"search_alg": searcher, "scheduler": OptunaPrunerScheduler(searcher),
+                      "num_samples": sum(budgets.values()) + len(fill)},
                 has_gpus=has_gpus, pruned=searcher.pruned, max_trials=max_trials)
+
+
+def _replicates(space: Space, has_gpus: bool, cell_id: str, params: dict, finished: dict) -> list[dict]:
+    """The cell's replicate trials (one per data seed) that have no record yet."""
+    configs = [_trial_config(space, has_gpus, cell_id, params, "replicate", seed) for seed in space.data_seeds]
+    return [cfg for cfg in configs if cfg["trial_key"] not in finished]
 
 
 def best_params(space: Space, records: list[dict]) -> dict[str, dict | None]:
@@ -216,11 +233,8 @@ def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Pro
         if params is None:
             skipped.append(cell_id)
             continue
-        for seed in space.data_seeds:
-            cfg = _trial_config(space, has_gpus, cell_id, params, "replicate", seed)
-            if cfg["trial_key"] not in finished:
-                configs.append(cfg)
-    progress.total = progress.done + len(configs)  # now known: what will actually run
+        configs += _replicates(space, has_gpus, cell_id, params, finished)
+    progress.expect(Counter(kind("replicate", c["cell"]) for c in configs))  # now known: what will actually run
     if not configs:
         return True, skipped
     fn = trainable(finished, str(sweep_dir / "ray"), _limits(space))
@@ -238,7 +252,7 @@ def _free_port() -> int:
 
 def _start_ray(address: str | None) -> str:
     env = {COMMIT_ENV: git_commit() or "", "FEWSHOT_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
-    if address is None:
+    if address is None and not ray.is_initialized():
         # Ray's own helpers inside the trials (the placement-group cleaner among them) find their
         # cluster through RAY_ADDRESS; without it, another Ray instance on the host makes them pick
         # the wrong one or die. So the local instance gets a known GCS port and says where it is.
@@ -246,16 +260,20 @@ def _start_ray(address: str | None) -> str:
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     # Worker logs stay in Ray's log folder and the dashboard; the terminal gets one line per trial.
-    ctx = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env}, ignore_reinit_error=True)
+    # Ray's start-up notices (token authentication, "N worker processes started", whose threshold
+    # is the CPU count while every trial starts three actors) stay in Ray's logs.
+    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
+    ctx = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env}, ignore_reinit_error=True,
+                   logging_level=logging.ERROR)
     url = getattr(ctx, "dashboard_url", "") or ""
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
-def _planned(space: Space, records: list[dict]) -> int:
-    """Trials this session will run, as far as it is known before the search ends."""
+def _planned(space: Space, records: list[dict]) -> Counter:
+    """Trials this session will run per kind, as far as it is known before the search ends."""
     reps = {(r["cell"], r["data_seed"]) for r in records if r.get("phase") == "replicate" and r["status"] == "completed"}
-    todo = sum(1 for c in plan.cells(space) for s in space.data_seeds if (c.id, s) not in reps)
-    return sum(search_budgets(space, records).values()) + todo
+    todo = Counter(kind("replicate", c.id) for c in plan.cells(space) for s in space.data_seeds if (c.id, s) not in reps)
+    return todo + Counter({kind("search", cell): n for cell, n in search_budgets(space, records).items()})
 
 
 def run_sweep(space: Space, name: str | None = None, resume: bool = False, address: str | None = None,
@@ -265,7 +283,7 @@ def run_sweep(space: Space, name: str | None = None, resume: bool = False, addre
     with staged(space, sweep_dir, resume) as staged_space:
         checked = preflight.run(staged_space)
         if address is None:
-            preflight.check_resources(checked, local_totals(), "this machine")
+            preflight.check_resources(checked, preflight.local_totals(), "this machine")
         started_here = not ray.is_initialized()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         url = _start_ray(address)
@@ -290,7 +308,7 @@ def run_sweep(space: Space, name: str | None = None, resume: bool = False, addre
 def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None) -> int:
     print(f"sweep {space.name} -> {sweep_dir}\nRay dashboard: {url or '(not running: install ray[default])'}", flush=True)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    progress = Progress(_planned(space, results.load_records(sweep_dir)))
+    progress = Progress(_planned(space, results.load_records(sweep_dir)), slots=concurrency(space, has_gpus))
     print(f"{progress.total} trials to run, {concurrency(space, has_gpus)} at a time", flush=True)
     if not search_phase(space, sweep_dir, has_gpus, progress, max_trials):
         return _stop(sweep_dir)
@@ -301,9 +319,9 @@ def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None)
 
 
 def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
-    """Tables, summary, every distinct error in full, and the exit status."""
-    table, summary = results.write_tables(sweep_dir, title=f"{space.name}: {space.description}")
-    print("\n" + results.to_markdown(summary))
+    """Tables, summary, every distinct error in full once, and the exit status."""
+    table, summary, title = results.write_tables(sweep_dir)
+    print(f"\n{title}\n" + results.to_text(summary))
     for note in results.duplicate_notes(table):
         print(note)
     records = results.load_records(sweep_dir)
@@ -312,10 +330,16 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
         mine = [r for r in records if r["cell"] == cell.id]
         done = {r["data_seed"] for r in mine if r.get("phase") == "replicate" and r["status"] == "completed"}
         if not set(space.data_seeds) <= done:
-            first = next((r["error"] for r in mine if r["status"] == "failed" and r.get("error")), None)
-            why = first or ("no completed search trial, so it was not replicated" if cell.id in skipped else "see its records")
-            incomplete.append(f"  {cell.id}: {len(done)}/{len(space.data_seeds)} replicates completed; first error: {why}")
-    print(f"records: {results.records_dir(sweep_dir)}  tables: {sweep_dir}/trials.parquet, trials.csv, summary.md")
+            why = "" if any(r["status"] == "failed" for r in mine) else (
+                ": no completed search trial, so it was not replicated" if cell.id in skipped else ": see its records")
+            incomplete.append(f"  {cell.id}: {len(done)}/{len(space.data_seeds)} replicates completed{why}")
+    print(f"records: {results.records_dir(sweep_dir)}\ntables:  {sweep_dir}/summary.md, summary.json, trials.parquet, trials.csv")
+    errors: dict[str, list[str]] = {}
+    for r in records:
+        if r["status"] == "failed" and r.get("error"):
+            errors.setdefault(r["error"], []).append(f"{r['cell']} ({r.get('phase')}, seed {r['data_seed']})")
+    for error, where in errors.items():  # each in full, once: the trial lines above cut them to fit
+        print(f"error in {len(where)} trial(s), first {where[0]}:\n  {error}", file=sys.stderr)
     if incomplete:
         print(f"{len(incomplete)} of {len(plan.cells(space))} cells have no completed replicate for every data seed:\n"
               + "\n".join(incomplete), file=sys.stderr)

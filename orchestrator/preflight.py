@@ -1,6 +1,6 @@
 """Preflight: everything a sweep needs, checked before Ray starts and before anything is written.
 
-    python -m orchestrator sweep --space quickstart --dry-run      # runs these checks and stops
+    python -m orchestrator sweep --space quickstart      # runs these checks first (--dry-run: only the configs)
 
 Every model and tokenizer resolves; every task's data (train, eval and OOD splits) loads, once;
 the few-shot draw works for every (task, shots, data seed); every label word is one token; every
@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 
-from orchestrator import plan
+from orchestrator import hub, plan
 from orchestrator.space import Space, SpaceError
 from trainers.config import from_dict
 from trainers.methods import validate
 from trainers.models import load_config, load_tokenizer
 from trainers.prompts import get_prompt, label_token_ids
 from trainers.sampling import draw
-from trainers.tasks import load_task
+from trainers.tasks import load_task, resolve_data_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "tokenizer.model", "added_tokens.json")
@@ -65,9 +66,9 @@ def _models(space: Space) -> set[str]:
     return names
 
 
-def _check_models(space: Space, problems: list[str]) -> tuple[dict, dict]:
+def _check_models(space: Space, problems: list[str], skip: set[str]) -> tuple[dict, dict]:
     identities, tokenizers = {}, {}
-    for name in sorted(_models(space)):
+    for name in sorted(_models(space) - skip):
         try:
             identities[name] = model_identity(name, load_config(name))
             tokenizers[name] = load_tokenizer(name)
@@ -89,21 +90,38 @@ def _check_data(space: Space, problems: list[str]) -> dict:
     return loaded
 
 
-def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str]) -> None:
-    seeds = sorted(set(space.data_seeds) | {space.tuning_data_seed})
-    drawn = set()
+def cell_configs(space: Space, problems: list[str], skip=lambda cell: False) -> list[tuple]:
+    """(cell, RunConfig) of every cell whose configuration is valid; the others become problems,
+    one line per distinct message (a missing data folder is one problem, not one per cell)."""
+    out, failed = [], {}
     for cell in plan.cells(space):
-        if cell.task not in tasks or cell.model not in tokenizers:
-            continue  # already reported: its data or model does not load
+        if skip(cell):
+            continue
         try:
             cfg = from_dict(plan.run_config(space, cell, space.tuning_data_seed, {}, True))
             validate(cfg)
         except Exception as e:  # noqa: BLE001
-            problems.append(f"{space.path}: {cell.id}: {_one_line(e)}")
+            failed.setdefault(_one_line(e), []).append(cell.id)
             continue
-        task = tasks.get(cell.task)
-        if task is None:
-            continue
+        out.append((cell, cfg))
+    problems.extend(f"{space.path}: {_cells(ids)}: {message}" for message, ids in failed.items())
+    return out
+
+
+def check_configs(space: Space) -> None:
+    """The dry run's check: every cell's configuration, without loading any data or model."""
+    problems: list[str] = []
+    cell_configs(space, problems)
+    if problems:
+        raise PreflightError(problems)
+
+
+def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str]) -> None:
+    seeds = sorted(set(space.data_seeds) | {space.tuning_data_seed})
+    drawn = set()
+    # a cell whose data or model does not load is already reported
+    for cell, cfg in cell_configs(space, problems, skip=lambda c: c.task not in tasks or c.model not in tokenizers):
+        task = tasks[cell.task]
         key = (cell.task, cell.shots, cfg.n_dev, cfg.n_unlabeled)
         for seed in seeds if key not in drawn else ():
             try:
@@ -112,10 +130,9 @@ def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str
                 problems.append(f"{space.path}: shots: {cell.shots} shots of {cell.task}, data seed {seed}: {_one_line(e)}")
                 break
         drawn.add(key)
-        tok = tokenizers.get(cell.model)
-        if tok is not None and cell.method != "ft":  # ft scores through its own head, not label words
+        if cell.method != "ft":  # ft scores through its own head, not label words
             try:
-                label_token_ids(tok, get_prompt(task.family, cfg.pattern or task.default_pattern))
+                label_token_ids(tokenizers[cell.model], get_prompt(task.family, cfg.pattern or task.default_pattern))
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{space.path}: fixed.pattern: {cell.id}: {_one_line(e)}")
 
@@ -141,15 +158,24 @@ def check_resources(space: Space, totals: dict, where: str) -> None:
         raise PreflightError([f"{space.path}: " + text.format(cells=_cells(ids)) for text, ids in problems.items()])
 
 
+def local_totals() -> dict:
+    """What a local Ray instance will have, known before it starts."""
+    import torch
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"CPU": cpus, "GPU": torch.cuda.device_count() if torch.cuda.is_available() else 0}
+
+
 def _cells(ids: list[str]) -> str:
     return ids[0] if len(ids) == 1 else f"{len(ids)} cells ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
 
 
-def run(space: Space) -> Space:
-    """The space with its content identities filled in, or PreflightError listing every problem."""
-    problems: list[str] = []
-    identities, tokenizers = _check_models(space, problems)
-    tasks = _check_data(space, problems)
+def run(space: Space, argv: list[str] | None = None) -> Space:
+    """The space with its content identities filled in, or PreflightError listing every problem
+    (a hub that is needed and out of reach is one problem, whose line gives the offline command)."""
+    offline = hub.check(space, _models(space), resolve_data_dir(space.data_dir), argv)
+    problems: list[str] = [offline.line] if offline else []
+    identities, tokenizers = _check_models(space, problems, skip=set(offline.models) if offline else set())
+    tasks = _check_data(space, problems) if not (offline and offline.data) else {}
     _check_cells(space, tasks, tokenizers, problems)
     if problems:
         raise PreflightError(problems)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -120,20 +122,16 @@ def trials_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([_row(r) for r in records])
 
 
-def _mean_std(values: pd.Series, digits: int = 3) -> str:
-    v = values.dropna().astype(float)
+def stats(values: pd.Series) -> dict | None:
+    """{"mean", "std", "n"} over the non-missing values (std 0 for one value), or None."""
+    v = values.dropna().astype(float) if values is not None else pd.Series(dtype=float)
     if v.empty:
-        return "-"
-    std = v.std(ddof=1) if len(v) > 1 else 0.0
-    return f"{v.mean():.{digits}f} ± {std:.{digits}f}" if not math.isnan(std) else f"{v.mean():.{digits}f}"
+        return None
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
 
 
-def _truncation(reps: pd.DataFrame) -> str:
-    """'a/k, b tokens cut' (means over the replicates) where the demonstrations had to be shortened."""
-    if "demos_truncated" not in reps or not reps["demos_truncated"].fillna(0).astype(float).any():
-        return "-"
-    return (f"{reps['demos_truncated'].astype(float).mean():.0f}/{int(reps['shots'].max())}, "
-            f"{reps['tokens_cut'].astype(float).mean():.0f} tokens cut")
+def _shown(st: dict | None, digits: int = 3) -> str:
+    return "-" if st is None else f"{st['mean']:.{digits}f} ± {st['std']:.{digits}f}"
 
 
 def _newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
@@ -151,39 +149,101 @@ def duplicate_notes(table: pd.DataFrame) -> list[str]:
             for (cell, seed), n in counts.items() if n > 1]
 
 
-def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: mean ± std over the replicate (or single-run) trials, plus pruned/failed counts."""
-    rows = []
+def _ood_names(table: pd.DataFrame) -> list[str]:
+    skip = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
+    return sorted(c[: -len("_accuracy")] for c in table.columns if c.endswith("_accuracy") and c not in skip)
+
+
+def cell_stats(table: pd.DataFrame) -> list[dict]:
+    """Per cell, numbers only (summary.json): mean/std/n over the replicates (or single runs) of
+    every accuracy, prediction fraction, memory and time, plus the cell's trial counts."""
     if table.empty:
-        return pd.DataFrame()
-    ood_cols = sorted(c for c in table.columns if c.endswith("_accuracy") and c not in (
-        "dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"))
-    order = table.drop_duplicates("cell").sort_values(["task", "method", "peft", "model", "shots"])["cell"]
-    for cell in order:
+        return []
+    ood = _ood_names(table)
+    out = []
+    for cell in table.drop_duplicates("cell").sort_values(["task", "method", "peft", "model", "shots"])["cell"]:
         group = table[table["cell"] == cell]
         reps = _newest_per_seed(group[(group["phase"] != "search") & (group["status"] == "completed")])
-        row = {"cell": cell, "seeds": len(reps), "in-domain acc": _mean_std(reps["in_domain_accuracy"])}
-        for col in ood_cols:
-            row[col.replace("_accuracy", " acc")] = _mean_std(reps[col])
-        # a model answering one class everywhere scores ~0.5 on HANS: show how often it says class 0
-        for col in ["in_domain_pred_class0"] + [c.replace("_accuracy", "_pred_class0") for c in ood_cols]:
-            if col in reps:
-                row[col.replace("_pred_class0", " P(class 0)").replace("_", "-")] = _mean_std(reps[col], 2)
-        if "teacher_in_domain_accuracy" in reps and reps["teacher_in_domain_accuracy"].notna().any():
-            row["teacher in-domain acc"] = _mean_std(reps["teacher_in_domain_accuracy"])
-        row["dropped queries"] = int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0
-        row["truncated demos"] = _truncation(reps)
-        row["flags"] = "DROPPED QUERIES" if row["dropped queries"] else "-"
-        row["peak MiB"] = _mean_std(reps["peak_memory_mib"], 0)
-        row["seconds"] = _mean_std(reps["seconds"], 0)
-        row["trainable params"] = f"{int(reps['trainable_params'].max()):,}" if reps["trainable_params"].notna().any() else "-"
-        row["lr"] = ", ".join(f"{x:.3g}" for x in sorted(reps["lr"].dropna().unique())) or "-"
-        row["search trials"] = int((group["phase"] == "search").sum())
-        row["pruned"] = int((group["status"] == "pruned").sum())
-        row["failed"] = int((group["status"] == "failed").sum())
-        row["diverged"] = int((group["status"] == "diverged").sum())
+        first = group.iloc[0]
+        truncated = "demos_truncated" in reps and bool(reps["demos_truncated"].fillna(0).astype(float).any())
+        out.append({
+            "cell": cell, "task": first["task"], "method": first["method"], "peft": first["peft"], "model": first["model"],
+            "shots": int(first["shots"]), "seeds": int(len(reps)),
+            "in_domain_accuracy": stats(reps["in_domain_accuracy"]),
+            "ood_accuracy": {name: stats(reps.get(f"{name}_accuracy")) for name in ood},
+            # a model answering one class everywhere scores ~0.5 on HANS: how often it says class 0
+            "pred_class0": {name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
+            "teacher_in_domain_accuracy": stats(reps.get("teacher_in_domain_accuracy")),
+            "dropped_queries": int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0,
+            "demos_truncated": stats(reps["demos_truncated"]) if truncated else None,
+            "tokens_cut": stats(reps["tokens_cut"]) if truncated else None,
+            "peak_memory_mib": stats(reps["peak_memory_mib"]), "seconds": stats(reps["seconds"]),
+            "trainable_params": int(reps["trainable_params"].max()) if reps["trainable_params"].notna().any() else None,
+            "lr": [float(x) for x in sorted(reps["lr"].dropna().unique())],
+            "search_trials": int((group["phase"] == "search").sum()),
+            **{status: int((group["status"] == status).sum()) for status in ("pruned", "failed", "diverged")},
+        })
+    return out
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """cell_stats as text, one row per cell: mean ± std over the replicates, plus trial counts."""
+    rows = []
+    for c in cell_stats(table):
+        row = {"cell": c["cell"], "seeds": c["seeds"], "in-domain acc": _shown(c["in_domain_accuracy"])}
+        row.update({f"{name} acc": _shown(st) for name, st in c["ood_accuracy"].items()})
+        row.update({f"{name.replace('_', '-')} P(class 0)": _shown(st, 2) for name, st in c["pred_class0"].items() if st})
+        if c["teacher_in_domain_accuracy"]:
+            row["teacher in-domain acc"] = _shown(c["teacher_in_domain_accuracy"])
+        row["dropped queries"] = c["dropped_queries"]
+        row["truncated demos"] = (f"{c['demos_truncated']['mean']:.0f}/{c['shots']}, {c['tokens_cut']['mean']:.0f} tokens cut"
+                                  if c["demos_truncated"] else "-")
+        row["flags"] = "DROPPED QUERIES" if c["dropped_queries"] else "-"
+        row["peak MiB"], row["seconds"] = _shown(c["peak_memory_mib"], 0), _shown(c["seconds"], 0)
+        row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
+        row["lr"] = ", ".join(f"{x:.3g}" for x in c["lr"]) or "-"
+        row["search trials"] = c["search_trials"]
+        row.update({status: c[status] for status in ("pruned", "failed", "diverged")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
+    """What ran, from the records themselves: sweep, tasks (+ OOD sets), models, methods, shots, seeds."""
+    if table.empty:
+        return sweep or "no records"
+    names = lambda col: ", ".join(dict.fromkeys(str(v) for v in table[col].dropna()))  # noqa: E731
+    ood = _ood_names(table)
+    models = ", ".join(dict.fromkeys(Path(str(m).rstrip("/")).name for m in table["model"]))
+    methods = ", ".join(dict.fromkeys(c.split("/")[1] for c in table["cell"] if "/" in c))
+    seeds = table["data_seed"].nunique()
+    parts = [f"{names('task')}{' (OOD: ' + ', '.join(ood) + ')' if ood else ''}", models, methods,
+             f"{names('shots')} shots", f"{seeds} data seed{'s' if seeds != 1 else ''}"]
+    return " · ".join(([sweep] if sweep else []) + parts)
+
+
+def to_text(df: pd.DataFrame, width: int | None = None) -> str:
+    """The summary as an aligned table no wider than the terminal: columns are kept in order of
+    importance until the width is used; the rest are named at the end (all are in summary.md)."""
+    if df.empty:
+        return "(no records)\n"
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    first = [c for c in df.columns if c in ("cell", "seeds") or c.endswith(" acc")] + [
+        c for c in ("peak MiB", "seconds", "flags", "failed") if c in df.columns]
+    text = df[first + [c for c in df.columns if c not in first]].astype(str).replace({"nan": "-"})
+    widths = {c: max(len(c), *(len(v) for v in text[c])) for c in text.columns}
+    kept, used = [], -2
+    for c in text.columns:  # two spaces between columns
+        if used + 2 + widths[c] <= width or not kept:
+            kept.append(c)
+            used += 2 + widths[c]
+    lines = ["  ".join(c.ljust(widths[c]) if i == 0 else c.rjust(widths[c]) for i, c in enumerate(kept))]
+    lines += ["  ".join(v.ljust(widths[c]) if i == 0 else v.rjust(widths[c]) for i, (c, v) in enumerate(zip(kept, row)))
+              for row in text[kept].itertuples(index=False)]
+    hidden = [c for c in text.columns if c not in kept]
+    if hidden:
+        lines += textwrap.wrap(f"(not shown at this width: {', '.join(hidden)}; all in summary.md)", width)
+    return "\n".join(line.rstrip()[:width] for line in lines) + "\n"
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -197,16 +257,19 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """trials.parquet / trials.csv / summary.md in `folder`, rebuilt from its records."""
+def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """trials.parquet / trials.csv / summary.md / summary.json in `folder`, rebuilt from its records;
+    returns the trials table, the summary table and the title (what ran, unless one is given)."""
     folder = Path(folder)
-    table = trials_table(load_records(folder))
+    records = load_records(folder)
+    table = trials_table(records)
     summary = summary_table(table)
+    title = title or title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
     if not table.empty:
         table.to_parquet(folder / "trials.parquet", index=False)
         table.to_csv(folder / "trials.csv", index=False)
     notes = duplicate_notes(table)
-    text = (f"# {title}\n\n" if title else "") + to_markdown(summary) + "".join(f"\n{n}\n" for n in notes)
+    text = f"# {title}\n\n" + to_markdown(summary) + "".join(f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
-    write_json_atomic(folder / "summary.json", summary.to_dict(orient="records"))
-    return table, summary
+    write_json_atomic(folder / "summary.json", {"title": title, "cells": cell_stats(table)})
+    return table, summary, title

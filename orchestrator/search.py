@@ -84,7 +84,8 @@ class CellSearcher(Searcher):
     default of 10 random trials would leave every shipped budget, 3 to 8, a random search)."""
 
     def __init__(self, spaces: dict[str, dict], budgets: dict[str, int], make_config: Callable[[str, dict], dict],
-                 storage, seed: int, pruner_spec: dict, startup: int = 2, metric: str = "dev_accuracy"):
+                 storage, seed: int, pruner_spec: dict, startup: int = 2, metric: str = "dev_accuracy",
+                 fill: list[dict] = ()):
         super().__init__(metric=metric, mode="max")
         self._dists = {cell: {k: distribution(v) for k, v in space.items()} for cell, space in spaces.items()}
         self.studies = {cell: open_study(cell, storage, pruner_spec) for cell in spaces}
@@ -95,6 +96,7 @@ class CellSearcher(Searcher):
         self._trials: dict[str, tuple[str, optuna.Trial]] = {}
         self._make_config = make_config
         self.pruned: set[str] = set()  # Tune trial ids the pruning scheduler stopped
+        self.fill = list(fill)  # ready trial configs handed out after the search trials
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metric and mode are fixed at construction
@@ -119,7 +121,8 @@ class CellSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         if not any(self._remaining.values()):
-            return Searcher.FINISHED
+            # cells with nothing to search (ICL) run their replicates in the slots the search's last trials leave idle
+            return self.fill.pop(0) if self.fill else Searcher.FINISHED
         # round-robin over cells with budget left, so every cell progresses on a cluster
         for _ in range(len(self._order)):
             cell = self._order.pop(0)

@@ -1,5 +1,6 @@
 """The training methods end to end on tiny random models and the synthetic task."""
 import json
+import os
 import types
 
 import pytest
@@ -170,8 +171,39 @@ def test_best_epoch_selection_restores_the_best_dev_weights(tiny_opt, data_dir):
     assert rec["metrics"]["dev"]["accuracy"] == best["dev_accuracy"]
 
 
+def test_best_selection_leaves_the_model_on_the_weights_whose_dev_score_is_reported():
+    from trainers.config import TrainConfig
+    from trainers.training import train
+    torch.manual_seed(0)
+    model, x, y = torch.nn.Linear(4, 2), torch.randn(16, 4), torch.randint(0, 2, (16,))
+    loss_fn = lambda batch: torch.nn.functional.cross_entropy(model(x[batch]), y[batch])  # noqa: E731
+    dev_fn = lambda: {"accuracy": -float(torch.nn.functional.cross_entropy(model(x), 1 - y))}  # noqa: E731 - continuous
+    cfg = TrainConfig(epochs=8, batch_size=4, selection="best", warmup_ratio=0.0)
+    outcome = train(model, list(range(16)), loss_fn, dev_fn, cfg, lr=0.5, seed=0)
+    scores = [h["dev_accuracy"] for h in outcome.history]
+    assert outcome.best_epoch == 1 + scores.index(max(scores)) and outcome.best_epoch < len(scores)
+    assert dev_fn() == outcome.dev  # the reported dev metrics are those of the weights the model ends with
+
+
 def test_run_help_lists_methods_and_tasks_and_shows_defaults():
     from trainers.cli import build_parser
     text = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
     assert "one of: cd, ft, icl, pbft (default: icl)" in text and "one of: cola, mnli" in text
     assert "(default: 16)" in text and "(default: lexical_overlap)" in text
+    assert "one of: cola_ood, hans, paws_qqp" in text and "for rte, mnli, mnli_merge_neutral: eval_harness, gpt3, minimal" in text
+
+
+def test_a_single_run_prints_a_line_per_epoch_and_per_evaluation_set_without_a_tty(tiny_opt, data_dir):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "trainers", "run", "--method", "pbft", "--model", tiny_opt, "--data-dir",
+                        data_dir, "--shots", "8", "--n-dev", "8", "--epochs", "2", "--eval-limit", "12", "--ood", "hans"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "FEWSHOT_PROGRESS": "0"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()  # a pipe, not a terminal: no progress bars, but these lines
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("train loss" in ln and "dev accuracy" in ln and ln.endswith(" s") for ln in epochs)
+    assert any(ln.startswith("in_domain: accuracy ") and " on 12 examples, " in ln for ln in lines)
+    assert any(ln.startswith("hans: accuracy ") and " on 12 examples, " in ln for ln in lines)
+    assert any(ln.startswith("train: ") and "peak" in ln for ln in lines)

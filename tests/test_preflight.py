@@ -2,6 +2,7 @@
 anything is written, one line per problem; content identities that survive moved folders."""
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from orchestrator import plan, preflight
+from orchestrator import hub, plan, preflight
 from orchestrator.space import load_space
 from trainers import synthetic
 
@@ -69,8 +70,33 @@ def test_draw_problems_name_shots_task_and_seed_one_line_each(tmp_path, tiny_opt
 
 def test_missing_model_and_data_are_both_reported(tmp_path, data):
     r = sweep(space_file(tmp_path, "no-such-org/no-such-model", str(tmp_path / "nowhere")), tmp_path / "results")
-    assert r.returncode == 2 and "models: could not load the config of no-such-org/no-such-model" in r.stderr
+    assert r.returncode == 2 and "hub is unreachable (HF_HUB_OFFLINE is set)" in r.stderr
+    assert "needs it for model no-such-org/no-such-model; run offline:" in r.stderr
     assert "data_dir (--data-dir): data folder" in r.stderr and len(r.stderr.strip().splitlines()) == 2
+
+
+def test_an_unreachable_hub_stops_the_main_job_at_once_with_the_offline_command(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there: refused at once, network or not
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "--space", "quickstart", "--results",
+                        str(tmp_path / "results"), "--set", "models=[org/model]"], capture_output=True, text=True,
+                       timeout=300, env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "the Hugging Face hub is unreachable (127.0.0.1:" in lines[0]
+    assert "needs it for model org/model and the data of rte" in lines[0]
+    command = lines[0].split("run offline: ")[1].split(" && ")[-1]
+    assert "models=[org/model]" not in command and "--set 'models=[" in command and "--data-dir" in command
+    assert command.split(" -m ")[1].startswith("orchestrator sweep --space quickstart --results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_offline_command_replaces_the_hub_parts_of_the_users_command():
+    argv = ["sweep", "--space", "q", "--data-dir", "/old", "--set", "models=[a/b]", "--set", "shots=[8]"]
+    cmd = hub.offline_command(argv, ["a/b"], True)
+    assert "/old" not in cmd and "a/b" not in cmd and "--set 'shots=[8]'" in cmd
+    assert cmd.count("--data-dir") == 1 and cmd.count("models=") == 1
+    assert hub.offline_command(argv, [], False).endswith("sweep --space q --data-dir /old --set 'models=[a/b]' --set 'shots=[8]'")
 
 
 def test_resources_gpus_asked_of_a_cpu_only_cluster_need_allow_cpu(tmp_path, tiny_opt, data):

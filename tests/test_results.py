@@ -1,7 +1,9 @@
 """Derived tables: the best search trial per cell, and Markdown for cells that lack a column."""
+import json
+
 import pandas as pd
 
-from orchestrator.results import best_search_trials, to_markdown
+from orchestrator.results import best_search_trials, to_markdown, to_text
 
 
 def search(cell, final, history, status="completed"):
@@ -23,6 +25,17 @@ def test_markdown_shows_a_dash_where_a_cell_lacks_a_column():
     assert "nan" not in text
 
 
+def test_the_terminal_summary_fits_its_width_and_names_the_columns_it_leaves_out():
+    df = pd.DataFrame([{"cell": "rte/pbft+lora/smollm2-135m/16shot", "seeds": 2, "in-domain acc": "0.580 ± 0.014",
+                        "hans acc": "0.540 ± 0.000", "peak MiB": "2305 ± 3", "notes": "x" * 60}])
+    text = to_text(df, width=80)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "|" not in text
+    assert lines[0].split()[:3] == ["cell", "seeds", "in-domain"] and "0.580 ± 0.014" in lines[1]
+    assert lines[-1] == "(not shown at this width: notes; all in summary.md)"
+    assert "notes" in to_text(df, width=200).splitlines()[0]
+
+
 def replicate(seed, acc, time, key):
     return {"phase": "replicate", "status": "completed", "cell": "rte/icl/m/8shot", "trial_key": key,
             "config": {"task": "rte", "method": "icl", "peft": {"kind": "none"}, "model": "m", "shots": 8,
@@ -35,9 +48,16 @@ def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_
     for rec in [replicate(0, 0.6, "2026-01-01T00:00:00", "old"), replicate(0, 0.8, "2026-01-02T00:00:00", "new"),
                 replicate(1, 0.7, "2026-01-01T00:00:00", "one")]:
         write_record(tmp_path, rec)
-    table, summary = write_tables(tmp_path)
+    table, summary, title = write_tables(tmp_path)
     row = summary.iloc[0]
     assert row["seeds"] == 2 and row["in-domain acc"] == "0.750 ± 0.071"  # 0.8 and 0.7; the older 0.6 dropped
+    # summary.json: numbers, not "mean ± std" strings; the title says what ran, and summary.md keeps it
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    cell = saved["cells"][0]
+    assert cell["in_domain_accuracy"]["n"] == 2 and abs(cell["in_domain_accuracy"]["mean"] - 0.75) < 1e-9
+    assert abs(cell["in_domain_accuracy"]["std"] - 0.0707107) < 1e-6 and cell["seeds"] == 2
+    assert saved["title"] == title == "rte · m · icl · 8 shots · 2 data seeds"
+    assert (tmp_path / "summary.md").read_text().startswith(f"# {title}\n")
     assert "note: rte/icl/m/8shot has 2 completed records for data seed 0; the newest is used" in (tmp_path / "summary.md").read_text()
 
 

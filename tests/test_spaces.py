@@ -130,13 +130,21 @@ def test_spaces_command_lists_every_space():
     assert r.returncode == 0 and all(name in r.stdout for name in available_spaces())
 
 
-def test_dry_run_runs_preflight_and_prints_the_plan_without_ray(tiny_opt, data_dir):
+def test_dry_run_checks_configs_and_prints_the_plan_without_ray(tiny_opt, data_dir):
     r = cli("sweep", "--space", "cd_vs_icl", "--dry-run", "--set", "shots=[16]", "--set", f"models=[{tiny_opt}]",
             "--set", "tasks={rte: {ood: [hans]}}", "--data-dir", data_dir, "--allow-cpu",
             "--set", "resources.cpus_per_worker=1")
     assert r.returncode == 0, r.stderr
     assert "rte/cd+lora/opt/16shot" in r.stdout and "3 cells" in r.stdout
     assert "Ray dashboard" not in r.stdout
+
+
+def test_dry_run_needs_no_hub_and_shows_what_this_machine_would_refuse():
+    r = cli("sweep", "--space", "cd_vs_icl", "--dry-run")  # hub ids, hub unreachable (HF_HUB_OFFLINE in conftest)
+    assert r.returncode == 0, r.stderr
+    assert "36 cells" in r.stdout and "checked when the sweep starts" in r.stdout
+    if not __import__("torch").cuda.is_available():
+        assert "on this machine the sweep would stop here" in r.stdout and "--allow-cpu" in r.stdout
 
 
 @pytest.mark.parametrize("args,message", [

@@ -51,7 +51,8 @@ def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec
     def predict(examples, name):
         return label_word_predictions(scorer, fitted.prompt_ids, label_ids, examples, desc=f"teacher {name}")
 
-    teacher_metrics = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled) if cfg.final_eval else {}
+    teacher_metrics = (evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, who="teacher ")
+                       if cfg.final_eval else {})
     teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted.facts
 
@@ -145,7 +146,7 @@ def run(cfg: RunConfig, report=None) -> dict:
         with meter.phase("evaluate"):
             if cfg.final_eval:
                 results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled))
-            results["dev"] = dev_fn()
+            results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
              "kl_to_teacher_before": kl_before, "kl_to_teacher_after": mean_kl() if outcome.status == "completed" else None}
     return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **facts),

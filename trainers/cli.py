@@ -40,11 +40,16 @@ def _flag(f: dataclasses.Field) -> str:
 def _help_text(f: dataclasses.Field, prefix: str) -> str:
     """The field's help, what it may be (methods, tasks) and its default, so --help answers both."""
     from trainers.methods import METHODS
-    from trainers.tasks import task_names
+    from trainers.prompts import _patterns
+    from trainers.tasks import ood_names, task_definitions, task_names
     text = f.metadata.get("help", "")
-    names = {"method": sorted(METHODS), "task": task_names()}.get(f.name) if not prefix else None
+    names = {"method": sorted(METHODS), "task": task_names(), "ood": ood_names()}.get(f.name) if not prefix else None
     if names:
         text += f"; one of: {', '.join(names)}"
+    if f.name == "pattern" and not prefix:
+        tasks = task_definitions()["tasks"]
+        text += "".join(f"; for {', '.join(t for t in tasks if tasks[t]['family'] == family)}: {', '.join(sorted(p))}"
+                        for family, p in sorted(_patterns().items()))
     default = f.default if f.default is not dataclasses.MISSING else (
         f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
     if isinstance(default, (tuple, list)):

@@ -10,11 +10,13 @@ broken down by group and label.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from trainers.distributed import say
 from trainers.sampling import without_overlap
 from trainers.scoring import ContextScorer, PromptIds, label_word_reduce
 from trainers.tasks import Example, TaskData, eval_subset
@@ -73,11 +75,15 @@ def evaluation_sets(task: TaskData, eval_limit: int | None, shown: list[Example]
 
 
 def evaluate_sets(predict: Callable[[list[Example], str], Predictions], task: TaskData,
-                  eval_limit: int | None, shown: list[Example]) -> dict:
+                  eval_limit: int | None, shown: list[Example], who: str = "") -> dict:
     """In-domain and every OOD set, each without the examples the method was shown."""
     out = {}
     for name, (examples, overlap) in evaluation_sets(task, eval_limit, shown).items():
+        start = time.perf_counter()
         m = metrics(predict(examples, name), task.classes_of(name))
         m["n_excluded_shown"] = overlap
+        dropped = f" ({m['n_dropped']} too long, dropped)" if m["n_dropped"] else ""
+        say(f"{who}{name}: accuracy {m['accuracy']:.3f} on {m['n_scored']} examples{dropped}, "
+            f"{time.perf_counter() - start:.1f} s")
         out[name] = m
     return {"in_domain": out.pop("in_domain"), "ood": out}

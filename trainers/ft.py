@@ -91,7 +91,7 @@ def run(cfg: RunConfig, report=None) -> dict:
         with meter.phase("evaluate"):
             if cfg.final_eval:
                 results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
-            results["dev"] = dev_fn()
+            results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
     resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True), **peft_facts)
     return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 
 import torch
 
+from trainers.distributed import say
+
 MiB = 2**20
 
 
@@ -136,6 +138,7 @@ class Meter:
                     if poller.error:
                         rec["nvml_error"] = poller.error
             self.phases[name] = _merge(self.phases[name], rec) if name in self.phases else rec
+            say(f"{name}: {rec['seconds']:.1f} s, peak {rec.get('cuda_max_allocated_mib', rec['peak_rss_mib']):.0f} MiB")
 
     def as_dict(self) -> dict:
         peaks = [p.get("cuda_max_allocated_mib", p["peak_rss_mib"]) for p in self.phases.values()]

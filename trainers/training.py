@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from trainers.config import TrainConfig
-from trainers.distributed import all_reduce, rank_and_world
+from trainers.distributed import all_reduce, rank_and_world, say
 from trainers.precision import Precision
 
 
@@ -31,6 +31,7 @@ class TrainOutcome:
     status: str = "completed"  # or "diverged"
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
+    dev: dict = field(default_factory=dict)  # dev metrics of the selected epoch (its weights are the final ones)
     steps: int = 0
     error: str | None = None
 
@@ -58,6 +59,12 @@ def _sync_grads(params: list[torch.nn.Parameter]) -> None:
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
 
+def _chars(item) -> int:
+    """An item's text length: micro-batches of similar lengths carry less padding (the step's
+    gradient is the same sum over the batch whatever the grouping)."""
+    return sum(len(getattr(item, f, None) or "") for f in ("text1", "text2"))
+
+
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[list[int]]:
     """One epoch's shuffled batches of item indices (public so that a benchmark can replay the order)."""
     order = torch.randperm(n, generator=generator).tolist()
@@ -76,12 +83,12 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
     generator = torch.Generator().manual_seed(seed)
     rank, world = rank_and_world()
-    outcome, best_acc, best_state = TrainOutcome(), -1.0, None
+    outcome, best_acc, best_state = TrainOutcome(), -math.inf, None
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, losses = time.perf_counter(), []
         for batch in epoch_batches(len(items), cfg.batch_size, generator):
-            mine = batch[rank::world]
+            mine = sorted(batch[rank::world], key=lambda j: _chars(items[j]))  # similar lengths share a micro-batch
             micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
             step_loss = torch.zeros(())
             for i in range(0, len(mine), micro):
@@ -94,6 +101,7 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
             if not math.isfinite(total):
                 optimizer.zero_grad(set_to_none=True)
                 outcome.status, outcome.error = "diverged", f"non-finite loss ({total}) at epoch {epoch}, step {outcome.steps + 1}"
+                say(f"epoch {epoch}/{cfg.epochs}: diverged, {outcome.error}")
                 break
             _sync_grads(params)  # before unscaling: every rank then sees the same infs and skips the same steps
             if scaler:
@@ -116,10 +124,14 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
         entry = {"epoch": epoch, "train_loss": round(sum(losses) / len(losses), 6), "dev_accuracy": dev["accuracy"],
                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(time.perf_counter() - start, 3)}
         outcome.history.append(entry)
+        say(f"epoch {epoch}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, dev accuracy {dev['accuracy']:.3f}, "
+            f"{entry['epoch_seconds']:.1f} s")
         if report:
             report(dict(entry))
-        if cfg.selection == "best" and dev["accuracy"] > best_acc:
-            best_acc, outcome.best_epoch = dev["accuracy"], epoch
+        if cfg.selection == "last":
+            outcome.dev = dev
+        elif dev["accuracy"] > best_acc:
+            best_acc, outcome.best_epoch, outcome.dev = dev["accuracy"], epoch, dev
             best_state = {id(p): p.detach().clone() for p in params}
     if cfg.selection == "last" or best_state is None:
         outcome.best_epoch = len(outcome.history)

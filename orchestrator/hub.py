@@ -1,0 +1,123 @@
+"""No hub, no wait: a sweep that needs the Hugging Face hub on a machine that cannot reach it
+stops at once with the offline command to run instead.
+
+    python -m orchestrator sweep --space quickstart      # offline: one line with the command, exit 2
+
+Without this, every model and data split would try the hub (with the libraries' retries) and the
+user would read half a minute later a list of connection errors that do not say what to do.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from orchestrator.space import Space
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"  # the project's companion folder of real data and a model fetcher
+MODEL_HOME = Path(os.environ.get("FEWSHOT_MODEL_DIR", "~/.cache/fewshot-models"))
+OFFLINE_MODEL = "smollm2-135m"
+
+
+OFFLINE_SET = "HF_HUB_OFFLINE is set"
+
+
+@dataclass(frozen=True)
+class Offline:
+    line: str                # the problem, one line, with the offline command
+    models: list[str]        # hub ids this machine lacks
+    data: bool               # whether the data would come from the hub
+
+
+def _cached(model: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a name that is not a valid repo id is simply not cached
+        return False
+
+
+def needs(models: set[str], data_dir: str | None) -> tuple[list[str], bool]:
+    """(hub ids of models not on this machine, whether the data comes from the hub)."""
+    ids = sorted(m for m in models if not Path(m).expanduser().exists() and not _cached(m))
+    return ids, not data_dir
+
+
+def unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached, or None."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return OFFLINE_SET
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except OSError as e:
+        return f"{host}: {e.strerror or type(e).__name__}"
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working folder when inside it or beside it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def offline_command(argv: list[str], models: list[str], data_from_hub: bool) -> str:
+    """The user's own sweep command with local models and data in place of the hub's."""
+    python = _shown(Path(sys.executable)) if Path(sys.executable).is_relative_to(Path.cwd()) else "python"
+    args, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if data_from_hub and a == "--data-dir":
+            skip = True
+            continue
+        if models and a == "--set" and i + 1 < len(argv) and argv[i + 1].startswith("models="):
+            skip = True
+            continue
+        args.append(a)
+    steps = []
+    if models:
+        folder = MODEL_HOME / OFFLINE_MODEL
+        if not folder.expanduser().is_dir():
+            fetcher = SHARED / "models" / "fetch_models.py"
+            steps.append(f"{python} {_shown(fetcher)} {OFFLINE_MODEL}" if fetcher.is_file()
+                         else "put a model folder (config, tokenizer, weights) at " + str(folder))
+        args += ["--set", f"models=[{folder}]"]
+    if data_from_hub:
+        data = SHARED / "data"
+        args += ["--data-dir", _shown(data) if data.is_dir() else "DIR"]
+        if not data.is_dir():
+            steps.append("make DIR with `python -m trainers data export --to DIR` on a connected machine")
+    sweep = " ".join([python, "-m", "orchestrator", *map(shlex.quote, args)])
+    return " && ".join(steps + [sweep])
+
+
+def check(space: Space, models: set[str], data_dir: str | None, argv: list[str] | None) -> Offline | None:
+    """What this sweep needs from a hub it cannot reach, with the one line that says so and the
+    offline command; None when it needs nothing from the hub or the hub answers."""
+    ids, data_from_hub = needs(models, data_dir)
+    if not ids and not data_from_hub:
+        return None
+    why = unreachable()
+    if why is None:
+        return None
+    if why == OFFLINE_SET:
+        data_from_hub = False  # datasets' own cache may hold it: let the data check say
+        if not ids:
+            return None
+    what = [f"model {', '.join(ids)}"] if ids else []
+    what += [f"the data of {', '.join(space.tasks)} and their OOD sets"] if data_from_hub else []
+    argv = sys.argv[1:] if argv is None else argv
+    line = (f"{Path(space.path).name}: the Hugging Face hub is unreachable ({why}) and this sweep needs it for "
+            f"{' and '.join(what)}; run offline: {offline_command(argv, ids, data_from_hub)}")
+    return Offline(line, ids, data_from_hub)
