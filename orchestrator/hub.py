@@ -116,7 +116,7 @@ def check(space: Space, models: set[str], data_dir: str | None, argv: list[str] 
         if not ids:
             return None
     what = [f"model {', '.join(ids)}"] if ids else []
-    what += [f"the data of {', '.join(space.tasks)} and their OOD sets"] if data_from_hub else []
+    what += [f"the data of {', '.join(space.tasks)} and {'its' if len(space.tasks) == 1 else 'their'} OOD sets"] if data_from_hub else []
     argv = sys.argv[1:] if argv is None else argv
     line = (f"{Path(space.path).name}: the Hugging Face hub is unreachable ({why}) and this sweep needs it for "
             f"{' and '.join(what)}; run offline: {offline_command(argv, ids, data_from_hub)}")

@@ -212,10 +212,10 @@ def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
     """What ran, from the records themselves: sweep, tasks (+ OOD sets), models, methods, shots, seeds."""
     if table.empty:
         return sweep or "no records"
-    names = lambda col: ", ".join(dict.fromkeys(str(v) for v in table[col].dropna()))  # noqa: E731
+    names = lambda col: ", ".join(str(v) for v in sorted(set(table[col].dropna())))  # noqa: E731
     ood = _ood_names(table)
-    models = ", ".join(dict.fromkeys(Path(str(m).rstrip("/")).name for m in table["model"]))
-    methods = ", ".join(dict.fromkeys(c.split("/")[1] for c in table["cell"] if "/" in c))
+    models = ", ".join(sorted({Path(str(m).rstrip("/")).name for m in table["model"]}))
+    methods = ", ".join(sorted({c.split("/")[1] for c in table["cell"] if "/" in c}))
     seeds = table["data_seed"].nunique()
     parts = [f"{names('task')}{' (OOD: ' + ', '.join(ood) + ')' if ood else ''}", models, methods,
              f"{names('shots')} shots", f"{seeds} data seed{'s' if seeds != 1 else ''}"]
@@ -230,7 +230,7 @@ def to_text(df: pd.DataFrame, width: int | None = None) -> str:
     width = width or shutil.get_terminal_size((120, 24)).columns
     first = [c for c in df.columns if c in ("cell", "seeds") or c.endswith(" acc")] + [
         c for c in ("peak MiB", "seconds", "flags", "failed") if c in df.columns]
-    text = df[first + [c for c in df.columns if c not in first]].astype(str).replace({"nan": "-"})
+    text = df[first + [c for c in df.columns if c not in first]].map(_cell)
     widths = {c: max(len(c), *(len(v) for v in text[c])) for c in text.columns}
     kept, used = [], -2
     for c in text.columns:  # two spaces between columns
@@ -246,14 +246,17 @@ def to_text(df: pd.DataFrame, width: int | None = None) -> str:
     return "\n".join(line.rstrip()[:width] for line in lines) + "\n"
 
 
+def _cell(v) -> str:
+    """A column only some cells have (the CD teacher's accuracy) is missing elsewhere: '-'."""
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no records)\n"
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    def cell(v) -> str:  # a column only some cells have (the CD teacher's accuracy) is NaN elsewhere
-        return "-" if isinstance(v, float) and math.isnan(v) else str(v)
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 

@@ -34,6 +34,8 @@ def test_the_terminal_summary_fits_its_width_and_names_the_columns_it_leaves_out
     assert lines[0].split()[:3] == ["cell", "seeds", "in-domain"] and "0.580 ± 0.014" in lines[1]
     assert lines[-1] == "(not shown at this width: notes; all in summary.md)"
     assert "notes" in to_text(df, width=200).splitlines()[0]
+    partial = pd.DataFrame([{"cell": "cd", "teacher in-domain acc": "0.55"}, {"cell": "icl"}])  # NaN where a cell lacks it
+    assert to_text(partial, width=100).splitlines()[-1].split() == ["icl", "-"]
 
 
 def replicate(seed, acc, time, key):

@@ -110,8 +110,13 @@ def test_smoke_sweep_writes_tables_and_summary(smoke):
     assert len(table) == len(smoke["records"]) and (folder / "trials.csv").exists()
     summary = (folder / "summary.md").read_text()
     assert "rte/pbft+lora" in summary and "rte/icl" in summary and "± " in summary
-    assert "| cell |" in smoke["run"].stdout  # printed at the end too
-    assert "[  8/8]" in smoke["run"].stdout  # the progress total counted what ran
+    assert summary.startswith("# smoke · rte (OOD: hans) · opt · icl, pbft+lora · 8 shots · 2 data seeds\n")
+    out = smoke["run"].stdout
+    assert "\nsmoke · rte (OOD: hans)" in out and "| cell |" not in out  # the terminal gets a table, not Markdown
+    assert "[8/8]" in out  # the progress total counted what ran
+    assert all(len(line) <= 100 for line in out.splitlines() if line.startswith("["))
+    saved = json.loads((folder / "summary.json").read_text())
+    assert all(isinstance(c["in_domain_accuracy"]["mean"], float) and c["in_domain_accuracy"]["n"] == 2 for c in saved["cells"])
 
 
 def test_killed_driver_resumes_without_rerunning_and_proposes_the_same_trials(smoke, tmp_path):
@@ -147,7 +152,7 @@ def test_moved_results_folder_with_a_corrupt_record_reruns_only_that_trial(smoke
     r = sweep(moved, "--space", "smoke", "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     ran = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
-    assert len(ran) == 1 and f"seed {rec['data_seed']}" in ran[0]
+    assert len(ran) == 1 and f" s{rec['data_seed']} " in ran[0]
     assert json.loads((moved / "smoke" / "trials" / name).read_text())["trial_key"] == rec["trial_key"]
 
 
@@ -205,7 +210,8 @@ def test_a_cell_that_fails_at_run_time_is_recorded_with_its_error_and_the_sweep_
     recs = {rec["shots"]: rec for rec in records(tmp_path / "failing").values()}
     assert recs[0]["status"] == "completed"
     assert recs[8]["status"] == "failed" and recs[8]["error"] and "unknown error" not in recs[8]["error"]
-    assert "rte/icl/opt/8shot: 0/1 replicates completed; first error: " + recs[8]["error"] in r.stderr
+    assert "rte/icl/opt/8shot: 0/1 replicates completed" in r.stderr
+    assert "error in 1 trial(s), first rte/icl/opt/8shot (replicate, seed 0):\n  " + recs[8]["error"] in r.stderr
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two workers need two CPUs")

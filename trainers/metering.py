@@ -118,13 +118,14 @@ class Meter:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         poller = _nvml_poller(self.device) if cuda else None
-        start = time.perf_counter()
+        start, finished = time.perf_counter(), False
         try:
             if poller:
                 with poller:
                     yield
             else:
                 yield
+            finished = True
         finally:
             if cuda:
                 torch.cuda.synchronize(self.device)
@@ -138,7 +139,8 @@ class Meter:
                     if poller.error:
                         rec["nvml_error"] = poller.error
             self.phases[name] = _merge(self.phases[name], rec) if name in self.phases else rec
-            say(f"{name}: {rec['seconds']:.1f} s, peak {rec.get('cuda_max_allocated_mib', rec['peak_rss_mib']):.0f} MiB")
+            if finished:  # a phase that raised leaves the terminal to its error
+                say(f"{name}: {rec['seconds']:.1f} s, peak {rec.get('cuda_max_allocated_mib', rec['peak_rss_mib']):.0f} MiB")
 
     def as_dict(self) -> dict:
         peaks = [p.get("cuda_max_allocated_mib", p["peak_rss_mib"]) for p in self.phases.values()]
