@@ -88,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "spaces":
             return _spaces()
         if ns.command == "summarize":
-            from orchestrator.results import duplicate_notes, load_records, to_text, write_tables
-            if not Path(ns.folder).is_dir() or not load_records(Path(ns.folder)):
+            from orchestrator import results
+            if not Path(ns.folder).is_dir() or not results.load_records(Path(ns.folder)):
                 raise SpaceError(f"{ns.folder} holds no result records")
-            table, summary, title = write_tables(Path(ns.folder), ns.title)
-            print(f"{title}\n{to_text(summary)}")
-            for note in duplicate_notes(table):
+            table, summary, title = results.write_tables(Path(ns.folder), ns.title)
+            print(f"{title}\n{results.to_text(summary)}")
+            for line in results.comparison_lines(results.comparisons(table)):
+                print(line)
+            for note in results.duplicate_notes(table):
                 print(note)
             return 0
         return _sweep(ns)

@@ -322,6 +322,8 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
     """Tables, summary, every distinct error in full once, and the exit status."""
     table, summary, title = results.write_tables(sweep_dir)
     print(f"\n{title}\n" + results.to_text(summary))
+    for line in results.comparison_lines(results.comparisons(table)):
+        print(line)
     for note in results.duplicate_notes(table):
         print(note)
     records = results.load_records(sweep_dir)

@@ -8,6 +8,7 @@ and failed trials of the whole cell.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.stats import collapsed, mean_ci, paired
 from trainers.records import write_json_atomic
 
 RECORDS = "trials"
@@ -92,9 +94,11 @@ def _row(rec: dict) -> dict:
     row["demos_truncated"], row["tokens_cut"] = context.get("demos_truncated"), context.get("tokens_cut")
     if m.get("in_domain"):
         row["in_domain_pred_class0"] = next(iter(m["in_domain"]["pred_fraction"].values()))
+        row["in_domain_pred_top"] = max(m["in_domain"]["pred_fraction"].values())
     for name, block in (m.get("ood") or {}).items():
         row[f"{name}_accuracy"] = block.get("accuracy")
         row[f"{name}_pred_class0"] = next(iter(block["pred_fraction"].values()))
+        row[f"{name}_pred_top"] = max(block["pred_fraction"].values())
     if "in_domain" in (m.get("teacher") or {}):
         row["teacher_in_domain_accuracy"] = m["teacher"]["in_domain"]["accuracy"]
     for k, v in (rec.get("searched") or {}).items():
@@ -122,12 +126,9 @@ def trials_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([_row(r) for r in records])
 
 
-def stats(values: pd.Series) -> dict | None:
-    """{"mean", "std", "n"} over the non-missing values (std 0 for one value), or None."""
-    v = values.dropna().astype(float) if values is not None else pd.Series(dtype=float)
-    if v.empty:
-        return None
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+def stats(values: pd.Series | None) -> dict | None:
+    """{"mean", "std", "n", "ci95"} over the non-missing values (a t-interval over seeds), or None."""
+    return mean_ci([] if values is None else values.dropna().astype(float).tolist())
 
 
 def _shown(st: dict | None, digits: int = 3) -> str:
@@ -173,6 +174,8 @@ def cell_stats(table: pd.DataFrame) -> list[dict]:
             "ood_accuracy": {name: stats(reps.get(f"{name}_accuracy")) for name in ood},
             # a model answering one class everywhere scores ~0.5 on HANS: how often it says class 0
             "pred_class0": {name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
+            "collapsed": [name for name in ["in_domain", *ood] if f"{name}_pred_top" in reps
+                          and collapsed(reps[f"{name}_pred_top"].dropna().astype(float).tolist())],
             "teacher_in_domain_accuracy": stats(reps.get("teacher_in_domain_accuracy")),
             "dropped_queries": int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0,
             "demos_truncated": stats(reps["demos_truncated"]) if truncated else None,
@@ -198,7 +201,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         row["dropped queries"] = c["dropped_queries"]
         row["truncated demos"] = (f"{c['demos_truncated']['mean']:.0f}/{c['shots']}, {c['tokens_cut']['mean']:.0f} tokens cut"
                                   if c["demos_truncated"] else "-")
-        row["flags"] = "DROPPED QUERIES" if c["dropped_queries"] else "-"
+        flags = (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [f"COLLAPSED on {n}" for n in c["collapsed"]]
+        row["flags"] = ", ".join(flags) or "-"
         row["peak MiB"], row["seconds"] = _shown(c["peak_memory_mib"], 0), _shown(c["seconds"], 0)
         row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
         row["lr"] = ", ".join(f"{x:.3g}" for x in c["lr"]) or "-"
@@ -206,6 +210,43 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         row.update({status: c[status] for status in ("pruned", "failed", "diverged")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def comparisons(table: pd.DataFrame) -> list[dict]:
+    """Every pair of cells of the same task × model × shots, on each evaluation set: the paired
+    difference A − B over the data seeds both completed."""
+    if table.empty:
+        return []
+    reps = table[(table["phase"] != "search") & (table["status"] == "completed")]
+    out = []
+    for (task, model, shots), group in reps.groupby(["task", "model", "shots"], sort=True):
+        cells = sorted(group["cell"].unique())
+        for a, b in itertools.combinations(cells, 2):
+            ra, rb = (_newest_per_seed(group[group["cell"] == c]) for c in (a, b))
+            for name in ["in_domain", *_ood_names(table)]:
+                col = f"{name}_accuracy"
+                if col not in group:
+                    continue
+                per_seed = [dict(zip(r["data_seed"], r[col])) for r in (ra, rb)]
+                result = paired(*({s: v for s, v in d.items() if not pd.isna(v)} for d in per_seed))
+                if result:
+                    fell = [c.split("/")[1] for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
+                            and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]
+                    out.append({"a": a, "b": b, "set": name, **result, "collapsed": fell})
+    return out
+
+
+def comparison_lines(comps: list[dict]) -> list[str]:
+    """'icl − pbft+lora (rte, smollm2-135m, 16shot) on hans: -0.110 [-0.120, -0.100] over 2 seed(s), p 0.50: within noise'."""
+    lines = []
+    for c in comps:
+        task, a, *where = c["a"].split("/")
+        b = c["b"].split("/")[1]
+        verdict = {"A better": f"{a} better", "B better": f"{b} better"}.get(c["verdict"], c["verdict"])
+        lines.append(f"{a} − {b} ({', '.join([task, *where])}) on {c['set']}: {c['mean_diff']:+.3f} "
+                     f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] over {c['n']} seed(s), p {c['p']:.2f}: {verdict}"
+                     + (f" ({' and '.join(c['collapsed'])} collapsed on {c['set']})" if c.get("collapsed") else ""))
+    return lines
 
 
 def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
@@ -272,7 +313,10 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
         table.to_parquet(folder / "trials.parquet", index=False)
         table.to_csv(folder / "trials.csv", index=False)
     notes = duplicate_notes(table)
-    text = f"# {title}\n\n" + to_markdown(summary) + "".join(f"\n{n}\n" for n in notes)
+    comps = comparisons(table)
+    paired_md = ("\n## Paired differences (A − B over shared data seeds; bootstrap 95 % interval, sign-flip p)\n\n"
+                 + "".join(f"- {line}\n" for line in comparison_lines(comps))) if comps else ""
+    text = f"# {title}\n\n" + to_markdown(summary) + paired_md + "".join(f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
-    write_json_atomic(folder / "summary.json", {"title": title, "cells": cell_stats(table)})
+    write_json_atomic(folder / "summary.json", {"title": title, "cells": cell_stats(table), "comparisons": comps})
     return table, summary, title

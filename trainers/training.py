@@ -88,7 +88,9 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
         model.train()
         start, losses = time.perf_counter(), []
         for batch in epoch_batches(len(items), cfg.batch_size, generator):
-            mine = sorted(batch[rank::world], key=lambda j: _chars(items[j]))  # similar lengths share a micro-batch
+            mine = batch[rank::world]
+            if cfg.grad_accum > 1:  # similar lengths share a micro-batch
+                mine = sorted(mine, key=lambda j: _chars(items[j]))
             micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
             step_loss = torch.zeros(())
             for i in range(0, len(mine), micro):
