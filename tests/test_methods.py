@@ -177,7 +177,7 @@ def test_best_selection_leaves_the_model_on_the_weights_whose_dev_score_is_repor
     torch.manual_seed(0)
     model, x, y = torch.nn.Linear(4, 2), torch.randn(16, 4), torch.randint(0, 2, (16,))
     loss_fn = lambda batch: torch.nn.functional.cross_entropy(model(x[batch]), y[batch])  # noqa: E731
-    dev_fn = lambda: {"accuracy": -float(torch.nn.functional.cross_entropy(model(x), 1 - y))}  # noqa: E731 - continuous
+    dev_fn = lambda: {"accuracy": -torch.nn.functional.cross_entropy(model(x), 1 - y).detach().item()}  # noqa: E731 - continuous
     cfg = TrainConfig(epochs=8, batch_size=4, selection="best", warmup_ratio=0.0)
     outcome = train(model, list(range(16)), loss_fn, dev_fn, cfg, lr=0.5, seed=0)
     scores = [h["dev_accuracy"] for h in outcome.history]
