@@ -85,7 +85,12 @@ def _row(rec: dict) -> dict:
            "in_domain_accuracy": (m.get("in_domain") or {}).get("accuracy"),
            "in_domain_accuracy_full_vocab": (m.get("in_domain") or {}).get("accuracy_full_vocab"),
            "peak_memory_mib": res.get("peak_memory_mib"), "seconds": res.get("total_seconds"),
-           "trial_seconds": rec.get("trial_seconds"),
+           "trial_seconds": rec.get("trial_seconds"), "n_dev": c.get("n_dev"),
+           # a pruned trial has no phases: its epochs' seconds (training and dev) are its adaptation
+           "adaptation_seconds": res.get("adaptation_seconds",
+                                         sum(h.get("epoch_seconds") or 0 for h in rec.get("history") or [])),
+           "serve_ms_per_query": (res.get("serving") or {}).get("ms_per_query"),
+           "serve_peak_mib": (res.get("serving") or {}).get("peak_memory_mib"),
            "trainable_params": (rec.get("params") or {}).get("trainable"), "error": rec.get("error"),
            "time": (rec.get("env") or {}).get("time")}
     context = (rec.get("resolved") or {}).get("context") or {}
@@ -103,6 +108,8 @@ def _row(rec: dict) -> dict:
         row["teacher_in_domain_accuracy"] = m["teacher"]["in_domain"]["accuracy"]
     for k, v in (rec.get("searched") or {}).items():
         row[f"param:{k}"] = v
+    if row["trial_seconds"] is not None and row["seconds"] is not None:  # worker group start/stop, scheduling
+        row["ray_overhead_seconds"] = round(row["trial_seconds"] - row["seconds"], 3)
     return row
 
 
@@ -181,12 +188,29 @@ def cell_stats(table: pd.DataFrame) -> list[dict]:
             "demos_truncated": stats(reps["demos_truncated"]) if truncated else None,
             "tokens_cut": stats(reps["tokens_cut"]) if truncated else None,
             "peak_memory_mib": stats(reps["peak_memory_mib"]), "seconds": stats(reps["seconds"]),
+            **_costs(group, reps),
             "trainable_params": int(reps["trainable_params"].max()) if reps["trainable_params"].notna().any() else None,
             "lr": [float(x) for x in sorted(reps["lr"].dropna().unique())],
             "search_trials": int((group["phase"] == "search").sum()),
             **{status: int((group["status"] == status).sum()) for status in ("pruned", "failed", "diverged")},
         })
     return out
+
+
+def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
+    """A cell's costs: adapting it once = its whole search (every search trial, pruned ones by their
+    epochs) + one replicate's own training (mean); serving per query; Ray's share apart."""
+    search = group[group["phase"] == "search"]
+    rep_adapt = stats(reps["adaptation_seconds"]) if "adaptation_seconds" in reps else None
+    search_s = float(search["adaptation_seconds"].fillna(0).sum()) if "adaptation_seconds" in search else 0.0
+    overhead = group["ray_overhead_seconds"].dropna() if "ray_overhead_seconds" in group else pd.Series(dtype=float)
+    return {"search_seconds": round(search_s, 3), "replicate_adaptation_seconds": rep_adapt,
+            "adaptation_seconds": round(search_s + (rep_adapt["mean"] if rep_adapt else 0.0), 3),
+            "serve_ms_per_query": stats(reps.get("serve_ms_per_query")), "serve_peak_mib": stats(reps.get("serve_peak_mib")),
+            "trial_seconds": round(float(group["trial_seconds"].fillna(0).sum()), 3) if "trial_seconds" in group else None,
+            "ray_overhead_seconds": round(float(overhead.sum()), 3),
+            "labelled_examples": int(group.iloc[0]["shots"]) + (0 if group.iloc[0]["method"] == "icl"
+                                                                else int(group.iloc[0].get("n_dev") or 0))}
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -203,7 +227,11 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
                                   if c["demos_truncated"] else "-")
         flags = (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [f"COLLAPSED on {n}" for n in c["collapsed"]]
         row["flags"] = ", ".join(flags) or "-"
+        row["labelled"] = (f"{c['shots']}" if c["method"] == "icl" else f"{c['shots']}+{c['labelled_examples'] - c['shots']} dev")
+        row["adapt s"] = f"{c['adaptation_seconds']:.0f}" if c["method"] != "icl" else "0"
+        row["serve ms/q"], row["serve MiB"] = _shown(c["serve_ms_per_query"], 1), _shown(c["serve_peak_mib"], 0)
         row["peak MiB"], row["seconds"] = _shown(c["peak_memory_mib"], 0), _shown(c["seconds"], 0)
+        row["Ray overhead s"] = f"{c['ray_overhead_seconds']:.0f}"
         row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
         row["lr"] = ", ".join(f"{x:.3g}" for x in c["lr"]) or "-"
         row["search trials"] = c["search_trials"]
@@ -270,7 +298,7 @@ def to_text(df: pd.DataFrame, width: int | None = None) -> str:
         return "(no records)\n"
     width = width or shutil.get_terminal_size((120, 24)).columns
     first = [c for c in df.columns if c in ("cell", "seeds") or c.endswith(" acc")] + [
-        c for c in ("peak MiB", "seconds", "flags", "failed") if c in df.columns]
+        c for c in ("adapt s", "serve ms/q", "serve MiB", "flags", "failed") if c in df.columns]
     text = df[first + [c for c in df.columns if c not in first]].map(_cell)
     widths = {c: max(len(c), *(len(v) for v in text[c])) for c in text.columns}
     kept, used = [], -2

@@ -69,3 +69,24 @@ def test_phases_entered_twice_keep_a_missing_nvml_peak_missing():
     b = {"seconds": 2.0, "peak_rss_mib": 5.0, "nvml_process_peak_mib": None}
     assert _merge(a, b) == {"seconds": 3.0, "peak_rss_mib": 10.0, "nvml_process_peak_mib": None}
     assert _merge(a, {**b, "nvml_process_peak_mib": 80.0})["nvml_process_peak_mib"] == 80.0
+
+
+def test_a_nested_phase_pauses_the_enclosing_one(monkeypatch):
+    clock = iter(range(0, 1000, 10))  # every reading 10 s later
+    monkeypatch.setattr(metering.time, "perf_counter", lambda: float(next(clock)))
+    m = metering.Meter()
+    with m.phase("train"):  # enters at t=10
+        with m.phase("dev"):  # pauses train at t=20, enters at 30
+            pass  # leaves at 40, train resumes at 50
+    # train: 10..20 and 50..60 = 20 s; dev: 30..40 = 10 s
+    assert m.phases["train"]["seconds"] == 20.0 and m.phases["dev"]["seconds"] == 10.0
+
+
+def test_costs_sum_the_adaptation_phases_and_price_a_query():
+    resources = {"phases": {"load": {"seconds": 5.0, "peak_rss_mib": 900.0}, "train": {"seconds": 8.0, "peak_rss_mib": 1.0},
+                            "dev": {"seconds": 2.0, "peak_rss_mib": 1.0}, "teacher_eval": {"seconds": 30.0, "peak_rss_mib": 1.0},
+                            "serve": {"seconds": 1.5, "peak_rss_mib": 700.0}}}
+    out = metering.costs(resources, 60, 8)
+    assert out["adaptation_seconds"] == 10.0  # not load, not the teacher's evaluation
+    assert out["serving"] == {"ms_per_query": 25.0, "peak_memory_mib": 700.0, "memory_kind": "rss", "queries": 60, "batch_size": 8}
+    assert "serving" not in metering.costs(resources, 0, 8)

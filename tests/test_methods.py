@@ -35,11 +35,35 @@ def test_each_method_writes_a_complete_record(method, peft, tiny_llama, data_dir
     assert rec["history"] == epochs
     assert {"in_domain", "ood", "dev"} <= set(rec["metrics"]) and "hans" in rec["metrics"]["ood"]
     assert 0 < rec["params"]["trainable"] <= rec["params"]["total"]
-    assert {"load", "train", "evaluate"} <= set(rec["resources"]["phases"])
+    phases = rec["resources"]["phases"]
+    assert {"load", "train", "dev", "serve", "evaluate"} <= set(phases)
+    # the adaptation cost is the training steps and the selecting dev passes (CD: and the teacher's targets)
+    adapt = phases["train"]["seconds"] + phases["dev"]["seconds"] + phases.get("teacher_targets", {}).get("seconds", 0)
+    assert rec["resources"]["adaptation_seconds"] == pytest.approx(adapt, abs=2e-3)
+    serving = rec["resources"]["serving"]
+    assert serving["queries"] == rec["metrics"]["in_domain"]["n_scored"] and serving["batch_size"] == 8
+    assert serving["ms_per_query"] == pytest.approx(1000 * phases["serve"]["seconds"] / serving["queries"], rel=1e-3)
+    assert serving["peak_memory_mib"] > 0
     assert rec["resolved"]["lr"] == 3e-3 and rec["config"]["peft"]["kind"] == peft
     if method == "cd":
         assert "in_domain" in rec["metrics"]["teacher"] and rec["extra"]["distilled_inputs"] == 64
+        assert {"teacher_targets", "teacher_eval"} <= set(phases)  # the teacher's evaluation is not CD's cost
     json.dumps(rec)
+
+
+def test_icl_records_its_serving_cost_and_no_adaptation(tiny_opt, data_dir):
+    rec = run(config(tiny_opt, data_dir, method="icl", shots=4))
+    assert set(rec["resources"]["phases"]) == {"load", "evaluate", "serve"}
+    assert rec["resources"]["adaptation_seconds"] == 0
+    assert rec["resources"]["serving"]["queries"] == rec["metrics"]["in_domain"]["n_scored"] > 0
+
+
+def test_each_replicate_gets_its_own_recorded_training_seed(tiny_opt, data_dir):
+    cfg = config(tiny_opt, data_dir, method="pbft", **{"train.epochs": 1, "peft.kind": "lora"})
+    seeds = {cfg.replace(data_seed=d).training_seed() for d in range(5)}
+    assert len(seeds) == 5 and cfg.training_seed() == config(tiny_opt, data_dir).training_seed()
+    assert cfg.replace(seed=7).training_seed() == 7  # an explicit seed wins
+    assert run(cfg.replace(data_seed=3))["seed"] == cfg.replace(data_seed=3).training_seed()
 
 
 @pytest.mark.parametrize("method", ["ft", "pbft"])
@@ -151,7 +175,7 @@ def test_same_seeds_give_identical_results(tiny_opt, data_dir):
     a, b = run(cfg), run(cfg)
     assert a["metrics"] == b["metrics"]
     assert [(h["train_loss"], h["dev_accuracy"]) for h in a["history"]] == [(h["train_loss"], h["dev_accuracy"]) for h in b["history"]]
-    c = run(cfg.replace(seed=1))
+    c = run(cfg.replace(seed=cfg.training_seed() + 1))
     assert [h["train_loss"] for h in c["history"]] != [h["train_loss"] for h in a["history"]]
 
 

@@ -38,6 +38,17 @@ def test_dev_does_not_change_with_shots_and_larger_draw_contains_smaller():
     assert set(keys(small.labelled)) <= set(keys(large.labelled))
 
 
+def test_labelled_draw_does_not_change_with_n_dev():
+    a, b = draw(pool(), 2, 16, data_seed=5, n_dev=32), draw(pool(), 2, 16, data_seed=5, n_dev=16)
+    assert keys(a.labelled) == keys(b.labelled)
+    assert set(keys(b.dev)) <= set(keys(a.dev))
+
+
+def test_large_draws_borrow_from_the_other_half_and_stay_disjoint():
+    d = draw(pool(60), 2, 40, data_seed=2, n_dev=16, n_unlabeled=0)  # 20 of 30 per class are shots
+    assert len(d.labelled) == 40 and len(d.dev) == 16 and not set(keys(d.labelled)) & set(keys(d.dev))
+
+
 def test_duplicate_texts_count_once():
     dup = [Example("same", "text", 0)] * 50 + pool(100)
     d = draw(dup, 2, 8, data_seed=0, n_dev=8, n_unlabeled=60)

@@ -1,7 +1,7 @@
 import pytest
 
 from conftest import write
-from trainers.tasks import DataError, eval_subset, load_task
+from trainers.tasks import DataError, Example, eval_subset, load_task
 
 
 def test_mnli_binary_drops_neutral_and_relabels_contradiction(hub_schema_dir):
@@ -58,6 +58,22 @@ def test_missing_data_dir_and_unknown_task(tmp_path):
 
 
 def test_eval_subset_is_fixed_and_ordered():
-    xs = list(range(100))
+    xs = [Example(f"t{i}", None, i % 2) for i in range(100)]
     a, b = eval_subset(xs, 10), eval_subset(xs, 10)
-    assert a == b == sorted(a) and len(a) == 10 and eval_subset(xs, None) == xs
+    assert a == b and len(a) == 10 and eval_subset(xs, None) == xs
+    assert [xs.index(e) for e in a] == sorted(xs.index(e) for e in a)
+
+
+def test_eval_subset_is_stratified_so_one_class_scores_one_half():
+    # 70/30 labels, two groups: a plain random subset would rarely be balanced
+    xs = [Example(f"t{i}", None, int(i % 10 >= 7), group="ab"[i % 2]) for i in range(400)]
+    sub = eval_subset(xs, 64)
+    counts = {(g, y): sum(e.group == g and e.label == y for e in sub) for g in "ab" for y in (0, 1)}
+    assert set(counts.values()) == {16}
+    assert sum(e.label == 0 for e in sub) / len(sub) == 0.5  # "always class 0" scores exactly 0.5
+
+
+def test_eval_subset_gives_a_short_stratum_all_it_has_and_the_rest_to_the_others():
+    xs = [Example(f"t{i}", None, 0) for i in range(50)] + [Example(f"u{i}", None, 1) for i in range(5)]
+    sub = eval_subset(xs, 20)
+    assert len(sub) == 20 and sum(e.label == 1 for e in sub) == 5

@@ -33,27 +33,30 @@ from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.training import train
 
 
-def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec) -> tuple[torch.Tensor, list, dict, dict]:
+def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec,
+                  meter: Meter) -> tuple[torch.Tensor, list, dict, dict]:
     """Teacher logits on the unlabelled inputs (once), the teacher's own ICL metrics, and how the context fit."""
-    window = context_window(teacher, cfg.max_context)
-    sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled) if cfg.final_eval else {}
-    scored = list(prep.draw.unlabeled) + list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
-    fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored, window, cfg.context_fit)
-    scorer = ContextScorer(teacher, tok, cfg.eval_batch_size, cfg.prefix_cache, window, prec.autocast)
-    index = torch.tensor(label_ids)
-    keep_vocab = cfg.cd.kl_over == "vocab"
-    queries = fitted.prompt_ids.queries(prep.draw.unlabeled)
-    targets, kept = scorer.run(fitted.prompt_ids.context, queries, lambda lg: lg if keep_vocab else lg[:, index.to(lg.device)],
-                               desc="teacher targets")
+    with meter.phase("teacher_targets"):
+        window = context_window(teacher, cfg.max_context)
+        sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled) if cfg.final_eval else {}
+        scored = list(prep.draw.unlabeled) + list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
+        fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored, window, cfg.context_fit)
+        scorer = ContextScorer(teacher, tok, cfg.eval_batch_size, cfg.prefix_cache, window, prec.autocast)
+        index = torch.tensor(label_ids)
+        keep_vocab = cfg.cd.kl_over == "vocab"
+        queries = fitted.prompt_ids.queries(prep.draw.unlabeled)
+        targets, kept = scorer.run(fitted.prompt_ids.context, queries,
+                                   lambda lg: lg if keep_vocab else lg[:, index.to(lg.device)], desc="teacher targets")
     if targets is None:
         raise ConfigError(f"the {cfg.shots} demonstrations leave no room for any query in the teacher's context; use fewer shots")
 
     def predict(examples, name):
         return label_word_predictions(scorer, fitted.prompt_ids, label_ids, examples, desc=f"teacher {name}")
 
-    teacher_metrics = (evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, who="teacher ")
-                       if cfg.final_eval else {})
-    teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+    with meter.phase("teacher_eval"):  # reported beside the student, not part of CD's cost: it repeats ICL
+        teacher_metrics = (evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, who="teacher ")
+                           if cfg.final_eval else {})
+        teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted.facts
 
 
@@ -68,18 +71,17 @@ def _load_teacher(cfg: RunConfig, student_tok):
 def _teacher_then_student(cfg: RunConfig, prep, meter: Meter):
     """Load, let the teacher label the unlabelled inputs once, then make the model the student."""
     with meter.phase("load"):
-        seed_everything(cfg.seed)
+        seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)
         # Its own teacher first (inference: the compute dtype); a student beside a separate teacher loads for training.
         own_teacher = not cfg.cd.teacher_model
         load_dtype = cfg.dtype if own_teacher else prec.training_load_dtype(cfg.peft.kind == "none")
         model, tok = load_causal_lm(cfg.model, load_dtype, cfg.device)
         label_ids = label_token_ids(tok, prep.prompt)
-    with meter.phase("teacher"):
         teacher = model if own_teacher else _load_teacher(cfg, tok)
         teacher_precision = precision.facts(teacher, prec, trained=False)
-        targets, inputs_kept, teacher_metrics, context_facts = _teacher_pass(cfg, prep, teacher, tok, label_ids, prec)
-        del teacher  # a separate teacher is freed before the student trains
+    targets, inputs_kept, teacher_metrics, context_facts = _teacher_pass(cfg, prep, teacher, tok, label_ids, prec, meter)
+    del teacher  # a separate teacher is freed before the student trains
     with meter.phase("load"):
         model, peft_facts = adapters.apply(model, cfg.peft)
         prec.keep_trainable_fp32(model)  # a full student of its own teacher: upcast from the teacher's weights
@@ -136,19 +138,23 @@ def run(cfg: RunConfig, report=None) -> dict:
         return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"student {name}")
 
     def dev_fn():
-        return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+        with meter.phase("dev"):  # inside "train", which it pauses
+            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
-    kl_before = mean_kl()
+    with meter.phase("diagnostics"):
+        kl_before = mean_kl()
     with meter.phase("train"):
-        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report, prec)
+        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec)
     results = {"teacher": teacher_metrics}
+    kl_after = None
     if outcome.status == "completed":
-        with meter.phase("evaluate"):
-            if cfg.final_eval:
-                results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled))
-            results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
+        if cfg.final_eval:
+            results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter))
+        results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
+        with meter.phase("diagnostics"):
+            kl_after = mean_kl()
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
-             "kl_to_teacher_before": kl_before, "kl_to_teacher_after": mean_kl() if outcome.status == "completed" else None}
+             "kl_to_teacher_before": kl_before, "kl_to_teacher_after": kl_after}
     return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **facts),
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra=extra, error=outcome.error)

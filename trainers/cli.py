@@ -120,7 +120,7 @@ def summary(record: dict) -> str:
     c = record["config"]
     head = (f"{record['status'].upper()}: {c['method']}"
             f"{'' if c['peft']['kind'] == 'none' or c['method'] == 'icl' else '+' + c['peft']['kind']} · {c['task']} · "
-            f"{c['model']} · {c['shots']} shots · data seed {c['data_seed']} · seed {c['seed']}")
+            f"{c['model']} · {c['shots']} shots · data seed {c['data_seed']} · seed {record['seed']}")
     lines = [head]
     m = record["metrics"]
     if "in_domain" in m.get("teacher", {}):

@@ -11,6 +11,7 @@ form that result records and search spaces use (`train.lr`, `peft.kind`, ...).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,7 +125,8 @@ class RunConfig:
     model: str = field(default="facebook/opt-125m", metadata=_help("Hugging Face hub id or local folder of a causal LM"))
     shots: int = field(default=16, metadata=_help("labelled examples: ICL demonstrations or the fine-tuning set (class-balanced)"))
     data_seed: int = field(default=0, metadata=_help("seed of the few-shot draw (kept apart from --seed)"))
-    seed: int = field(default=0, metadata=_help("seed of initialisation and data order"))
+    seed: int | None = field(default=None, metadata=_help(
+        "seed of initialisation and data order; default: derived from --data-seed, so each replicate has its own"))
     pattern: str | None = field(default=None, metadata=_help("prompt pattern (see trainers/data/prompts.yaml); default: the task's"))
     ood: tuple[str, ...] | None = field(default=None, metadata=_help(
         "out-of-domain sets to evaluate (comma-separated, or 'none'); default: the task's"))
@@ -152,6 +154,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     cd: CDConfig = field(default_factory=CDConfig)
+
+    def training_seed(self) -> int:
+        """--seed, or one derived from the data seed (recorded as the run's `seed`)."""
+        if self.seed is not None:
+            return self.seed
+        digest = hashlib.sha256(f"training seed for data seed {self.data_seed}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
 
     def __post_init__(self):
         _validate_choices(self)

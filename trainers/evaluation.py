@@ -10,6 +10,7 @@ broken down by group and label.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -75,12 +76,17 @@ def evaluation_sets(task: TaskData, eval_limit: int | None, shown: list[Example]
 
 
 def evaluate_sets(predict: Callable[[list[Example], str], Predictions], task: TaskData,
-                  eval_limit: int | None, shown: list[Example], who: str = "") -> dict:
-    """In-domain and every OOD set, each without the examples the method was shown."""
+                  eval_limit: int | None, shown: list[Example], who: str = "", meter=None) -> dict:
+    """In-domain and every OOD set, each without the examples the method was shown. With a
+    `meter`, the in-domain set is scored as the model would be deployed, in its own phase
+    ("serve": the serving cost), and the OOD sets in "evaluate"."""
     out = {}
     for name, (examples, overlap) in evaluation_sets(task, eval_limit, shown).items():
+        phase = contextlib.nullcontext() if meter is None else meter.phase(
+            "serve" if name == "in_domain" else "evaluate", trim=name == "in_domain")
         start = time.perf_counter()
-        m = metrics(predict(examples, name), task.classes_of(name))
+        with phase:
+            m = metrics(predict(examples, name), task.classes_of(name))
         m["n_excluded_shown"] = overlap
         dropped = f" ({m['n_dropped']} too long, dropped)" if m["n_dropped"] else ""
         say(f"{who}{name}: accuracy {m['accuracy']:.3f} on {m['n_scored']} examples{dropped}, "

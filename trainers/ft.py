@@ -56,7 +56,7 @@ def run(cfg: RunConfig, report=None) -> dict:
     meter = Meter(pick_device(cfg.device))
     with meter.phase("load"):
         prep = prepare(cfg)
-        seed_everything(cfg.seed)
+        seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)
         backbone, tok = load_backbone(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"), cfg.device)
         backbone, peft_facts = adapters.apply(backbone, cfg.peft)
@@ -82,16 +82,16 @@ def run(cfg: RunConfig, report=None) -> dict:
         return p
 
     def dev_fn():
-        return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+        with meter.phase("dev"):  # inside "train", which it pauses
+            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
     with meter.phase("train"):
-        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.seed, report, prec)
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec)
     results = {}
     if outcome.status == "completed":
-        with meter.phase("evaluate"):
-            if cfg.final_eval:
-                results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled)
-            results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
+        if cfg.final_eval:
+            results = evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter)
+        results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
     resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True), **peft_facts)
     return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),

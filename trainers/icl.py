@@ -42,11 +42,11 @@ def run(cfg: RunConfig, report=None) -> dict:
     def predict(examples, name):
         return label_word_predictions(scorer, fitted.prompt_ids, label_ids, examples, desc=f"icl {name}")
 
-    with meter.phase("evaluate"):
+    with meter.phase("evaluate"):  # ICL selects nothing: its dev score only informs the sweep's pruner
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-        if report:
-            report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
-        results = evaluate_sets(predict, prep.task, cfg.eval_limit, shown=prep.draw.labelled) if cfg.final_eval else {}
+    if report:
+        report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
+    results = evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter) if cfg.final_eval else {}
     resolved = prep.resolved(cfg, context_tokens=len(fitted.prompt_ids.context), context=fitted.facts,
                              precision=precision.facts(model, prec, trained=False))
     return build_record(cfg, "completed", resolved=resolved, metrics={**results, "dev": dev},

@@ -11,6 +11,8 @@ device found by UUID; missing, not zero, where NVML cannot see this process).
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import resource
 import threading
@@ -22,6 +24,11 @@ import torch
 from trainers.distributed import say
 
 MiB = 2**20
+# What adapting a model to the task costs, beyond loading it: the teacher's targets (CD), the
+# training steps and the per-epoch dev evaluation that selects and prunes. The teacher's own
+# evaluation ("teacher_eval") repeats ICL and is reported apart; "serve" is the in-domain set
+# scored as deployed, "evaluate" the other sets, "diagnostics" what only the record needs.
+ADAPTATION_PHASES = ("teacher_targets", "train", "dev")
 
 
 def _reset_rss_peak() -> bool:
@@ -31,6 +38,15 @@ def _reset_rss_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def _trim_heap() -> None:
+    """Collect garbage and return the C heap's free pages to the kernel (glibc's malloc_trim)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peak may include memory the allocator kept
+        pass
 
 
 def _rss_peak_mib() -> float:
@@ -105,20 +121,46 @@ def _nvml_poller(device: torch.device):
 
 
 class Meter:
+    """Per-phase wall-clock time and peak memory. A phase entered inside another (the dev
+    evaluation inside training) pauses the outer one: the outer phase's seconds exclude it and its
+    peak is taken over its own stretches only."""
+
     def __init__(self, device: torch.device | None = None):
         self.device = device or torch.device("cpu")
         self.phases: dict[str, dict] = {}
         self._started = time.perf_counter()
+        self._open: list[dict] = []  # the phases entered and not yet left, innermost last
 
-    @contextmanager
-    def phase(self, name: str):
-        cuda = self.device.type == "cuda"
+    def _peak_now(self) -> dict:
+        peak = {"peak_rss_mib": _rss_peak_mib()}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(self.device) / MiB
+            peak["cuda_max_reserved_mib"] = torch.cuda.max_memory_reserved(self.device) / MiB
+        return peak
+
+    def _reset(self) -> bool:
         scoped = _reset_rss_peak()
-        if cuda:
+        if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        poller = _nvml_poller(self.device) if cuda else None
-        start, finished = time.perf_counter(), False
+        return scoped
+
+    @contextmanager
+    def phase(self, name: str, trim: bool = False):
+        """`trim`: hand freed heap memory back to the system first, so the phase's peak resident set
+        is what the phase holds (serving after training), not what the allocator kept."""
+        cuda = self.device.type == "cuda"
+        if self._open:  # pause the enclosing phase: bank its time and peak so far
+            outer = self._open[-1]
+            outer["seconds"] += time.perf_counter() - outer["start"]
+            outer["peaks"].append(self._peak_now())
+        if trim:
+            _trim_heap()
+        state = {"start": time.perf_counter(), "seconds": 0.0, "peaks": [], "scoped": self._reset()}
+        self._open.append(state)
+        poller = _nvml_poller(self.device) if cuda and len(self._open) == 1 else None
+        finished = False
         try:
             if poller:
                 with poller:
@@ -127,18 +169,20 @@ class Meter:
                 yield
             finished = True
         finally:
-            if cuda:
-                torch.cuda.synchronize(self.device)
-            rec = {"seconds": round(time.perf_counter() - start, 3), "peak_rss_mib": round(_rss_peak_mib(), 1),
-                   "peak_rss_scope": "phase" if scoped else "process"}
-            if cuda:
-                rec["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(self.device) / MiB, 1)
-                rec["cuda_max_reserved_mib"] = round(torch.cuda.max_memory_reserved(self.device) / MiB, 1)
-                if poller:  # None: NVML does not list this process (another PID namespace) or failed
-                    rec["nvml_process_peak_mib"] = None if poller.peak_mib is None else round(poller.peak_mib, 1)
-                    if poller.error:
-                        rec["nvml_error"] = poller.error
+            self._open.pop()
+            state["peaks"].append(self._peak_now())
+            rec = {"seconds": round(state["seconds"] + time.perf_counter() - state["start"], 3)}
+            for key in state["peaks"][0]:
+                rec[key] = round(max(p[key] for p in state["peaks"]), 1)
+            rec["peak_rss_scope"] = "phase" if state["scoped"] else "process"
+            if poller:  # None: NVML does not list this process (another PID namespace) or failed
+                rec["nvml_process_peak_mib"] = None if poller.peak_mib is None else round(poller.peak_mib, 1)
+                if poller.error:
+                    rec["nvml_error"] = poller.error
             self.phases[name] = _merge(self.phases[name], rec) if name in self.phases else rec
+            if self._open:  # resume the enclosing phase
+                self._open[-1]["start"] = time.perf_counter()
+                self._reset()
             if finished:  # a phase that raised leaves the terminal to its error
                 say(f"{name}: {rec['seconds']:.1f} s, peak {rec.get('cuda_max_allocated_mib', rec['peak_rss_mib']):.0f} MiB")
 
@@ -157,4 +201,19 @@ def _merge(old: dict, new: dict) -> dict:
         if k.endswith("_mib"):
             known = [x for x in (v, new.get(k)) if x is not None]
             out[k] = max(known) if known else None
+    return out
+
+
+def costs(resources: dict, serve_queries: int | None, batch_size: int) -> dict:
+    """The record's cost summary: adaptation seconds, and the serving cost per query when the
+    in-domain set was scored in a "serve" phase."""
+    phases = resources.get("phases") or {}
+    out = {"adaptation_seconds": round(sum(phases[p]["seconds"] for p in ADAPTATION_PHASES if p in phases), 3)}
+    serve = phases.get("serve")
+    if serve and serve_queries:
+        cuda = "cuda_max_allocated_mib" in serve
+        out["serving"] = {"ms_per_query": round(1000 * serve["seconds"] / serve_queries, 3),
+                          "peak_memory_mib": serve["cuda_max_allocated_mib" if cuda else "peak_rss_mib"],
+                          "memory_kind": "cuda_max_allocated" if cuda else "rss", "queries": serve_queries,
+                          "batch_size": batch_size}
     return out

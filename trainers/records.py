@@ -101,10 +101,15 @@ def _jsonable(o):
 def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = None, resources: dict | None = None,
                  params: dict | None = None, history: list | None = None, extra: dict | None = None,
                  error: str | None = None) -> dict:
-    """The one result record of a run; statuses: completed, diverged, failed (pruned: the sweep's)."""
+    """The one result record of a run; statuses: completed, diverged, failed (pruned: the sweep's).
+    `resources` gains the run's costs (trainers.metering.costs): adaptation seconds, serving cost."""
+    if resources and "phases" in resources:
+        from trainers.metering import costs
+        served = ((metrics or {}).get("in_domain") or {}).get("n_scored")
+        resources = {**resources, **costs(resources, served, cfg.eval_batch_size)}
     return {
         "schema": SCHEMA_VERSION, "status": status, "method": cfg.method, "task": cfg.task, "model": cfg.model,
-        "shots": cfg.shots, "data_seed": cfg.data_seed, "seed": cfg.seed,
+        "shots": cfg.shots, "data_seed": cfg.data_seed, "seed": cfg.training_seed(),
         "config": cfg.to_dict(), "resolved": resolved, "metrics": metrics or {}, "history": history or [],
         "params": params or {}, "resources": resources or {}, "extra": extra or {}, "error": error,
         "env": environment(),

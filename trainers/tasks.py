@@ -144,10 +144,27 @@ def _examples(rows: list[dict], origin: str, spec: dict) -> list[Example]:
 
 
 def eval_subset(examples: list[Example], limit: int | None) -> list[Example]:
-    """A fixed random subset (the same for every run) of at most `limit` examples, in original order."""
+    """A fixed random subset (the same for every run) of at most `limit` examples, in original
+    order, stratified: equal numbers per label (and per HANS heuristic) as far as each stratum
+    has them, so a model that answers one class everywhere scores exactly 1 / classes."""
     if limit is None or len(examples) <= limit:
         return examples
-    keep = sorted(random.Random(EVAL_SUBSET_SEED).sample(range(len(examples)), limit))
+    strata: dict[tuple, list[int]] = {}
+    for i, ex in enumerate(examples):
+        strata.setdefault((ex.group or "", ex.label), []).append(i)
+    quota, left = {k: 0 for k in strata}, limit
+    open_ = sorted(strata)
+    while left and open_:  # water-filling: equal shares, a short stratum's remainder to the others
+        share = max(1, left // len(open_))
+        for k in list(open_):
+            take = min(share, len(strata[k]) - quota[k], left)
+            quota[k], left = quota[k] + take, left - take
+            if quota[k] == len(strata[k]):
+                open_.remove(k)
+            if not left:
+                break
+    rng = random.Random(EVAL_SUBSET_SEED)
+    keep = sorted(i for k in sorted(strata) for i in rng.sample(strata[k], quota[k]))
     return [examples[i] for i in keep]
 
 
