@@ -14,6 +14,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import ray.tune
 
@@ -22,9 +23,15 @@ from trainers.config import from_dict
 from trainers.records import build_record
 
 
-def kind(phase: str, cell: str) -> tuple[str, str]:
+class Kind(NamedTuple):
     """What a trial's duration depends on: its phase and its cell (task, method, model, shots)."""
-    return phase, cell
+    phase: str
+    cell: str
+    method: str  # the cell's method variant: the fallback estimate for a cell not seen yet
+
+
+def kind(phase: str, cell: str) -> Kind:
+    return Kind(phase, cell, cell.split("/")[1] if "/" in cell else cell)
 
 
 def fit(text: str, width: int) -> str:
@@ -43,7 +50,7 @@ class Progress:
     phase and method, else any), over the trials still to run, `slots` at a time."""
 
     def __init__(self, planned: Counter, slots: int = 1, width: int | None = None, heartbeat_s: float | None = None):
-        self.slots, self.done, self.counts, self.start = max(1, slots), 0, Counter(), time.time()
+        self.slots, self.done, self.start = max(1, slots), 0, time.time()
         self.width = width or min(100, shutil.get_terminal_size((100, 24)).columns)
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else float(os.environ.get("FEWSHOT_HEARTBEAT_S", "60"))
         self.seconds: dict[tuple, list[float]] = {}
@@ -55,9 +62,8 @@ class Progress:
         self.todo = Counter(planned)
         self.total = self.done + sum(self.todo.values())
 
-    def _estimate(self, k: tuple) -> float | None:
-        method = lambda key: (key[0], key[1].split("/")[1] if "/" in key[1] else key[1])  # noqa: E731
-        for same in (lambda x: x == k, lambda x: method(x) == method(k), lambda x: True):
+    def _estimate(self, k: Kind) -> float | None:
+        for same in (lambda x: x == k, lambda x: (x.phase, x.method) == (k.phase, k.method), lambda x: True):
             times = [t for key, ts in self.seconds.items() if same(key) for t in ts]
             if times:
                 return sum(times) / len(times)
@@ -73,7 +79,6 @@ class Progress:
 
     def line(self, rec: dict, seconds: float) -> None:
         self.done += 1
-        self.counts[rec["status"]] += 1
         k = kind(rec["phase"], rec["cell"])
         self.seconds.setdefault(k, []).append(seconds)
         if self.todo[k] > 0:

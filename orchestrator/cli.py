@@ -4,6 +4,7 @@
                                  [--resume] [--address ADDR] [--dry-run] [--allow-cpu] [--max-trials N]
     python -m orchestrator spaces
     python -m orchestrator summarize results/quickstart
+    python -m orchestrator report results/quickstart           # report/report.md and figures
 
 Bad input (an unknown space, key or value, a model, data split or few-shot draw that does not
 work, resources the cluster lacks) is rejected before Ray starts and before anything is written,
@@ -35,10 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
     s.add_argument("--max-trials", type=int, metavar="N", help="stop after N trials finish in this session (continue with --resume)")
     s.add_argument("--allow-cpu", action="store_true", help="run trials that ask for GPUs on CPUs when the cluster has none")
+    s.add_argument("--track", metavar="mlflow[=URI]|wandb[=PROJECT]|tensorboard", action="append", default=[],
+                   help="also log every trial (config, epochs, final metrics, record) to a tracker (repeatable); "
+                        "mlflow without URI: results/<sweep>/mlruns")
     sub.add_parser("spaces", help="list the search spaces")
     m = sub.add_parser("summarize", help="rebuild the tables and summary of a results folder from its records")
     m.add_argument("folder")
     m.add_argument("--title", help="the summary's title (default: what ran, from the records)")
+    r = sub.add_parser("report", help="write FOLDER/report/ (report.md and figures) from a results folder's records")
+    r.add_argument("folder")
     return p
 
 
@@ -59,11 +65,13 @@ def _sweep(ns) -> int:
     space = dataclasses.replace(load_space(ns.space, ns.overrides, ns.data_dir), allow_cpu=ns.allow_cpu)
     if ns.max_trials is not None and ns.max_trials < 1:
         raise SpaceError("--max-trials must be at least 1")
+    from orchestrator.tracking import parse
+    parse(ns.track)  # before anything starts: an unknown tracker or a missing library is a usage error
     if ns.dry_run:
         return _dry_run(space, ns.address)
     from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
     return run_sweep(space, name=ns.name, resume=ns.resume, address=ns.address, results_root=Path(ns.results),
-                     max_trials=ns.max_trials)
+                     max_trials=ns.max_trials, track=ns.track)
 
 
 def _dry_run(space, address: str | None) -> int:
@@ -82,6 +90,17 @@ def _dry_run(space, address: str | None) -> int:
     return 0
 
 
+def _report(folder: Path) -> int:
+    from orchestrator import results
+    if not folder.is_dir() or not results.load_records(folder, set_aside=False):
+        raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
+    from orchestrator.report import write_report  # imports matplotlib: only for a report
+    path = write_report(folder)
+    print(f"report: {path}")
+    print(path.read_text().split("\n\n")[1].strip())  # the three sentences
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
@@ -91,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator import results
             if not Path(ns.folder).is_dir() or not results.load_records(Path(ns.folder)):
                 raise SpaceError(f"{ns.folder} holds no result records")
-            table, summary, title = results.write_tables(Path(ns.folder), ns.title)
+            table, summary, title, comps = results.write_tables(Path(ns.folder), ns.title)
             print(f"{title}\n{results.to_text(summary)}")
-            for line in results.comparison_lines(results.comparisons(table)):
+            for line in results.comparison_lines(comps):
                 print(line)
             for note in results.duplicate_notes(table):
                 print(note)
             return 0
+        if ns.command == "report":
+            return _report(Path(ns.folder))
         return _sweep(ns)
     except (SpaceError, *USAGE_ERRORS) as e:
         for line in str(e).splitlines():  # preflight: one line per problem

@@ -39,7 +39,7 @@ import ray  # noqa: E402
 import ray.tune  # noqa: E402
 import yaml  # noqa: E402
 
-from orchestrator import plan, preflight, results  # noqa: E402
+from orchestrator import plan, preflight, results, tracking  # noqa: E402
 from orchestrator.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
 from orchestrator.pruning import OptunaPrunerScheduler  # noqa: E402
 from orchestrator.search import CellSearcher, ConfigList, journal  # noqa: E402
@@ -172,13 +172,14 @@ def _limits(space: Space) -> dict:
 
 
 def _fit(space: Space, sweep_dir: Path, name: str, trainable_fn, progress: Progress, tune: dict, has_gpus: bool,
-         pruned: set[str] = frozenset(), max_trials: int | None = None) -> bool:
+         pruned: set[str] = frozenset(), max_trials: int | None = None, track=None) -> bool:
     """Run one Tune experiment; True when every trial it was given finished (not interrupted)."""
     writer = RecordWriter(space.name, sweep_dir, progress, pruned)
     tuner = ray.tune.Tuner(
         trainable_fn,
         tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency(space, has_gpus), **tune),
-        run_config=ray.tune.RunConfig(name=name, storage_path=str(sweep_dir / "ray"), verbose=0, callbacks=[writer],
+        run_config=ray.tune.RunConfig(name=name, storage_path=str(sweep_dir / "ray"), verbose=0,
+                                      callbacks=[writer, *tracking.callbacks(track, sweep_dir, space.name)],
                                       stop=StopAfter(progress, max_trials),
                                       failure_config=ray.tune.FailureConfig(max_failures=0)))
     tuner.fit()
@@ -192,7 +193,8 @@ def search_budgets(space: Space, records: list[dict]) -> dict[str, int]:
     return {cell: space.budget - n for cell, n in done.items() if space.budget > n}
 
 
-def search_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progress, max_trials: int | None) -> bool:
+def search_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progress, max_trials: int | None,
+                 track=None) -> bool:
     records = results.load_records(sweep_dir)
     budgets = search_budgets(space, records)
     if not budgets:
@@ -208,7 +210,7 @@ def search_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progre
     return _fit(space, sweep_dir, f"search-{int(time.time())}", fn, progress,
                 tune={"search_alg": searcher, "scheduler": OptunaPrunerScheduler(searcher),
                       "num_samples": sum(budgets.values()) + len(fill)},
-                has_gpus=has_gpus, pruned=searcher.pruned, max_trials=max_trials)
+                has_gpus=has_gpus, pruned=searcher.pruned, max_trials=max_trials, track=track)
 
 
 def _replicates(space: Space, has_gpus: bool, cell_id: str, params: dict, finished: dict) -> list[dict]:
@@ -225,7 +227,7 @@ def best_params(space: Space, records: list[dict]) -> dict[str, dict | None]:
 
 
 def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progress,
-                    max_trials: int | None) -> tuple[bool, list[str]]:
+                    max_trials: int | None, track=None) -> tuple[bool, list[str]]:
     records = results.load_records(sweep_dir)
     finished = _finished(records)
     configs, skipped = [], []
@@ -240,7 +242,7 @@ def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Pro
     fn = trainable(finished, str(sweep_dir / "ray"), _limits(space))
     complete = _fit(space, sweep_dir, f"replicate-{int(time.time())}", fn, progress,
                     tune={"search_alg": ConfigList(configs), "num_samples": len(configs)}, has_gpus=has_gpus,
-                    max_trials=max_trials)
+                    max_trials=max_trials, track=track)
     return complete, skipped
 
 
@@ -277,7 +279,8 @@ def _planned(space: Space, records: list[dict]) -> Counter:
 
 
 def run_sweep(space: Space, name: str | None = None, resume: bool = False, address: str | None = None,
-              results_root: Path = Path("results"), max_trials: int | None = None) -> int:
+              results_root: Path = Path("results"), max_trials: int | None = None, track: list[str] | None = None) -> int:
+    tracker = tracking.parse(track)  # an unknown tracker or a missing library stops here, before Ray
     sweep_dir = (Path(results_root) / (name or space.name)).resolve()
     check_folder(space, sweep_dir, resume)
     with staged(space, sweep_dir, resume) as staged_space:
@@ -298,21 +301,21 @@ def run_sweep(space: Space, name: str | None = None, resume: bool = False, addre
     # a scheduler's or a shell's SIGTERM stops the sweep as Ctrl-C does: finished trials recorded, exit 130
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
-        code = _run_phases(space, sweep_dir, url, max_trials)
+        code = _run_phases(space, sweep_dir, url, max_trials, tracker)
     finally:
         if started_here:
             ray.shutdown()
     return code
 
 
-def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None) -> int:
+def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None, track=None) -> int:
     print(f"sweep {space.name} -> {sweep_dir}\nRay dashboard: {url or '(not running: install ray[default])'}", flush=True)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     progress = Progress(_planned(space, results.load_records(sweep_dir)), slots=concurrency(space, has_gpus))
     print(f"{progress.total} trials to run, {concurrency(space, has_gpus)} at a time", flush=True)
-    if not search_phase(space, sweep_dir, has_gpus, progress, max_trials):
+    if not search_phase(space, sweep_dir, has_gpus, progress, max_trials, track):
         return _stop(sweep_dir)
-    complete, skipped = replicate_phase(space, sweep_dir, has_gpus, progress, max_trials)
+    complete, skipped = replicate_phase(space, sweep_dir, has_gpus, progress, max_trials, track)
     if not complete:
         return _stop(sweep_dir)
     return finish(space, sweep_dir, skipped)
@@ -320,9 +323,9 @@ def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None)
 
 def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
     """Tables, summary, every distinct error in full once, and the exit status."""
-    table, summary, title = results.write_tables(sweep_dir)
+    table, summary, title, comps = results.write_tables(sweep_dir)
     print(f"\n{title}\n" + results.to_text(summary))
-    for line in results.comparison_lines(results.comparisons(table)):
+    for line in results.comparison_lines(comps):
         print(line)
     for note in results.duplicate_notes(table):
         print(note)
@@ -336,6 +339,12 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
                 ": no completed search trial, so it was not replicated" if cell.id in skipped else ": see its records")
             incomplete.append(f"  {cell.id}: {len(done)}/{len(space.data_seeds)} replicates completed{why}")
     print(f"records: {results.records_dir(sweep_dir)}\ntables:  {sweep_dir}/summary.md, summary.json, trials.parquet, trials.csv")
+    try:  # a figure that fails must not turn a finished sweep into a failed one: the records are all there
+        from orchestrator.report import write_report
+        print(f"report:  {write_report(sweep_dir)} (rebuild: python -m orchestrator report {sweep_dir})")
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: the report could not be written ({type(e).__name__}: {e}); "
+              f"retry with: python -m orchestrator report {sweep_dir}", file=sys.stderr)
     errors: dict[str, list[str]] = {}
     for r in records:
         if r["status"] == "failed" and r.get("error"):

@@ -55,7 +55,8 @@ def searched(space: Space, cell: Cell) -> dict:
 def base_overrides(space: Space, cell: Cell) -> dict:
     """Every RunConfig setting of a cell's trials except data seed and searched values."""
     opts = space.tasks[cell.task]
-    out = {"method": cell.method, "task": cell.task, "model": cell.model, "shots": cell.shots, "seed": space.seed,
+    # no training seed here: each trial derives its own from its data seed (fixed.seed holds one fixed)
+    out = {"method": cell.method, "task": cell.task, "model": cell.model, "shots": cell.shots,
            "peft.kind": cell.peft, **space.fixed,
            **{k: v for k, v in search_spec(space, cell).items() if not isinstance(v, dict)}}
     if "ood" in opts:

@@ -78,7 +78,7 @@ def _row(rec: dict) -> dict:
     res = rec.get("resources") or {}
     row = {"cell": cell_of(rec), "phase": rec.get("phase", "run"), "status": rec["status"], "trial_key": rec.get("trial_key"),
            "task": c["task"], "method": c["method"], "peft": c["peft"]["kind"] if c["method"] != "icl" else "none",
-           "model": c["model"], "shots": c["shots"], "data_seed": c["data_seed"], "seed": c["seed"],
+           "model": c["model"], "shots": c["shots"], "data_seed": c["data_seed"], "seed": rec.get("seed", c.get("seed")),
            "lr": (rec.get("resolved") or {}).get("lr"),
            "epochs_run": len(rec.get("history") or []),
            "dev_accuracy": (m.get("dev") or {}).get("accuracy", (rec.get("history") or [{}])[-1].get("dev_accuracy")),
@@ -91,7 +91,8 @@ def _row(rec: dict) -> dict:
                                          sum(h.get("epoch_seconds") or 0 for h in rec.get("history") or [])),
            "serve_ms_per_query": (res.get("serving") or {}).get("ms_per_query"),
            "serve_peak_mib": (res.get("serving") or {}).get("peak_memory_mib"),
-           "trainable_params": (rec.get("params") or {}).get("trainable"), "error": rec.get("error"),
+           "trainable_params": (rec.get("params") or {}).get("trainable"), "total_params": (rec.get("params") or {}).get("total"),
+           "error": rec.get("error"),
            "time": (rec.get("env") or {}).get("time")}
     context = (rec.get("resolved") or {}).get("context") or {}
     # queries left unscored because they did not fit the window (a cell with any is flagged in the summary)
@@ -329,9 +330,10 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str, list[dict]]:
     """trials.parquet / trials.csv / summary.md / summary.json in `folder`, rebuilt from its records;
-    returns the trials table, the summary table and the title (what ran, unless one is given)."""
+    returns the trials table, the summary table, the title (what ran, unless one is given) and the
+    paired comparisons."""
     folder = Path(folder)
     records = load_records(folder)
     table = trials_table(records)
@@ -344,7 +346,10 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
     comps = comparisons(table)
     paired_md = ("\n## Paired differences (A − B over shared data seeds; bootstrap 95 % interval, sign-flip p)\n\n"
                  + "".join(f"- {line}\n" for line in comparison_lines(comps))) if comps else ""
-    text = f"# {title}\n\n" + to_markdown(summary) + paired_md + "".join(f"\n{n}\n" for n in notes)
+    protocol = ("\nFT, PBFT and CD select on n_dev labelled examples beyond the k shots ('labelled' column); ICL uses "
+                "none. adapt s: the cell's whole search plus one replicate's training; serve: the in-domain set scored "
+                "as deployed, per query.\n") if not summary.empty else ""
+    text = f"# {title}\n\n" + to_markdown(summary) + protocol + paired_md + "".join(f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
     write_json_atomic(folder / "summary.json", {"title": title, "cells": cell_stats(table), "comparisons": comps})
-    return table, summary, title
+    return table, summary, title, comps

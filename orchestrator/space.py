@@ -30,7 +30,7 @@ TOP_KEYS = {
     "name": "sweep name (default: the file name)", "description": "one line shown by `spaces`",
     "tasks": "task names, or task -> {ood: [...], hans_heuristics: [...]}", "methods": "method -> list of PEFT variants",
     "models": "hub ids or local folders", "shots": "list of few-shot sizes", "data_seeds": "replicates",
-    "tuning_data_seed": "data seed of the search phase (default: the first data seed)", "seed": "training seed",
+    "tuning_data_seed": "data seed of the search phase (default: the first data seed)", "seed": "seed of the search's sampler (training seeds derive from the data seeds; fixed.seed fixes them)",
     "search": "method (or method+peft) -> {config key: distribution or fixed value}", "fixed": "config key -> value, for every trial",
     "budget": "search trials per cell", "pruner": "{type: median|successive_halving|none, ...}",
     "resources": "{workers, cpus_per_worker, gpus_per_worker, by_model_size}", "max_concurrent_trials": "int or null",

@@ -50,7 +50,7 @@ def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_
     for rec in [replicate(0, 0.6, "2026-01-01T00:00:00", "old"), replicate(0, 0.8, "2026-01-02T00:00:00", "new"),
                 replicate(1, 0.7, "2026-01-01T00:00:00", "one")]:
         write_record(tmp_path, rec)
-    table, summary, title = write_tables(tmp_path)
+    table, summary, title, _ = write_tables(tmp_path)
     row = summary.iloc[0]
     assert row["seeds"] == 2 and row["in-domain acc"] == "0.750 ± 0.071"  # 0.8 and 0.7; the older 0.6 dropped
     # summary.json: numbers, not "mean ± std" strings; the title says what ran, and summary.md keeps it

@@ -73,6 +73,9 @@ def test_cells_trials_and_keys(tmp_path):
     run0 = plan.run_config(space, pbft, 0, {"train.lr": 1e-4}, final_eval=False)
     assert run0["train"]["epochs"] == 3 and run0["peft"]["kind"] == "lora" and run0["final_eval"] is False
     run1 = plan.run_config(space, pbft, 1, {"train.lr": 1e-4}, final_eval=False)
+    assert run0["seed"] is None  # the space's seed is the sampler's; each trial derives its training seed
+    fixed = load_space(write(tmp_path, BASE), ["fixed.seed=7"])
+    assert plan.run_config(fixed, plan.cells(fixed)[1], 1, {}, final_eval=True)["seed"] == 7
     ident = plan.trial_identity(space, run0)
     assert plan.trial_key(run0, ident) == plan.trial_key(dict(run0), ident) != plan.trial_key(run1, ident)
     # paths never enter the key: the same content under another folder keeps it; other content changes it

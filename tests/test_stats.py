@@ -48,7 +48,7 @@ def test_summary_carries_intervals_comparisons_and_collapse_flags(tmp_path):
     for seed, (a, b) in enumerate([(0.7, 0.6), (0.8, 0.7), (0.75, 0.65), (0.7, 0.6), (0.8, 0.7), (0.75, 0.65)]):
         write_record(tmp_path, rec("icl", seed, a, 0.98, f"i{seed}"))
         write_record(tmp_path, rec("pbft", seed, b, 0.6, f"p{seed}"))
-    table, summary, _ = write_tables(tmp_path)
+    table, summary, _, _ = write_tables(tmp_path)
     saved = json.loads((tmp_path / "summary.json").read_text())
     icl = next(c for c in saved["cells"] if c["method"] == "icl")
     assert icl["collapsed"] == ["hans"] and len(icl["in_domain_accuracy"]["ci95"]) == 2

@@ -82,6 +82,9 @@ def test_smoke_sweep_searches_prunes_and_replicates(smoke):
     assert sorted((r["cell"], r["data_seed"]) for r in reps) == sorted((c, s) for c in cells for s in (0, 1))
     best = best_search_trials(recs)["rte/pbft+lora/opt/8shot"]  # best final dev accuracy, ties to the steadier
     assert all(r["searched"] == best["searched"] for r in reps if r["cell"] == best["cell"])
+    pbft = {r["data_seed"]: r["seed"] for r in reps if r["cell"] == best["cell"]}
+    assert len(set(pbft.values())) == 2  # each replicate trained from its own seed, derived from its data seed
+    assert all(r["config"]["seed"] is None for r in recs)
     for r in reps:
         assert r["status"] == "completed" and r["metrics"]["in_domain"]["n_scored"] > 0 and "hans" in r["metrics"]["ood"]
         assert r["resources"]["peak_memory_mib"] > 0 and r["env"]["git_commit"] is not None
@@ -240,3 +243,47 @@ def test_ctrl_c_stops_with_130_keeps_finished_records_and_points_to_resume(tmp_p
     assert proc.returncode == 130, err[-3000:]
     assert "Continue with: --resume" in err and "Tuner.restore" not in out + err
     assert 1 <= len(records(tmp_path / "interrupted")) < 4
+
+
+def _tensorboard_tags(folder):
+    """Scalar tags in the TensorBoard event files under `folder` (TFRecord framing, Event protos)."""
+    from tensorboardX.proto.event_pb2 import Event
+    tags = set()
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, i = path.read_bytes(), 0
+        while i + 12 <= len(data):
+            n = int.from_bytes(data[i:i + 8], "little")
+            tags |= {v.tag for v in Event.FromString(data[i + 12:i + 12 + n]).summary.value}
+            i += 12 + n + 4
+    return tags
+
+
+def test_tracking_logs_every_trial_to_mlflow_wandb_and_tensorboard(cluster, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the driver passes it to the logging actors
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this test's own client; the sweep sets it itself
+    run = sweep(tmp_path, "--space", "smoke", "--address", cluster, "--set", "data_seeds=[0]", "--set", "budget=1",
+                "--track", "mlflow", "--track", "wandb", "--track", "tensorboard")
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = tmp_path / "smoke"
+    recs = records(folder)
+    assert len(recs) == 3  # one search trial, two replicates
+    client = mlflow.tracking.MlflowClient(tracking_uri=(folder / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    by_key = {r.data.params["trial_key"]: r for r in runs}
+    assert set(by_key) == {r["trial_key"] for r in recs.values()}
+    for rec in recs.values():
+        logged = by_key[rec["trial_key"]]
+        assert "dev_accuracy" in logged.data.metrics  # per epoch, through Ray's callback
+        if rec["phase"] == "replicate":
+            assert logged.data.metrics["final/in_domain_accuracy"] == pytest.approx(rec["metrics"]["in_domain"]["accuracy"])
+            assert logged.data.metrics["final/serve_ms_per_query"] == pytest.approx(rec["resources"]["serving"]["ms_per_query"])
+        artifact = client.download_artifacts(logged.info.run_id, "record.json", str(tmp_path / rec["trial_key"]))
+        assert json.loads(Path(artifact).read_text()) == rec
+    offline = sorted(folder.glob("ray/*/*/wandb/offline-run-*"))
+    assert len(offline) == 3 and all(list(d.glob("*.wandb")) for d in offline)
+    tags = _tensorboard_tags(folder / "ray")
+    assert {"ray/tune/dev_accuracy", "final/in_domain_accuracy", "final/serve_ms_per_query"} <= tags, sorted(tags)

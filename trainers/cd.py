@@ -141,8 +141,10 @@ def run(cfg: RunConfig, report=None) -> dict:
         with meter.phase("dev"):  # inside "train", which it pauses
             return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
-    with meter.phase("diagnostics"):
-        kl_before = mean_kl()
+    kl_before = None
+    if cfg.final_eval:  # the record's diagnostics: a search trial needs only its dev scores
+        with meter.phase("diagnostics"):
+            kl_before = mean_kl()
     with meter.phase("train"):
         outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec)
     results = {"teacher": teacher_metrics}
@@ -151,8 +153,9 @@ def run(cfg: RunConfig, report=None) -> dict:
         if cfg.final_eval:
             results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter))
         results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
-        with meter.phase("diagnostics"):
-            kl_after = mean_kl()
+        if cfg.final_eval:
+            with meter.phase("diagnostics"):
+                kl_after = mean_kl()
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
              "kl_to_teacher_before": kl_before, "kl_to_teacher_after": kl_after}
     return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **facts),

@@ -71,6 +71,40 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[l
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _step(model_params: list, optimizer, scheduler, scaler, cfg: TrainConfig) -> None:
+    """One optimiser step on the gradients the micro-batches left (summed across ranks first)."""
+    _sync_grads(model_params)  # before unscaling: every rank then sees the same infs and skips the same steps
+    if scaler:
+        scaler.unscale_(optimizer)
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model_params, cfg.max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _batch_loss(items: list, batch: list[int], loss_fn, cfg: TrainConfig, autocast, scaler) -> float:
+    """Forward and backward over this rank's share of a batch, in micro-batches; the batch mean loss
+    summed over ranks."""
+    rank, world = rank_and_world()
+    mine = batch[rank::world]
+    if cfg.grad_accum > 1:  # similar lengths share a micro-batch
+        mine = sorted(mine, key=lambda j: _chars(items[j]))
+    micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
+    step_loss = torch.zeros(())
+    for i in range(0, len(mine), micro):
+        chunk = [items[j] for j in mine[i:i + micro]]
+        with autocast():
+            loss = loss_fn(chunk) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
+        (scaler.scale(loss) if scaler else loss).backward()
+        step_loss += loss.detach().float().cpu()
+    return all_reduce(float(step_loss), "sum")
+
+
 def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.Tensor], dev_fn: Callable[[], dict],
           cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None,
           precision: Precision | None = None) -> TrainOutcome:
@@ -82,41 +116,18 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch * cfg.epochs))
     generator = torch.Generator().manual_seed(seed)
-    rank, world = rank_and_world()
     outcome, best_acc, best_state = TrainOutcome(), -math.inf, None
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, losses = time.perf_counter(), []
         for batch in epoch_batches(len(items), cfg.batch_size, generator):
-            mine = batch[rank::world]
-            if cfg.grad_accum > 1:  # similar lengths share a micro-batch
-                mine = sorted(mine, key=lambda j: _chars(items[j]))
-            micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
-            step_loss = torch.zeros(())
-            for i in range(0, len(mine), micro):
-                chunk = [items[j] for j in mine[i:i + micro]]
-                with autocast():
-                    loss = loss_fn(chunk) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
-                (scaler.scale(loss) if scaler else loss).backward()
-                step_loss += loss.detach().float().cpu()
-            total = all_reduce(float(step_loss), "sum")
+            total = _batch_loss(items, batch, loss_fn, cfg, autocast, scaler)
             if not math.isfinite(total):
                 optimizer.zero_grad(set_to_none=True)
                 outcome.status, outcome.error = "diverged", f"non-finite loss ({total}) at epoch {epoch}, step {outcome.steps + 1}"
                 say(f"epoch {epoch}/{cfg.epochs}: diverged, {outcome.error}")
                 break
-            _sync_grads(params)  # before unscaling: every rank then sees the same infs and skips the same steps
-            if scaler:
-                scaler.unscale_(optimizer)
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            _step(params, optimizer, scheduler, scaler, cfg)
             outcome.steps += 1
             losses.append(total)
         if outcome.status == "diverged":
@@ -135,11 +146,16 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
         elif dev["accuracy"] > best_acc:
             best_acc, outcome.best_epoch, outcome.dev = dev["accuracy"], epoch, dev
             best_state = {id(p): p.detach().clone() for p in params}
-    if cfg.selection == "last" or best_state is None:
-        outcome.best_epoch = len(outcome.history)
-    else:
-        with torch.no_grad():
-            for p in params:
-                p.copy_(best_state[id(p)])
+    _restore(outcome, params, best_state, cfg)
     model.eval()
     return outcome
+
+
+def _restore(outcome: TrainOutcome, params: list, best_state: dict | None, cfg: TrainConfig) -> None:
+    """Leave the model on the selected epoch's weights (the last, or the best on dev)."""
+    if cfg.selection == "last" or best_state is None:
+        outcome.best_epoch = len(outcome.history)
+        return
+    with torch.no_grad():
+        for p in params:
+            p.copy_(best_state[id(p)])
