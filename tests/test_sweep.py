@@ -122,6 +122,17 @@ def test_smoke_sweep_writes_tables_and_summary(smoke):
     assert all(isinstance(c["in_domain_accuracy"]["mean"], float) and c["in_domain_accuracy"]["n"] == 2 for c in saved["cells"])
 
 
+def test_smoke_sweep_ends_with_a_report_of_every_figure_its_axes_allow(smoke):
+    report = smoke["folder"] / "report"
+    assert f"report:  {report / 'report.md'}" in smoke["run"].stdout
+    text = (report / "report.md").read_text()
+    for fig in ("id_vs_ood_rte_hans", "cost_accuracy", "break_even", "hans_breakdown", "search"):
+        assert (report / f"{fig}.png").stat().st_size > 0 and (report / f"{fig}.svg").exists(), fig
+    assert "### Accuracy vs model size\n\nskipped: one model size per task in this sweep" in text
+    assert "### Accuracy vs shots\n\nskipped: one shot count per task in this sweep" in text
+    assert "pbft+lora on rte, opt, 8 shots" in text.split("\n\n")[1]  # the break-even sentence names the cell
+
+
 def test_killed_driver_resumes_without_rerunning_and_proposes_the_same_trials(smoke, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), "--space", "smoke",
                              "--set", "data_seeds=[0]"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
