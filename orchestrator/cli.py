@@ -67,6 +67,9 @@ def _sweep(ns) -> int:
         raise SpaceError("--max-trials must be at least 1")
     from orchestrator.tracking import parse
     parse(ns.track)  # before anything starts: an unknown tracker or a missing library is a usage error
+    if space.resources.get("auto"):  # placed from the memory plan, refused here when a cell fits nowhere
+        from orchestrator import plan, preflight
+        space = plan.resolve_placement(space, preflight.local_totals()["GPU"])
     if ns.dry_run:
         return _dry_run(space, ns.address)
     from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts

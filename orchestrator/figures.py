@@ -9,6 +9,7 @@ prints in its place.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,7 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from orchestrator.results import ood_names  # noqa: E402
 from orchestrator.stats import mean_ci  # noqa: E402
 
 COLORS = {"icl": "#1f77b4", "cd": "#d62728", "pbft": "#2ca02c", "ft": "#9467bd"}
@@ -41,9 +43,7 @@ def model_name(model: str) -> str:
 
 def sets_of(reps: pd.DataFrame) -> list[tuple[str, str]]:
     """(column, label) of every accuracy the replicates carry: in-domain first, then the OOD sets."""
-    ood = sorted(c[:-len("_accuracy")] for c in reps.columns if c.endswith("_accuracy") and c not in (
-        "dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"))
-    return [("in_domain_accuracy", "in-domain")] + [(f"{n}_accuracy", f"{n} (OOD)") for n in ood
+    return [("in_domain_accuracy", "in-domain")] + [(f"{n}_accuracy", f"{n} (OOD)") for n in ood_names(reps)
                                                      if reps[f"{n}_accuracy"].notna().any()]
 
 
@@ -185,7 +185,7 @@ def break_even(pairs: list[dict], out: Path) -> list[Path]:
     for ax, where in zip(axes[0], keys):
         mine = [p for p in pairs if p["where"] == where]
         top = max([p["break_even_queries"] or 0 for p in mine] + [1000]) * 3
-        n = [10 ** (i / 20) for i in range(0, int(20 * __import__("math").log10(top)) + 1)]
+        n = [10 ** (i / 20) for i in range(0, int(20 * math.log10(top)) + 1)]
         ax.plot(n, [mine[0]["icl_ms"] / 1000 * x for x in n], color=color("icl"), label="icl")
         for p in mine:
             ax.plot(n, [p["adapt_s"] + p["ms"] / 1000 * x for x in n], color=color(p["method"]), label=p["method"])
@@ -227,7 +227,7 @@ def hans_breakdown(records: list[dict], reps: pd.DataFrame, out: Path) -> list[P
     return _save(fig, out, "hans_breakdown")
 
 
-def search(table: pd.DataFrame, records: list[dict], out: Path) -> list[Path]:
+def search(records: list[dict], out: Path) -> list[Path]:
     """Per cell: every search trial's dev accuracy per epoch (pruned ones end in ×), and the searched
     value against the trial's final dev accuracy."""
     trials = [r for r in records if r.get("phase") == "search" and r.get("history")]

@@ -67,6 +67,11 @@ def base_overrides(space: Space, cell: Cell) -> dict:
         out["data_dir"] = space.data_dir
     if cell.method == "icl":
         out.pop("peft.kind")
+    if space.placement:  # resources: auto chose these for this cell
+        chosen = space.placement[cell.id]
+        out.setdefault("parallel", chosen["parallel"])
+        if chosen["grad_checkpointing"]:
+            out["train.grad_checkpointing"] = True
     return out
 
 
@@ -79,6 +84,7 @@ def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eva
 
 
 PATH_FIELDS = (("model",), ("data_dir",), ("cd", "teacher_model"))
+LATER_DEFAULTS = {"parallel": "ddp", "offload": False}
 
 
 def trial_identity(space: Space, run: dict) -> dict:
@@ -97,6 +103,9 @@ def trial_key(run: dict, identity: dict) -> str:
     it points to, so a moved model, data or results folder keeps its keys. A finished key is never
     run again."""
     body = json.loads(json.dumps(run))
+    for key, default in LATER_DEFAULTS.items():  # added after sweeps existed: at their default, keys stay as they were
+        if body.get(key) == default:
+            body.pop(key)
     for path in PATH_FIELDS:
         d = body
         for part in path[:-1]:
@@ -135,10 +144,25 @@ def requested(space: Space, cell: Cell) -> dict:
 def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
     """What a trial of the cell reserves on this cluster. GPUs explicitly asked of a CPU-only
     cluster reach here only with --allow-cpu (preflight refuses them otherwise)."""
+    if space.placement:
+        return {k: space.placement[cell.id][k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
     r = requested(space, cell)
     if r["gpus_per_worker"] is None or not has_gpus:
         r["gpus_per_worker"] = 1 if has_gpus and r["gpus_per_worker"] is None else 0
     return r
+
+
+def resolve_placement(space: Space, local_gpus: int, cluster_gpus: int | None = None) -> Space:
+    """`resources: auto`: every cell's placement from the memory plan, or PlacementError (before Ray)."""
+    import dataclasses
+    from orchestrator import placement
+    if not space.resources.get("auto"):
+        return space
+    chosen = {}
+    for cell in cells(space):
+        cfg = from_dict(run_config(space, cell, space.tuning_data_seed, {}, True))
+        chosen[cell.id] = placement.choose(space, cell, cfg, local_gpus, cluster_gpus)
+    return dataclasses.replace(space, placement=chosen)
 
 
 def describe(space: Space, has_gpus: bool) -> str:
@@ -155,6 +179,10 @@ def describe(space: Space, has_gpus: bool) -> str:
         params = ", ".join(searched(space, cell)) or "-"
         lines.append(f"  {cell.id:<52} {n_search:>6} {len(space.data_seeds):>10}  {r['workers']} worker(s) x "
                      f"{r['cpus_per_worker']} CPU, {r['gpus_per_worker']} GPU   searching: {params}")
+        if space.placement:
+            p = space.placement[cell.id]
+            lines.append(f"  {'':<52} {'':>6} {'':>10}  {p['parallel']}{' + checkpointing' if p['grad_checkpointing'] else ''}"
+                         f": estimated {p['estimate_gib']:.1f} GiB per worker of {p['budget_gib']:.1f} GiB usable")
     lines += ["", f"  {len(cells(space))} cells, {total_search} search trials + {total_rep} replicate trials = "
               f"{total_search + total_rep} trials"]
     return "\n".join(lines)

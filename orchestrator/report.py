@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator import figures
-from orchestrator.results import (_newest_per_seed, cell_stats, comparisons, load_records, title_of, to_markdown,
+from orchestrator.results import (_newest_per_seed, cell_stats, mean_std, comparisons, load_records, title_of, to_markdown,
                                   summary_table, trials_table)
 
 GROUP = ("task", "model", "shots")
@@ -81,8 +81,8 @@ def _best(cells: list[dict], comps: list[dict]) -> tuple[str, pd.DataFrame]:
 def _serving(cells: list[dict]) -> tuple[str, pd.DataFrame]:
     rows, parts = [], []
     for c in cells:
-        rows.append({"cell": c["cell"], "serve ms/query": _ms(c["serve_ms_per_query"]),
-                     "serve peak MiB": _ms(c["serve_peak_mib"], 0), "adaptation s (search + one replicate)":
+        rows.append({"cell": c["cell"], "serve ms/query": mean_std(c["serve_ms_per_query"], 1),
+                     "serve peak MiB": mean_std(c["serve_peak_mib"], 0), "adaptation s (search + one replicate)":
                      f"{c['search_seconds']:.0f} + {(c['replicate_adaptation_seconds'] or {}).get('mean', 0):.0f}",
                      "Ray overhead s (all trials)": f"{c['ray_overhead_seconds']:.0f}",
                      "labelled examples used": c["labelled_examples"]})
@@ -98,10 +98,6 @@ def _serving(cells: list[dict]) -> tuple[str, pd.DataFrame]:
                      f"for {figures.variant(dear['cell'])} ({ratio:.1f}× cheaper)")
     sentence = ("Cheapest to serve: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
     return sentence, pd.DataFrame(rows)
-
-
-def _ms(st: dict | None, digits: int = 1) -> str:
-    return "-" if not st else f"{st['mean']:.{digits}f} ± {st['std']:.{digits}f}"
 
 
 def _break_even_text(pairs: list[dict]) -> tuple[str, pd.DataFrame]:
@@ -123,7 +119,7 @@ def _figures(table, reps, cells, pairs, records, out: Path) -> list[str]:
             ("Serving cost vs accuracy", lambda: figures.cost_accuracy(cells, out)),
             ("Break-even", lambda: figures.break_even(pairs, out)),
             ("HANS per heuristic and label", lambda: figures.hans_breakdown(records, reps, out)),
-            ("The search", lambda: figures.search(table, records, out))]
+            ("The search", lambda: figures.search(records, out))]
     lines = []
     for title, draw in plan:
         try:

@@ -139,8 +139,9 @@ def stats(values: pd.Series | None) -> dict | None:
     return mean_ci([] if values is None else values.dropna().astype(float).tolist())
 
 
-def _shown(st: dict | None, digits: int = 3) -> str:
-    return "-" if st is None else f"{st['mean']:.{digits}f} ± {st['std']:.{digits}f}"
+def mean_std(st: dict | None, digits: int = 3) -> str:
+    """A cell statistic as "mean ± std" ("-" when the cell has none)."""
+    return "-" if not st else f"{st['mean']:.{digits}f} ± {st['std']:.{digits}f}"
 
 
 def _newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
@@ -158,7 +159,8 @@ def duplicate_notes(table: pd.DataFrame) -> list[str]:
             for (cell, seed), n in counts.items() if n > 1]
 
 
-def _ood_names(table: pd.DataFrame) -> list[str]:
+def ood_names(table: pd.DataFrame) -> list[str]:
+    """The OOD sets a table carries accuracies for ("hans", "paws_qqp", ...)."""
     skip = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
     return sorted(c[: -len("_accuracy")] for c in table.columns if c.endswith("_accuracy") and c not in skip)
 
@@ -168,7 +170,7 @@ def cell_stats(table: pd.DataFrame) -> list[dict]:
     every accuracy, prediction fraction, memory and time, plus the cell's trial counts."""
     if table.empty:
         return []
-    ood = _ood_names(table)
+    ood = ood_names(table)
     out = []
     for cell in table.drop_duplicates("cell").sort_values(["task", "method", "peft", "model", "shots"])["cell"]:
         group = table[table["cell"] == cell]
@@ -218,11 +220,11 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """cell_stats as text, one row per cell: mean ± std over the replicates, plus trial counts."""
     rows = []
     for c in cell_stats(table):
-        row = {"cell": c["cell"], "seeds": c["seeds"], "in-domain acc": _shown(c["in_domain_accuracy"])}
-        row.update({f"{name} acc": _shown(st) for name, st in c["ood_accuracy"].items()})
-        row.update({f"{name.replace('_', '-')} P(class 0)": _shown(st, 2) for name, st in c["pred_class0"].items() if st})
+        row = {"cell": c["cell"], "seeds": c["seeds"], "in-domain acc": mean_std(c["in_domain_accuracy"])}
+        row.update({f"{name} acc": mean_std(st) for name, st in c["ood_accuracy"].items()})
+        row.update({f"{name.replace('_', '-')} P(class 0)": mean_std(st, 2) for name, st in c["pred_class0"].items() if st})
         if c["teacher_in_domain_accuracy"]:
-            row["teacher in-domain acc"] = _shown(c["teacher_in_domain_accuracy"])
+            row["teacher in-domain acc"] = mean_std(c["teacher_in_domain_accuracy"])
         row["dropped queries"] = c["dropped_queries"]
         row["truncated demos"] = (f"{c['demos_truncated']['mean']:.0f}/{c['shots']}, {c['tokens_cut']['mean']:.0f} tokens cut"
                                   if c["demos_truncated"] else "-")
@@ -230,8 +232,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         row["flags"] = ", ".join(flags) or "-"
         row["labelled"] = (f"{c['shots']}" if c["method"] == "icl" else f"{c['shots']}+{c['labelled_examples'] - c['shots']} dev")
         row["adapt s"] = f"{c['adaptation_seconds']:.0f}" if c["method"] != "icl" else "0"
-        row["serve ms/q"], row["serve MiB"] = _shown(c["serve_ms_per_query"], 1), _shown(c["serve_peak_mib"], 0)
-        row["peak MiB"], row["seconds"] = _shown(c["peak_memory_mib"], 0), _shown(c["seconds"], 0)
+        row["serve ms/q"], row["serve MiB"] = mean_std(c["serve_ms_per_query"], 1), mean_std(c["serve_peak_mib"], 0)
+        row["peak MiB"], row["seconds"] = mean_std(c["peak_memory_mib"], 0), mean_std(c["seconds"], 0)
         row["Ray overhead s"] = f"{c['ray_overhead_seconds']:.0f}"
         row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
         row["lr"] = ", ".join(f"{x:.3g}" for x in c["lr"]) or "-"
@@ -252,7 +254,7 @@ def comparisons(table: pd.DataFrame) -> list[dict]:
         cells = sorted(group["cell"].unique())
         for a, b in itertools.combinations(cells, 2):
             ra, rb = (_newest_per_seed(group[group["cell"] == c]) for c in (a, b))
-            for name in ["in_domain", *_ood_names(table)]:
+            for name in ["in_domain", *ood_names(table)]:
                 col = f"{name}_accuracy"
                 if col not in group:
                     continue
@@ -283,7 +285,7 @@ def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
     if table.empty:
         return sweep or "no records"
     names = lambda col: ", ".join(str(v) for v in sorted(set(table[col].dropna())))  # noqa: E731
-    ood = _ood_names(table)
+    ood = ood_names(table)
     models = ", ".join(sorted({Path(str(m).rstrip("/")).name for m in table["model"]}))
     methods = ", ".join(sorted({c.split("/")[1] for c in table["cell"] if "/" in c}))
     seeds = table["data_seed"].nunique()

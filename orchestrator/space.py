@@ -33,7 +33,8 @@ TOP_KEYS = {
     "tuning_data_seed": "data seed of the search phase (default: the first data seed)", "seed": "seed of the search's sampler (training seeds derive from the data seeds; fixed.seed fixes them)",
     "search": "method (or method+peft) -> {config key: distribution or fixed value}", "fixed": "config key -> value, for every trial",
     "budget": "search trials per cell", "pruner": "{type: median|successive_halving|none, ...}",
-    "resources": "{workers, cpus_per_worker, gpus_per_worker, by_model_size}", "max_concurrent_trials": "int or null",
+    "resources": "{workers, cpus_per_worker, gpus_per_worker, by_model_size}, or auto (or {auto: true, gpu_memory_gb, "
+                 "max_gpus_per_trial}): the fewest GPUs per trial the memory plan allows", "max_concurrent_trials": "int or null",
     "max_failures": "retries of a crashed worker group",
     "max_start_failures": "retries of a worker group that did not start (Ray Train's controller failure limit)",
     "worker_start_timeout_s": "seconds a trial's worker group may wait for its resources before that counts as a failure",
@@ -41,7 +42,7 @@ TOP_KEYS = {
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}
-RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size"}
+RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size", "auto", "gpu_memory_gb", "max_gpus_per_trial"}
 RULE_KEYS = {"max_params", "workers", "cpus_per_worker", "gpus_per_worker"}
 
 
@@ -76,6 +77,7 @@ class Space:
     raw: dict = field(default_factory=dict, compare=False)
     allow_cpu: bool = field(default=False, compare=False)  # --allow-cpu: GPUs asked of a CPU-only cluster become CPUs
     identity: dict = field(default_factory=dict, compare=False)  # content of models and data splits (preflight)
+    placement: dict = field(default_factory=dict, compare=False)  # resources: auto -> cell id -> choice (placement.resolve)
 
 
 def space_path(name_or_path: str) -> Path:
@@ -102,6 +104,8 @@ def _set_path(d: dict, parts: list[str], value: Any) -> None:
     if parts[0] == "search" and len(parts) > 2:
         d.setdefault("search", {}).setdefault(parts[1], {})[".".join(parts[2:])] = value
         return
+    if parts[0] == "resources" and len(parts) > 1 and d.get("resources") == "auto":
+        d["resources"] = {"auto": True}  # --set resources=auto --set resources.gpu_memory_gb=80
     for i, part in enumerate(parts[:-1]):
         d = d.setdefault(part, {})
         if not isinstance(d, dict):
@@ -243,12 +247,21 @@ def _search(c: _Checker, value, methods: dict) -> dict:
 
 
 def _resources(c: _Checker, value) -> dict:
+    if value == "auto":
+        value = {"auto": True}
+    if value is not None and not isinstance(value, dict):
+        c.fail("resources", f"expected a mapping or auto, got {value!r}")
     value = dict(value or {})
     unknown = set(value) - RESOURCE_KEYS
     if unknown:
         c.fail("resources", f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(RESOURCE_KEYS))}")
-    out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": None, "by_model_size": []}
+    out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": None, "by_model_size": [], "auto": False,
+           "gpu_memory_gb": None, "max_gpus_per_trial": 8}
     out.update(value)
+    if not isinstance(out["auto"], bool):
+        c.fail("resources.auto", f"expected true or false, got {out['auto']!r}")
+    c.number("resources.gpu_memory_gb", out["gpu_memory_gb"], 1, allow_none=True)
+    c.number("resources.max_gpus_per_trial", out["max_gpus_per_trial"], 1, integer=True)
     for i, rule in enumerate(out["by_model_size"] or []):
         if not isinstance(rule, dict) or set(rule) - RULE_KEYS:
             c.fail(f"resources.by_model_size[{i}]", f"expected a mapping with keys from {', '.join(sorted(RULE_KEYS))}")

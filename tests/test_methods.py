@@ -121,8 +121,8 @@ def test_the_teacher_runs_once_per_input_not_once_per_epoch(tiny_dir, tiny_opt, 
     rows = []
     real_load = trainers.cd._load_teacher
 
-    def counting_load(cfg, tok):
-        model = real_load(cfg, tok)
+    def counting_load(cfg, tok, *args):
+        model = real_load(cfg, tok, *args)
         model.register_forward_hook(lambda m, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
         return model
 

@@ -170,15 +170,27 @@ def test_moved_results_folder_with_a_corrupt_record_reruns_only_that_trial(smoke
     assert json.loads((moved / "smoke" / "trials" / name).read_text())["trial_key"] == rec["trial_key"]
 
 
-def _worker_pids():
+def _parent(pid):
+    stat = (Path("/proc") / str(pid) / "stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])  # the field after the state; the name may hold spaces
+
+
+def _worker_pids(root):
+    """RayTrainWorker processes descended from `root` (the sweep's own Ray instance): never another
+    sweep's workers running on the same machine."""
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if b"RayTrainWorker" in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
+                if b"RayTrainWorker" not in (d / "cmdline").read_bytes():
+                    continue
+                pid = int(d.name)
+                while pid > 1 and pid != root:
+                    pid = _parent(pid)
+            except (OSError, ValueError, IndexError):
                 continue
+            if pid == root:
+                pids.append(int(d.name))
     return pids
 
 
@@ -188,9 +200,9 @@ def test_a_worker_killed_mid_trial_is_retried_and_recorded_once(tmp_path):
                              "--set", "methods={icl: [none]}", "--set", "search={}", "--set", "data_seeds=[0]",
                              "--name", "killed_worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        pid = poll(_worker_pids, 300, "a Ray Train worker")[0]
+        pid = poll(lambda: _worker_pids(proc.pid), 300, "a Ray Train worker")[0]
         os.kill(pid, signal.SIGKILL)
-        poll(lambda: [p for p in _worker_pids() if p != pid], 300, "a new worker (Ray Train's retry)")
+        poll(lambda: [p for p in _worker_pids(proc.pid) if p != pid], 300, "a new worker (Ray Train's retry)")
         out, err = proc.communicate(timeout=600)
     finally:
         proc.kill()

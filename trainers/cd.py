@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainers import adapters, context_fit, precision
+from trainers import adapters, context_fit, precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import ConfigError, RunConfig
 from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
@@ -60,33 +60,47 @@ def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec
     return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted.facts
 
 
-def _load_teacher(cfg: RunConfig, student_tok):
-    teacher, tok = load_causal_lm(cfg.cd.teacher_model, cfg.dtype, cfg.device)  # inference only: the compute dtype
+def _load_teacher(cfg: RunConfig, student_tok, device, compute):
+    teacher, tok = load_causal_lm(cfg.cd.teacher_model, cfg.dtype, sharding.load_device(cfg.parallel, cfg.device),
+                                  empty=sharding.builds_empty(cfg.parallel))  # inference only: the compute dtype
     if tok.get_vocab() != student_tok.get_vocab():
         raise ConfigError(f"teacher {cfg.cd.teacher_model} and student {cfg.model} have different vocabularies; "
                           "context distillation compares their next-token distributions, so they must share a tokenizer")
-    return teacher
+    return sharding.prepare(teacher, cfg.parallel, device, compute, compute, cfg.offload)
+
+
+def _make_student(model, cfg: RunConfig, prec, device):
+    """The adapters (LoRA, BitFit) or all weights made trainable, fp32; sharded under fsdp."""
+    model, peft_facts = adapters.apply(model, cfg.peft)
+    prec.keep_trainable_fp32(model)  # a full student of its own teacher: upcast from the teacher's weights
+    if cfg.train.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return sharding.prepare(model, cfg.parallel, device, prec.compute, torch.float32, cfg.offload), peft_facts
 
 
 def _teacher_then_student(cfg: RunConfig, prep, meter: Meter):
-    """Load, let the teacher label the unlabelled inputs once, then make the model the student."""
+    """Load, let the teacher label the unlabelled inputs once, then make the model the student.
+    Under fsdp the student is made (and sharded) first: a module is sharded once, and fresh adapters
+    (LoRA's B = 0, BitFit's zero biases) leave its function, so its teacher's targets, unchanged."""
+    sharded = cfg.parallel == "fsdp"
     with meter.phase("load"):
         seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)
         # Its own teacher first (inference: the compute dtype); a student beside a separate teacher loads for training.
         own_teacher = not cfg.cd.teacher_model
-        load_dtype = cfg.dtype if own_teacher else prec.training_load_dtype(cfg.peft.kind == "none")
-        model, tok = load_causal_lm(cfg.model, load_dtype, cfg.device)
+        load_dtype = cfg.dtype if own_teacher and not sharded else prec.training_load_dtype(cfg.peft.kind == "none")
+        model, tok = load_causal_lm(cfg.model, load_dtype, sharding.load_device(cfg.parallel, cfg.device),
+                                    empty=sharding.builds_empty(cfg.parallel))
         label_ids = label_token_ids(tok, prep.prompt)
-        teacher = model if own_teacher else _load_teacher(cfg, tok)
+        if sharded:
+            model, peft_facts = _make_student(model, cfg, prec, meter.device)
+        teacher = model if own_teacher else _load_teacher(cfg, tok, meter.device, prec.compute)
         teacher_precision = precision.facts(teacher, prec, trained=False)
     targets, inputs_kept, teacher_metrics, context_facts = _teacher_pass(cfg, prep, teacher, tok, label_ids, prec, meter)
     del teacher  # a separate teacher is freed before the student trains
-    with meter.phase("load"):
-        model, peft_facts = adapters.apply(model, cfg.peft)
-        prec.keep_trainable_fp32(model)  # a full student of its own teacher: upcast from the teacher's weights
-        if cfg.train.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not sharded:
+        with meter.phase("load"):
+            model, peft_facts = _make_student(model, cfg, prec, meter.device)
     facts = {"context": context_facts, **peft_facts,
              "precision": {"teacher": teacher_precision, "student": precision.facts(model, prec, trained=True)}}
     return model, tok, label_ids, prec, (targets, inputs_kept, teacher_metrics), facts

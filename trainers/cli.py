@@ -156,6 +156,18 @@ def _data(ns) -> int:
     return 0
 
 
+def _join_launcher_group(cfg) -> None:
+    """Under torchrun (WORLD_SIZE > 1) the ranks form their process group here: NCCL on GPUs, else gloo."""
+    import os
+    import torch
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        cuda = cfg.device != "cpu" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     from trainers.methods import resolve, run  # imported late: --help stays fast
@@ -166,10 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "prompt":
             from trainers.show_prompt import main as show
             return show(cfg, ns.check_tokenization, ns.check_limit)
+        _join_launcher_group(cfg)
         record = run(cfg)
     except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from trainers.distributed import is_main
+    if not is_main():  # under torchrun every rank ran; the first speaks for them
+        return 0 if record["status"] == "completed" else 1
     print(summary(record))
     if ns.json:
         write_json_atomic(ns.json, record)

@@ -151,6 +151,11 @@ class RunConfig:
         "autocast in it (float16 adds loss scaling); auto: bf16 on a GPU that supports it, else fp32",
         choices=("auto", "float32", "bfloat16", "float16")))
     device: str = field(default="auto", metadata=_help("device; auto: CUDA when available", choices=("auto", "cpu", "cuda")))
+    parallel: str = field(default="ddp", metadata=_help(
+        "how a worker group holds the model: a whole copy per rank, gradients summed (ddp), or a shard of every "
+        "decoder block per rank (fsdp: FSDP2, for models one device cannot hold)", choices=("ddp", "fsdp")))
+    offload: bool = field(default=False, metadata=_help(
+        "fsdp only: keep the sharded parameters and optimizer state in CPU memory between uses"))
     train: TrainConfig = field(default_factory=TrainConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     cd: CDConfig = field(default_factory=CDConfig)
@@ -172,6 +177,11 @@ class RunConfig:
             _check_positive("eval_limit", self.eval_limit)
         if self.max_context is not None:
             _check_positive("max_context", self.max_context)
+        if self.parallel == "fsdp" and self.dtype == "float16":
+            raise ConfigError("--parallel fsdp runs in float32 or bfloat16 (fp16's loss scaling is not wired through "
+                              "FSDP here); use --dtype bfloat16")
+        if self.offload and self.parallel != "fsdp":
+            raise ConfigError("--offload applies to --parallel fsdp only (ddp keeps a whole copy on every device)")
 
     def lr(self) -> float:
         return self.train.lr if self.train.lr is not None else self.peft.default_lr()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import adapters, precision
+from trainers import adapters, precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
@@ -38,7 +38,7 @@ class HeadClassifier(nn.Module):
         self.backbone = backbone
         cfg = backbone.config
         width = getattr(cfg, "word_embed_proj_dim", None) or cfg.hidden_size  # OPT-350m projects its output
-        self.head = nn.Linear(width, num_classes)  # fp32: a trained weight (autocast runs it in the compute dtype)
+        self.head = nn.Linear(width, num_classes, device=next(backbone.parameters()).device)  # fp32: a trained weight
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.config = cfg
@@ -58,12 +58,14 @@ def run(cfg: RunConfig, report=None) -> dict:
         prep = prepare(cfg)
         seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)
-        backbone, tok = load_backbone(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"), cfg.device)
+        backbone, tok = load_backbone(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"),
+                                      sharding.load_device(cfg.parallel, cfg.device), empty=sharding.builds_empty(cfg.parallel))
         backbone, peft_facts = adapters.apply(backbone, cfg.peft)
-        model = HeadClassifier(backbone, len(prep.task.classes)).to(next(backbone.parameters()).device)
+        model = HeadClassifier(backbone, len(prep.task.classes))  # beside the backbone (on meta there: buffers stay)
         prec.keep_trainable_fp32(model)
         if cfg.train.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = sharding.prepare(model, cfg.parallel, meter.device, prec.compute, torch.float32, cfg.offload)
     prompt_ids = PromptIds(tok, prep.prompt, [])
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(backbone, cfg.max_context), prec.autocast)
     device = scorer.device

@@ -11,7 +11,7 @@ When the demonstrations and the longest query exceed the window, `--context-fit`
 """
 from __future__ import annotations
 
-from trainers import context_fit, precision
+from trainers import context_fit, precision, sharding
 from trainers.common import prepare
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
@@ -32,9 +32,11 @@ def run(cfg: RunConfig, report=None) -> dict:
     meter = Meter(pick_device(cfg.device))
     with meter.phase("load"):
         prep = prepare(cfg)
-        model, tok = load_causal_lm(cfg.model, cfg.dtype, cfg.device)
-        label_ids = label_token_ids(tok, prep.prompt)
         prec = precision.resolve(cfg.dtype, meter.device)
+        model, tok = load_causal_lm(cfg.model, cfg.dtype, sharding.load_device(cfg.parallel, cfg.device),
+                                    empty=sharding.builds_empty(cfg.parallel))
+        model = sharding.prepare(model, cfg.parallel, meter.device, prec.compute, prec.compute, cfg.offload)
+        label_ids = label_token_ids(tok, prep.prompt)
         window = context_window(model, cfg.max_context)
         fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored_queries(prep, cfg), window, cfg.context_fit)
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, cfg.prefix_cache, window, prec.autocast)

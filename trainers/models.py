@@ -61,10 +61,14 @@ def load_tokenizer(name: str):
     return tok
 
 
-def _load(auto_cls, name: str, dtype: str, device: str):
+def _load(auto_cls, name: str, dtype: str, device: str, empty: bool = False):
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # per-tensor loading bars drown the run's own progress
     dev = pick_device(device)
+    if empty:  # the shape alone: parameters on the meta device, to be filled from rank 0 (trainers/sharding.py)
+        from trainers.sharding import meta_parameters
+        with meta_parameters():
+            return auto_cls.from_config(load_config(name), dtype=pick_dtype(dtype, dev), trust_remote_code=False).eval()
     kwargs = {"dtype": pick_dtype(dtype, dev), "trust_remote_code": False}
     if dev.type == "cuda":
         kwargs["device_map"] = {"": dev.index or 0}  # load straight onto the GPU, no CPU copy of the weights
@@ -76,16 +80,17 @@ def _load(auto_cls, name: str, dtype: str, device: str):
     return model.to(dev).eval()
 
 
-def load_causal_lm(name: str, dtype: str = "auto", device: str = "auto"):
-    """(model, tokenizer): the LM with its head, for ICL, PBFT and context distillation."""
+def load_causal_lm(name: str, dtype: str = "auto", device: str = "auto", empty: bool = False):
+    """(model, tokenizer): the LM with its head, for ICL, PBFT and context distillation.
+    `empty`: built from the config with its parameters on the meta device (no weights read)."""
     from transformers import AutoModelForCausalLM
-    return _load(AutoModelForCausalLM, name, dtype, device), load_tokenizer(name)
+    return _load(AutoModelForCausalLM, name, dtype, device, empty), load_tokenizer(name)
 
 
-def load_backbone(name: str, dtype: str = "auto", device: str = "auto"):
+def load_backbone(name: str, dtype: str = "auto", device: str = "auto", empty: bool = False):
     """(model, tokenizer): the decoder without its LM head, for a classification head on top."""
     from transformers import AutoModel
-    return _load(AutoModel, name, dtype, device), load_tokenizer(name)
+    return _load(AutoModel, name, dtype, device, empty), load_tokenizer(name)
 
 
 def load_config(name: str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainers import adapters, precision
+from trainers import adapters, precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
@@ -45,12 +45,14 @@ def run(cfg: RunConfig, report=None) -> dict:
         prep = prepare(cfg)
         seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)
-        model, tok = load_causal_lm(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"), cfg.device)
+        model, tok = load_causal_lm(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"),
+                                    sharding.load_device(cfg.parallel, cfg.device), empty=sharding.builds_empty(cfg.parallel))
         label_ids = label_token_ids(tok, prep.prompt)
         model, peft_facts = adapters.apply(model, cfg.peft)
         prec.keep_trainable_fp32(model)
         if cfg.train.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = sharding.prepare(model, cfg.parallel, meter.device, prec.compute, torch.float32, cfg.offload)
     prompt_ids = PromptIds(tok, prep.prompt, [])  # no demonstrations: the query after the tokenizer's BOS, if any
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
     loss_fn = label_word_loss(model, tok, prep.prompt, label_ids, prep.draw.labelled, cfg.train.max_length)

@@ -24,7 +24,8 @@ from typing import Callable
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from trainers.distributed import shard, unshard
+from trainers.distributed import rank_and_world, shard, unshard
+from trainers.sharding import is_sharded, reshard
 from trainers.prompts import Prompt
 from trainers.tasks import Example
 
@@ -135,9 +136,9 @@ class ContextScorer:
         self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
         self.batch_size, self.use_cache, self.max_positions = batch_size, use_cache, max_positions
         self.device = next(model.parameters()).device
+        self.sharded = is_sharded(model)
         self.pad_id = tokenizer.pad_token_id
 
-    @torch.inference_mode()
     def run(self, context_ids: list[int], queries: list[list[int]],
             reduce: Callable[[torch.Tensor], torch.Tensor], desc: str = "scoring") -> tuple[torch.Tensor | None, list[int]]:
         """(stacked reductions of the kept queries in input order, indices of the kept queries).
@@ -148,9 +149,16 @@ class ContextScorer:
         """
         kept = [i for i, q in enumerate(queries) if len(context_ids) + len(q) <= self.max_positions]
         mine = shard(kept)
-        with self.autocast():  # a trained model may mix fp32 trainable and bf16 frozen weights
-            local = self._run_local(context_ids, [queries[i] for i in mine], reduce, desc)
-        rows = unshard([r for r in local], len(kept)) if kept else []
+        extra = 0
+        if self.sharded and kept:  # every rank gathers weights in each forward: all run as many batches
+            extra = -(-len(kept) // rank_and_world()[1]) - len(mine)
+        # FSDP keeps its all-gather buffers across calls: made in inference mode they could not serve training
+        no_grad = torch.no_grad() if self.sharded else torch.inference_mode()
+        with no_grad, self.autocast():  # a trained model may mix fp32 trainable and bf16 frozen weights
+            local = self._run_local(context_ids, [queries[i] for i in mine + kept[:1] * extra], reduce, desc)
+        if self.sharded:
+            reshard(self.model)  # the root's gathered weights are not kept between calls
+        rows = unshard(local[:len(local) - extra], len(kept)) if kept else []
         return (torch.stack(rows) if rows else None), kept
 
     def _run_local(self, context_ids, queries, reduce, desc) -> list[torch.Tensor]:

@@ -20,10 +20,12 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from trainers.config import TrainConfig
 from trainers.distributed import all_reduce, rank_and_world, say
 from trainers.precision import Precision
+from trainers.sharding import reshard
 
 
 @dataclass
@@ -51,7 +53,7 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 
 def _sync_grads(params: list[torch.nn.Parameter]) -> None:
-    if rank_and_world()[1] == 1:
+    if rank_and_world()[1] == 1 or any(isinstance(p, DTensor) for p in params):  # FSDP reduced them already
         return
     for p in params:
         if p.grad is None:
@@ -87,20 +89,28 @@ def _step(model_params: list, optimizer, scheduler, scaler, cfg: TrainConfig) ->
     optimizer.zero_grad(set_to_none=True)
 
 
-def _batch_loss(items: list, batch: list[int], loss_fn, cfg: TrainConfig, autocast, scaler) -> float:
+def _batch_loss(items: list, batch: list[int], loss_fn, cfg: TrainConfig, autocast, scaler, sharded: bool) -> float:
     """Forward and backward over this rank's share of a batch, in micro-batches; the batch mean loss
-    summed over ranks."""
+    summed over ranks. Sharded ranks gather weights in every forward, so they all run as many
+    micro-batches as the largest share needs (an idle rank's extra one weighs 0)."""
     rank, world = rank_and_world()
     mine = batch[rank::world]
     if cfg.grad_accum > 1:  # similar lengths share a micro-batch
         mine = sorted(mine, key=lambda j: _chars(items[j]))
-    micro = max(1, math.ceil(len(mine) / cfg.grad_accum))
+    largest = math.ceil(len(batch) / world)
+    micro = max(1, math.ceil((largest if sharded else len(mine)) / cfg.grad_accum))
+    chunks = [mine[i:i + micro] for i in range(0, len(mine), micro)]
+    if sharded:
+        chunks += [[]] * (math.ceil(largest / micro) - len(chunks))
     step_loss = torch.zeros(())
-    for i in range(0, len(mine), micro):
-        chunk = [items[j] for j in mine[i:i + micro]]
+    for chunk in chunks:
         with autocast():
-            loss = loss_fn(chunk) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
-        (scaler.scale(loss) if scaler else loss).backward()
+            if chunk:
+                loss = loss_fn([items[j] for j in chunk]) * (len(chunk) / len(batch))  # summed over chunks and ranks: the batch mean
+            else:
+                loss = loss_fn([items[batch[0]]]) * 0.0
+        scaled = loss * world if sharded else loss  # FSDP averages over ranks; the shares must sum
+        (scaler.scale(scaled) if scaler else scaled).backward()
         step_loss += loss.detach().float().cpu()
     return all_reduce(float(step_loss), "sum")
 
@@ -109,7 +119,9 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
           cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None,
           precision: Precision | None = None) -> TrainOutcome:
     """Train the parameters of `model` that require grad on `items`; `loss_fn(batch)` is a batch mean."""
+    reshard(model)  # after inference passes (CD's teacher) the root may still hold its gathered weights
     params = [p for p in model.parameters() if p.requires_grad]
+    sharded = any(isinstance(p, DTensor) for p in params)
     autocast = precision.autocast if precision else contextlib.nullcontext
     scaler = precision.grad_scaler() if precision else None
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -121,7 +133,7 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
         model.train()
         start, losses = time.perf_counter(), []
         for batch in epoch_batches(len(items), cfg.batch_size, generator):
-            total = _batch_loss(items, batch, loss_fn, cfg, autocast, scaler)
+            total = _batch_loss(items, batch, loss_fn, cfg, autocast, scaler, sharded)
             if not math.isfinite(total):
                 optimizer.zero_grad(set_to_none=True)
                 outcome.status, outcome.error = "diverged", f"non-finite loss ({total}) at epoch {epoch}, step {outcome.steps + 1}"
