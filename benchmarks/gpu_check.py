@@ -16,6 +16,9 @@ is needed) and fed synthetic token ids; the project's own code does the work:
    (LoRA adapters, the query alone) per query.
 4. fine-tuning throughput: tokens/s and model FLOP utilisation of full fine-tuning (OPT-1.3b shape,
    bf16 autocast) through the project's training loop.
+5. fsdp on one device: full fine-tuning of the OPT-1.3b shape whole and under FSDP2 (a process group
+   of one; `trainers/sharding.py`): the same loss, and each one's measured peak against the memory
+   plan's estimate (`trainers/memory_plan.py`).
 
 Writes results/bench/gpu_check.{json,md}.
 """
@@ -166,6 +169,56 @@ def check_throughput(a, device: torch.device) -> dict:
             "mfu": round(flops_per_token * tokens_per_s / peak, 4) if peak else None, "precision": prec.name}
 
 
+def _fsdp_group(device: torch.device):
+    """A one-process group (NCCL on a GPU, gloo on a CPU): fsdp on one device, as a worker group of one."""
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        port = 29000 + os.getpid() % 1000
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                                rank=0, world_size=1)
+    return dist
+
+
+def check_fsdp(a, device: torch.device) -> dict:
+    """Full fine-tuning of the large shape, whole (ddp) and sharded by FSDP2 (one GPU): the same losses,
+    and each one's measured peak against the memory plan's estimate."""
+    from transformers import OPTConfig
+    from trainers import sharding
+    from trainers.memory_plan import estimate, shape_from_config
+    dist, prec = _fsdp_group(device), Precision(device, pick_dtype("auto", device))
+    hidden, layers, heads, ffn = SHAPES[a.large]
+    shape = shape_from_config(OPTConfig(vocab_size=a.vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                        num_attention_heads=heads, ffn_dim=ffn, word_embed_proj_dim=hidden))
+    out, items = {}, synthetic(a.batch * 3, a.seq_len, a.vocab, seed=7)
+    cfg = TrainConfig(epochs=1, batch_size=a.batch, warmup_ratio=0.0, selection="last")
+    for mode in ("ddp", "fsdp"):
+        meter = Meter(device)
+        with meter.phase("train", trim=True):
+            model = build(a.large, device, torch.float32, a.vocab).train()
+            model = sharding.prepare(model, mode, device, prec.compute, torch.float32)
+            losses = []
+            train(model, items, label_loss(model, device), lambda: {"accuracy": 0.0}, cfg, 1e-5, 0, precision=prec,
+                  report=lambda e: losses.append(e["train_loss"]))
+        p = meter.phases["train"]
+        measured = p.get("cuda_max_allocated_mib", p["peak_rss_mib"])
+        planned = estimate(shape, "pbft", "none", mode, 1, prec.name, a.batch, 1, a.seq_len, 0, device=device.type)
+        out[mode] = {"loss": losses[-1], "measured_mib": measured, "estimated_mib": planned["peak_mib"],
+                     "plan_error": round(planned["peak_mib"] / measured - 1, 3)}
+        del model
+        _release(device)
+    dist.destroy_process_group()
+    out["loss_difference"] = abs(out["ddp"]["loss"] - out["fsdp"]["loss"])
+    out["pass"] = out["loss_difference"] <= 1e-3 * abs(out["ddp"]["loss"])
+    return out
+
+
+def _release(device: torch.device) -> None:
+    import gc
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def render(f: dict) -> str:
     p, m, c, t = f["precision"], f["memory"], f["prefix_cache"], f["throughput"]
     lines = [f"- precision (one step, lr 1e-5, {f['small']} shape): weights changed fp32 {p['fp32']['changed_fraction']}, "
@@ -180,6 +233,11 @@ def render(f: dict) -> str:
              r["icl_cached_over_student"]] for r in c["per_k"]]
     head = ["k", "context tokens", "ICL cached ms/query", "ICL plain ms/query", "cache speed-up", "CD student ms/query",
             "ICL cached / student"]
+    z = f["fsdp"]
+    lines.append(f"- fsdp on one device ({f['large']} shape, full fine-tuning, one epoch of 3 steps): loss ddp "
+                 f"{z['ddp']['loss']:.6f}, fsdp {z['fsdp']['loss']:.6f} ({'same' if z['pass'] else 'DIFFERENT'}); "
+                 f"peak MiB measured / planned: ddp {z['ddp']['measured_mib']:.0f} / {z['ddp']['estimated_mib']:.0f}, "
+                 f"fsdp {z['fsdp']['measured_mib']:.0f} / {z['fsdp']['estimated_mib']:.0f}")
     return "\n".join(lines) + f"\n\nICL vs CD student per query ({f['large']} shape, {c['dtype']}, {c['queries']} queries):\n\n" + \
         table(head, rows) + "\n"
 
@@ -203,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     figures = {"small": a.small, "large": a.large, "precision": check_precision(a, device),
                "memory": check_memory(a, device), "prefix_cache": check_prefix_cache(a, device),
-               "throughput": check_throughput(a, device)}
+               "throughput": check_throughput(a, device), "fsdp": check_fsdp(a, device)}
     figures["seconds"] = round(time.perf_counter() - started, 1)
     env = {**environment(), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     text = (f"# GPU check: {a.small} / {a.large} shapes on {env['gpu'] or device.type}\n\n    python -m benchmarks.gpu_check "

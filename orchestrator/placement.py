@@ -4,7 +4,7 @@
 
 For each cell the plan (`trainers/memory_plan.py`, from the model's config only) estimates the
 peak per worker. The choice, in order: half a GPU (two trials share it) when the estimate fits in
-half the usable memory, one GPU, then fsdp over 2, 4, 8 ... GPUs up to `max_gpus_per_trial`
+half the usable memory, one GPU, then fsdp over 2, 4, 8, 16 GPUs up to `max_gpus_per_trial` (16)
 (bounded also by the GPUs the cluster has, when known). Usable memory is `gpu_memory_gb` less a
 margin for the CUDA context and allocator fragmentation. A cell that fits nowhere is refused
 before Ray starts, with its numbers. Without GPUs (and without `gpu_memory_gb`) the same rule runs
@@ -64,7 +64,7 @@ def choose(space: Space, cell, cfg, local_gpus: int, cluster_gpus: int | None = 
     for the cell, or PlacementError with the numbers."""
     from trainers.models import ModelError
     device, budget = device_budget(space, local_gpus)
-    limit = int(space.resources.get("max_gpus_per_trial") or 8)
+    limit = int(space.resources.get("max_gpus_per_trial") or 16)
     if cluster_gpus:
         limit = min(limit, cluster_gpus)
     gpu = 1 if device == "cuda" else 0

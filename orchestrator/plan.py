@@ -67,6 +67,9 @@ def base_overrides(space: Space, cell: Cell) -> dict:
         out["data_dir"] = space.data_dir
     if cell.method == "icl":
         out.pop("peft.kind")
+    rule = requested(space, cell).get("parallel")  # a size rule may shard the larger models
+    if rule and not space.placement:
+        out.setdefault("parallel", rule)
     if space.placement:  # resources: auto chose these for this cell
         chosen = space.placement[cell.id]
         out.setdefault("parallel", chosen["parallel"])
@@ -147,6 +150,7 @@ def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
     if space.placement:
         return {k: space.placement[cell.id][k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
     r = requested(space, cell)
+    r.pop("parallel", None)  # a run setting (base_overrides), not a resource
     if r["gpus_per_worker"] is None or not has_gpus:
         r["gpus_per_worker"] = 1 if has_gpus and r["gpus_per_worker"] is None else 0
     return r

@@ -43,7 +43,7 @@ TOP_KEYS = {
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}
 RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size", "auto", "gpu_memory_gb", "max_gpus_per_trial"}
-RULE_KEYS = {"max_params", "workers", "cpus_per_worker", "gpus_per_worker"}
+RULE_KEYS = {"max_params", "workers", "cpus_per_worker", "gpus_per_worker", "parallel"}
 
 
 class SpaceError(ValueError):
@@ -256,7 +256,7 @@ def _resources(c: _Checker, value) -> dict:
     if unknown:
         c.fail("resources", f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(RESOURCE_KEYS))}")
     out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": None, "by_model_size": [], "auto": False,
-           "gpu_memory_gb": None, "max_gpus_per_trial": 8}
+           "gpu_memory_gb": None, "max_gpus_per_trial": 16}
     out.update(value)
     if not isinstance(out["auto"], bool):
         c.fail("resources.auto", f"expected true or false, got {out['auto']!r}")
@@ -269,6 +269,8 @@ def _resources(c: _Checker, value) -> dict:
         workers = c.number("resources.workers", rule.get("workers", out["workers"]), 1, integer=True)
         gpus = c.number("resources.gpus_per_worker", rule.get("gpus_per_worker", out["gpus_per_worker"]), 0, allow_none=True) or 0
         c.number("resources.cpus_per_worker", rule.get("cpus_per_worker", out["cpus_per_worker"]), 0)
+        if rule.get("parallel", "ddp") not in ("ddp", "fsdp"):
+            c.fail("resources.by_model_size", f"parallel: expected ddp or fsdp, got {rule['parallel']!r}")
         if 0 < gpus < 1 and workers > 1:
             c.fail("resources", "fractional GPUs work with one worker per trial only (several ranks on one GPU fail in NCCL)")
     return out

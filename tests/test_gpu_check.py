@@ -19,3 +19,5 @@ def test_gpu_check_tiny_on_cpu_needs_only_torch_transformers_peft(tmp_path):
     assert all(row["context_tokens"] <= 2048 - 40 and row["icl_cached_ms"] > 0 for row in f["prefix_cache"]["per_k"])
     assert f["throughput"]["tokens_per_s"] > 0 and f["throughput"]["mfu"] is None  # no GPU: no peak to divide by
     assert f["memory"]["cuda_max_allocated_mib"] is None and not f["memory"]["pass"]
+    z = f["fsdp"]
+    assert z["pass"] and z["ddp"]["measured_mib"] > 0 and z["fsdp"]["estimated_mib"] > 0

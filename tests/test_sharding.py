@@ -95,3 +95,50 @@ def test_fsdp_icl_scores_like_one_process(both):
         assert fsdp[name]["accuracy"] == single[name]["accuracy"]
         assert fsdp[name]["n_scored"] == single[name]["n_scored"]  # every query once, none twice for the padding
     assert fsdp["ood"]["hans"]["accuracy"] == single["ood"]["hans"]["accuracy"]
+
+
+def load_worker(rank, world, port, model, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from trainers.models import load_causal_lm
+    built, _ = load_causal_lm(model, "float32", "cpu", empty=sharding.builds_empty("fsdp"))
+    facts = {"meta_params": all(p.is_meta for p in built.parameters()),
+             "real_buffers": all(not b.is_meta for b in built.buffers())}
+    sharded = sharding.prepare(built, "fsdp", torch.device("cpu"), torch.float32, torch.float32)
+    state = sharding.full_state(sharded)
+    local = sum(p.to_local().numel() for p in sharded.parameters())
+    gathered = [None] * world
+    dist.all_gather_object(gathered, {**facts, "local_numel": local})
+    if rank == 0:
+        torch.save({"ranks": gathered, "state": state, "buffers": {k: v.clone() for k, v in sharded.named_buffers()}}, out)
+    dist.destroy_process_group()
+
+
+def test_a_meta_built_rank_gets_from_rank_0_exactly_what_from_pretrained_reads(tiny_llama, tmp_path):
+    out = tmp_path / "loaded.pt"
+    mp.spawn(load_worker, args=(2, 29900 + os.getpid() % 90, tiny_llama, str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=False)
+    from trainers.models import load_causal_lm
+    reference, _ = load_causal_lm(tiny_llama, "float32", "cpu")
+    assert [r["meta_params"] for r in got["ranks"]] == [False, True]  # rank 1 read no weights
+    assert all(r["real_buffers"] for r in got["ranks"])  # rotary tables computed, not loaded
+    total = sum(p.numel() for p in reference.parameters())
+    assert sum(r["local_numel"] for r in got["ranks"]) == total  # every weight held once: half each, rows split unevenly
+    assert all(abs(r["local_numel"] - total / 2) <= 4096 for r in got["ranks"])
+    expected = reference.state_dict()
+    assert got["state"].keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got["state"][name], tensor), name
+    for name, tensor in reference.named_buffers():
+        assert torch.equal(got["buffers"][name], tensor), name
+
+
+def test_offload_is_refused_on_cpu_workers_and_without_fsdp():
+    from trainers.config import ConfigError
+    with pytest.raises(ConfigError, match="drop --offload"):
+        sharding.shard(torch.nn.Linear(2, 2), torch.device("cpu"), torch.float32, torch.float32, offload=True)
+    with pytest.raises(ConfigError, match="--parallel fsdp only"):
+        resolve({"method": "pbft", "offload": True})
+    with pytest.raises(ConfigError, match="bfloat16"):
+        resolve({"method": "pbft", "parallel": "fsdp", "dtype": "float16"})

@@ -172,6 +172,6 @@ def run(cfg: RunConfig, report=None) -> dict:
                 kl_after = mean_kl()
     extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
              "kl_to_teacher_before": kl_before, "kl_to_teacher_after": kl_after}
-    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), **facts),
+    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), train_tokens=max(map(len, ids_of.values())), **facts),
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra=extra, error=outcome.error)

@@ -10,11 +10,16 @@ Parts, in bytes per worker:
   the one running and the one prefetched) and the root (embeddings, final norm) gathered whole.
 - trainable: gradients (fp32) + AdamW's two moments (fp32) = 12 bytes per trainable parameter,
   sharded under fsdp.
-- activations: training keeps, per decoder layer and micro-batch row, about
-  tokens x hidden x (34 + 5 x heads x tokens / hidden) bytes in 16-bit (Korthikanti et al., 2022),
-  twice that in fp32; with gradient checkpointing only each layer's input plus one layer's full set.
+- activations: training keeps, per decoder layer and micro-batch row, about tokens x hidden x 27
+  bytes in 16-bit, twice that in fp32; with gradient checkpointing only each layer's input plus one
+  layer's full set. 27 is measured (SmolLM2-135M, CPU, fp32, 8 rows of 206 tokens: 1,477 MiB over
+  30 layers); Korthikanti et al. (2022) count 34 + 5 x heads x tokens / hidden, which includes
+  dropout masks and the attention matrix that SDPA attention without dropout does not keep.
+  The longest training input sets the length (every row of its batch is padded to it).
 - kv_cache: ICL and the CD teacher keep the k demonstrations' keys and values for every layer
   (2 x layers x kv_heads x head_dim x context tokens), and each batch attends to them.
+- optimizer step (GPU): AdamW's foreach step holds one more fp32 copy of the trainable (shard) while
+  it runs, after the activations are freed; the larger of the two counts.
 - runtime: what the process holds beside the model (the CPU interpreter with torch and
   transformers loaded; 0 on a GPU, whose measured peak is the allocator's).
 """
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CPU_RUNTIME_MIB = 420  # measured here: python -c "import torch, transformers, peft" then a tokenizer and a task loaded
+ACT_PER_TOKEN = 27  # activation bytes per token, hidden unit and layer in 16-bit (see above)
 ADAMW_STATE = 12  # fp32 gradient + two fp32 moments, per trainable parameter
 MIB = 2 ** 20
 UNGATED = {"opt", "gpt2", "gpt_neox", "gptj", "bloom", "falcon", "gpt_bigcode"}  # two-matrix MLPs
@@ -95,7 +101,7 @@ def trainable_params(shape: Shape, method: str, peft: str, lora_r: int = 8, clas
 
 
 def _activations(shape: Shape, rows: int, tokens: int, compute_bytes: int, checkpointing: bool) -> float:
-    per_layer = rows * tokens * shape.hidden * (34 + 5 * shape.heads * tokens / shape.hidden) * compute_bytes / 2
+    per_layer = rows * tokens * shape.hidden * ACT_PER_TOKEN * compute_bytes / 2
     if checkpointing:
         return shape.layers * rows * tokens * shape.hidden * compute_bytes + per_layer
     return shape.layers * per_layer
@@ -111,8 +117,10 @@ def _kv_cache(shape: Shape, context: int, rows: int, query: int, compute_bytes: 
 def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp", workers: int = 1,
              dtype: str = "bfloat16", batch_size: int = 8, grad_accum: int = 1, max_length: int = 256,
              shots: int = 16, demo_tokens: int = 80, eval_batch_size: int = 8, checkpointing: bool = False,
-             device: str = "cuda", own_teacher: bool = True) -> dict:
-    """Bytes per worker by part, and their sum (`peak`), for one run of `method`."""
+             device: str = "cuda", tokens: int | None = None, context_tokens: int | None = None) -> dict:
+    """Bytes per worker by part, and their sum (`peak`), for one run of `method`. `tokens`: the longest
+    training input (default `max_length`, the worst case); `context_tokens`: the demonstrations'
+    length (default `shots` x `demo_tokens`, within the window)."""
     cb = BYTES[dtype]
     trainable = trainable_params(shape, method, peft)
     train = method != "icl"
@@ -125,12 +133,16 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
         frozen = shape.params - (trainable if peft != "none" else 0) if train else shape.params
         weights = (trainable * 4 + (frozen if peft != "none" else 0) * cb) if train else shape.params * cb
         state = trainable * ADAMW_STATE
-    context = min(shots * demo_tokens, shape.positions - max_length) if method in ("icl", "cd") else 0
-    kv = _kv_cache(shape, context, eval_batch_size, max_length, cb) if context else 0.0
+    length = min(tokens or max_length, max_length)
+    context = context_tokens or min(shots * demo_tokens, shape.positions - max_length)
+    kv = _kv_cache(shape, context, eval_batch_size, length, cb) if method in ("icl", "cd") and context else 0.0
     acts = 0.0
     if train:
         rows = max(1, math.ceil(math.ceil(batch_size / workers) / grad_accum))
-        acts = _activations(shape, rows, max_length, cb, checkpointing)
+        # On a GPU, AdamW's foreach step holds one more fp32 copy of what it updates (the denominators);
+        # activations are freed by then. On a CPU it steps one tensor at a time.
+        step = 4 * trainable / (workers if parallel == "fsdp" else 1) if device == "cuda" else 0.0
+        acts = max(_activations(shape, rows, length, cb, checkpointing), step)
     logits = max(rows if train else 0, eval_batch_size) * shape.vocab * 4 * 3  # one position per row: logits, softmax, grad
     runtime = CPU_RUNTIME_MIB * MIB if device == "cpu" else 0
     # Training and the teacher's pass do not overlap: the peak is the larger of the two phases.
@@ -140,17 +152,21 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
             "peak_mib": round(sum(parts.values()) / MIB, 1), "trainable_params": trainable}
 
 
-def for_run(cfg, measured_mib: float | None) -> dict | None:
-    """The plan of a run's own configuration beside its measured peak (the record's `memory_plan`);
-    None when the model's config cannot be read (a failed load says why elsewhere)."""
+def for_run(cfg, measured_mib: float | None, resolved: dict | None = None) -> dict | None:
+    """The plan of a run's own configuration, with the lengths it met (its longest training input,
+    its demonstrations' tokens), beside its measured peak: the record's `memory_plan`. None when the
+    model's config cannot be read (a failed load says why elsewhere)."""
     from trainers.distributed import rank_and_world
     from trainers.models import ModelError, pick_device, pick_dtype
     try:
         shape, device = shape_of(cfg.model), pick_device(cfg.device)
     except (ModelError, OSError, ValueError):
         return None
+    resolved = resolved or {}
+    context = resolved.get("context_tokens") or (resolved.get("context") or {}).get("context_tokens")
     dtype = str(pick_dtype(cfg.dtype, device)).removeprefix("torch.")
     plan = estimate(shape, cfg.method, cfg.peft.kind, cfg.parallel, rank_and_world()[1], dtype, cfg.train.batch_size,
                     cfg.train.grad_accum, cfg.train.max_length, cfg.shots, eval_batch_size=cfg.eval_batch_size,
-                    checkpointing=cfg.train.grad_checkpointing, device=device.type)
+                    checkpointing=cfg.train.grad_checkpointing, device=device.type,
+                    tokens=resolved.get("train_tokens"), context_tokens=context)
     return {"estimated_peak_mib": plan["peak_mib"], "measured_peak_mib": measured_mib, "parts_mib": plan["parts_mib"]}

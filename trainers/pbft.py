@@ -71,7 +71,9 @@ def run(cfg: RunConfig, report=None) -> dict:
         if cfg.final_eval:
             results = evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter)
         results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
-    resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True), **peft_facts)
+    longest = max(map(len, prompt_ids.training_inputs(prep.draw.labelled, cfg.train.max_length)))
+    resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True),
+                             train_tokens=longest, **peft_facts)
     return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},

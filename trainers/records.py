@@ -109,7 +109,7 @@ def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = Non
         resources = {**resources, **costs(resources, served, cfg.eval_batch_size)}
     if resources and "peak_memory_mib" in resources:  # the plan's estimate beside what this worker measured
         from trainers.memory_plan import for_run
-        resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"])}
+        resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"], resolved)}
     return {
         "schema": SCHEMA_VERSION, "status": status, "method": cfg.method, "task": cfg.task, "model": cfg.model,
         "shots": cfg.shots, "data_seed": cfg.data_seed, "seed": cfg.training_seed(),

@@ -83,6 +83,9 @@ def shard(model: nn.Module, device: torch.device, compute: torch.dtype, storage:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+    if offload and device.type != "cuda":
+        from trainers.config import ConfigError
+        raise ConfigError("--offload keeps GPU shards in host memory; on CPU workers they are there already: drop --offload")
     rank, world = rank_and_world()
     full = model.state_dict() if rank == 0 else {}  # rank 0 read the checkpoint; the others built the shape
     _to_meta(model, storage)  # every rank alike: the shards are allocated as they are filled
