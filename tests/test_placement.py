@@ -129,3 +129,12 @@ def test_a_size_rule_shards_the_larger_models_of_ft_vs_icl(opt_dirs, tmp_path):
     run = plan.run_config(space, small, 0, {}, True)
     without = {k: v for k, v in run.items() if k not in ("parallel", "offload")}  # as records written before the field
     assert plan.trial_key(run, {}) == plan.trial_key(without, {})  # old sweeps keep their keys
+
+
+def test_on_cpu_workers_fsdp_rank_0_holds_the_checkpoint_while_loading():
+    from transformers import OPTConfig
+    shape = shape_from_config(OPTConfig(**opt_config(*OPT["opt-1.3b"])))
+    cpu = estimate(shape, "pbft", "lora", "fsdp", 4, "float32", device="cpu")
+    gpu = estimate(shape, "pbft", "lora", "fsdp", 4, "float32", device="cuda")
+    assert cpu["peak_mib"] >= shape.params * 4 / 2 ** 20 + cpu["parts_mib"]["runtime"]  # the whole fp32 checkpoint
+    assert cpu["peak_mib"] - gpu["peak_mib"] > shape.params * 4 / 2 ** 20 / 2  # a GPU holds the shards, not the checkpoint

@@ -20,6 +20,8 @@ Parts, in bytes per worker:
   (2 x layers x kv_heads x head_dim x context tokens), and each batch attends to them.
 - optimizer step (GPU): AdamW's foreach step holds one more fp32 copy of the trainable (shard) while
   it runs, after the activations are freed; the larger of the two counts.
+- loading (fsdp on CPU workers): rank 0 holds the whole checkpoint beside its shard while it
+  broadcasts; the peak is the larger of that and the run's. (On GPUs the checkpoint is in host memory.)
 - runtime: what the process holds beside the model (the CPU interpreter with torch and
   transformers loaded; 0 on a GPU, whose measured peak is the allocator's).
 """
@@ -148,8 +150,11 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
     # Training and the teacher's pass do not overlap: the peak is the larger of the two phases.
     parts = {"weights": weights, "trainable_state": state, "activations": max(acts, kv), "logits": logits,
              "runtime": runtime}
+    peak = sum(parts.values())
+    if parallel == "fsdp" and device == "cpu":  # rank 0 holds the whole checkpoint beside its shard while loading
+        peak = max(peak, runtime + shape.params * (cb if not train or peft != "none" else 4) + weights)
     return {"parts_mib": {k: round(v / MIB, 1) for k, v in parts.items()},
-            "peak_mib": round(sum(parts.values()) / MIB, 1), "trainable_params": trainable}
+            "peak_mib": round(peak / MIB, 1), "trainable_params": trainable}
 
 
 def for_run(cfg, measured_mib: float | None, resolved: dict | None = None) -> dict | None:
