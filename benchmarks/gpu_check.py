@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import fmt, publish, ratio, table
+from benchmarks.common import _release, fmt, publish, ratio, table
 from benchmarks.precision import one_step
 from trainers import adapters
 from trainers.config import PeftConfig, TrainConfig
@@ -210,13 +210,6 @@ def check_fsdp(a, device: torch.device) -> dict:
     out["loss_difference"] = abs(out["ddp"]["loss"] - out["fsdp"]["loss"])
     out["pass"] = out["loss_difference"] <= 1e-3 * abs(out["ddp"]["loss"])
     return out
-
-
-def _release(device: torch.device) -> None:
-    import gc
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def render(f: dict) -> str:

@@ -4,9 +4,9 @@
 
 For each cell the plan (`trainers/memory_plan.py`, from the model's config only) estimates the
 peak per worker. The choice, in order: half a GPU (two trials share it) when the estimate fits in
-half the usable memory, one GPU, then fsdp over 2, 4, 8, 16 GPUs up to `max_gpus_per_trial` (16)
-(bounded also by the GPUs the cluster has, when known). Usable memory is `gpu_memory_gb` less a
-margin for the CUDA context and allocator fragmentation. A cell that fits nowhere is refused
+half the usable memory, one GPU, one GPU with gradient checkpointing, then fsdp over 2, 4, 8, 16
+GPUs (each with and without checkpointing) up to `max_gpus_per_trial` (16). Usable memory is
+`gpu_memory_gb` less a margin for the CUDA context and allocator fragmentation. A cell that fits nowhere is refused
 before Ray starts, with its numbers. Without GPUs (and without `gpu_memory_gb`) the same rule runs
 on CPU workers against the host's memory.
 """
@@ -39,12 +39,9 @@ def device_budget(space: Space, local_gpus: int) -> tuple[str, float]:
 
 
 def _estimate(cfg, device: str, parallel: str, workers: int, checkpointing: bool) -> float:
-    from trainers.memory_plan import estimate, shape_of
+    from trainers.memory_plan import for_config
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
-    plan = estimate(shape_of(cfg.model), cfg.method, cfg.peft.kind, parallel, workers, dtype, cfg.train.batch_size,
-                    cfg.train.grad_accum, cfg.train.max_length, cfg.shots, eval_batch_size=cfg.eval_batch_size,
-                    checkpointing=checkpointing, device=device)
-    return plan["peak_mib"] / 1024
+    return for_config(cfg, device, dtype, workers, parallel, checkpointing)["peak_mib"] / 1024
 
 
 def _options(cfg, fixed: str | None, limit: int):
@@ -59,14 +56,12 @@ def _options(cfg, fixed: str | None, limit: int):
         workers *= 2
 
 
-def choose(space: Space, cell, cfg, local_gpus: int, cluster_gpus: int | None = None) -> dict:
+def choose(space: Space, cell, cfg, local_gpus: int) -> dict:
     """{workers, gpus_per_worker, cpus_per_worker, parallel, grad_checkpointing, estimate_gib, budget_gib}
     for the cell, or PlacementError with the numbers."""
     from trainers.models import ModelError
     device, budget = device_budget(space, local_gpus)
     limit = int(space.resources.get("max_gpus_per_trial") or 16)
-    if cluster_gpus:
-        limit = min(limit, cluster_gpus)
     gpu = 1 if device == "cuda" else 0
     tried = []
     try:

@@ -67,14 +67,12 @@ def base_overrides(space: Space, cell: Cell) -> dict:
         out["data_dir"] = space.data_dir
     if cell.method == "icl":
         out.pop("peft.kind")
-    rule = requested(space, cell).get("parallel")  # a size rule may shard the larger models
-    if rule and not space.placement:
-        out.setdefault("parallel", rule)
-    if space.placement:  # resources: auto chose these for this cell
-        chosen = space.placement[cell.id]
+    # resources: auto chose the cell's placement, or a size rule may shard the larger models
+    chosen = space.placement.get(cell.id) or requested(space, cell)
+    if chosen.get("parallel"):
         out.setdefault("parallel", chosen["parallel"])
-        if chosen["grad_checkpointing"]:
-            out["train.grad_checkpointing"] = True
+    if chosen.get("grad_checkpointing"):
+        out["train.grad_checkpointing"] = True
     return out
 
 
@@ -156,7 +154,7 @@ def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
     return r
 
 
-def resolve_placement(space: Space, local_gpus: int, cluster_gpus: int | None = None) -> Space:
+def resolve_placement(space: Space, local_gpus: int) -> Space:
     """`resources: auto`: every cell's placement from the memory plan, or PlacementError (before Ray)."""
     import dataclasses
     from orchestrator import placement
@@ -165,7 +163,7 @@ def resolve_placement(space: Space, local_gpus: int, cluster_gpus: int | None = 
     chosen = {}
     for cell in cells(space):
         cfg = from_dict(run_config(space, cell, space.tuning_data_seed, {}, True))
-        chosen[cell.id] = placement.choose(space, cell, cfg, local_gpus, cluster_gpus)
+        chosen[cell.id] = placement.choose(space, cell, cfg, local_gpus)
     return dataclasses.replace(space, placement=chosen)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator import figures
-from orchestrator.results import (_newest_per_seed, cell_stats, mean_std, comparisons, load_records, title_of, to_markdown,
+from orchestrator.results import (_newest_per_seed, cell_stats, comparisons, load_records, mean_std, title_of, to_markdown,
                                   summary_table, trials_table)
 
 GROUP = ("task", "model", "shots")

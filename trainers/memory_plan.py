@@ -131,9 +131,9 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
         storage = 4 if train else cb
         weights = shape.params * storage / workers + (2 * block + shape.root_params) * cb
         state = trainable * ADAMW_STATE / workers
-    else:
-        frozen = shape.params - (trainable if peft != "none" else 0) if train else shape.params
-        weights = (trainable * 4 + (frozen if peft != "none" else 0) * cb) if train else shape.params * cb
+    else:  # trainable weights fp32 (full training: all of them), frozen ones in the compute dtype
+        frozen = shape.params if not train else 0 if peft == "none" else shape.params - trainable
+        weights = trainable * 4 + frozen * cb
         state = trainable * ADAMW_STATE
     length = min(tokens or max_length, max_length)
     context = context_tokens or min(shots * demo_tokens, shape.positions - max_length)
@@ -157,21 +157,28 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
             "peak_mib": round(peak / MIB, 1), "trainable_params": trainable}
 
 
+def for_config(cfg, device: str, dtype: str, workers: int, parallel: str | None = None,
+               checkpointing: bool | None = None, resolved: dict | None = None) -> dict:
+    """`estimate` for a RunConfig (a run, or a sweep cell being placed); `resolved`: what a finished
+    run met (its longest training input, its demonstrations' tokens), else the worst case."""
+    resolved = resolved or {}
+    context = resolved.get("context_tokens") or (resolved.get("context") or {}).get("context_tokens")
+    return estimate(shape_of(cfg.model), cfg.method, cfg.peft.kind, parallel or cfg.parallel, workers, dtype,
+                    cfg.train.batch_size, cfg.train.grad_accum, cfg.train.max_length, cfg.shots,
+                    eval_batch_size=cfg.eval_batch_size, device=device,
+                    checkpointing=cfg.train.grad_checkpointing if checkpointing is None else checkpointing,
+                    tokens=resolved.get("train_tokens"), context_tokens=context)
+
+
 def for_run(cfg, measured_mib: float | None, resolved: dict | None = None) -> dict | None:
-    """The plan of a run's own configuration, with the lengths it met (its longest training input,
-    its demonstrations' tokens), beside its measured peak: the record's `memory_plan`. None when the
-    model's config cannot be read (a failed load says why elsewhere)."""
+    """The plan of a run's own configuration, with the lengths it met, beside its measured peak: the
+    record's `memory_plan`. None when the model's config cannot be read (a failed load says why elsewhere)."""
     from trainers.distributed import rank_and_world
     from trainers.models import ModelError, pick_device, pick_dtype
     try:
-        shape, device = shape_of(cfg.model), pick_device(cfg.device)
+        device = pick_device(cfg.device)
+        dtype = str(pick_dtype(cfg.dtype, device)).removeprefix("torch.")
+        plan = for_config(cfg, device.type, dtype, rank_and_world()[1], resolved=resolved)
     except (ModelError, OSError, ValueError):
         return None
-    resolved = resolved or {}
-    context = resolved.get("context_tokens") or (resolved.get("context") or {}).get("context_tokens")
-    dtype = str(pick_dtype(cfg.dtype, device)).removeprefix("torch.")
-    plan = estimate(shape, cfg.method, cfg.peft.kind, cfg.parallel, rank_and_world()[1], dtype, cfg.train.batch_size,
-                    cfg.train.grad_accum, cfg.train.max_length, cfg.shots, eval_batch_size=cfg.eval_batch_size,
-                    checkpointing=cfg.train.grad_checkpointing, device=device.type,
-                    tokens=resolved.get("train_tokens"), context_tokens=context)
     return {"estimated_peak_mib": plan["peak_mib"], "measured_peak_mib": measured_mib, "parts_mib": plan["parts_mib"]}

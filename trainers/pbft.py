@@ -24,11 +24,13 @@ from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.training import train
 
 
-def label_word_loss(model, tok, prompt, label_ids: list[int], examples: list, max_length: int):
-    """PBFT's loss on a batch of `examples`: cross-entropy over the label words' logits at the answer position."""
+def label_word_loss(model, tok, prompt, label_ids: list[int], examples: list, max_length: int,
+                    encoded: list[list[int]] | None = None):
+    """PBFT's loss on a batch of `examples`: cross-entropy over the label words' logits at the answer
+    position. `encoded`: the examples' training ids, when the caller has them already."""
     device = next(model.parameters()).device
     index = torch.tensor(label_ids, device=device)
-    encoded = PromptIds(tok, prompt, []).training_inputs(examples, max_length)
+    encoded = encoded or PromptIds(tok, prompt, []).training_inputs(examples, max_length)
     inputs = {id(ex): ids for ex, ids in zip(examples, encoded)}
 
     def loss_fn(batch):
@@ -55,7 +57,8 @@ def run(cfg: RunConfig, report=None) -> dict:
         model = sharding.prepare(model, cfg.parallel, meter.device, prec.compute, torch.float32, cfg.offload)
     prompt_ids = PromptIds(tok, prep.prompt, [])  # no demonstrations: the query after the tokenizer's BOS, if any
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
-    loss_fn = label_word_loss(model, tok, prep.prompt, label_ids, prep.draw.labelled, cfg.train.max_length)
+    encoded = prompt_ids.training_inputs(prep.draw.labelled, cfg.train.max_length)
+    loss_fn = label_word_loss(model, tok, prep.prompt, label_ids, prep.draw.labelled, cfg.train.max_length, encoded)
 
     def predict(examples, name):
         return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"pbft {name}")
@@ -71,9 +74,8 @@ def run(cfg: RunConfig, report=None) -> dict:
         if cfg.final_eval:
             results = evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter)
         results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
-    longest = max(map(len, prompt_ids.training_inputs(prep.draw.labelled, cfg.train.max_length)))
     resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True),
-                             train_tokens=longest, **peft_facts)
+                             train_tokens=max(map(len, encoded)), **peft_facts)
     return build_record(cfg, outcome.status, resolved=resolved,
                         metrics=results, resources=meter.as_dict(), params=count_parameters(model),
                         history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},

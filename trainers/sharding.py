@@ -26,9 +26,6 @@ from torch import nn
 
 from trainers.distributed import rank_and_world
 
-PARALLEL = ("ddp", "fsdp")
-
-
 @contextlib.contextmanager
 def meta_parameters():
     """Modules built inside hold their parameters on the meta device (no memory); buffers stay real."""
