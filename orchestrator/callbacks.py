@@ -9,7 +9,6 @@ errored (the record of an errored trial holds Ray's own exception, never "unknow
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import NamedTuple
 import ray.tune
 
 from orchestrator import results
+from trainers import settings
 from trainers.config import from_dict
 from trainers.records import build_record
 
@@ -45,15 +45,23 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     """One line per finished trial, at most `width` columns (the terminal's, 100 at most); a
-    heartbeat when no trial has finished for `heartbeat_s`; the time left estimated from the
-    mean duration of each kind of trial seen so far (the same cell and phase, else the same
-    phase and method, else any), over the trials still to run, `slots` at a time."""
+    heartbeat when no trial has finished for `heartbeat_s`, one line per running trial; the time
+    left from each kind of trial's measured mean duration (the same cell and phase, else the same
+    phase and method), else from the plan's estimate (`planned`: seconds per kind, scaled by how far
+    finished trials ran from their own estimates), over the trials still to run, `slots` at a time,
+    less what the running ones have done already."""
 
-    def __init__(self, planned: Counter, slots: int = 1, width: int | None = None, heartbeat_s: float | None = None):
+    MAX_SHOWN = 8  # running trials listed one per line in a heartbeat; the rest are counted
+
+    def __init__(self, planned: Counter, slots: int = 1, width: int | None = None, heartbeat_s: float | None = None,
+                 planned_seconds: dict | None = None):
         self.slots, self.done, self.start = max(1, slots), 0, time.time()
         self.width = width or min(100, shutil.get_terminal_size((100, 24)).columns)
-        self.heartbeat_s = heartbeat_s if heartbeat_s is not None else float(os.environ.get("FEWSHOT_HEARTBEAT_S", "60"))
+        self.heartbeat_s = heartbeat_s if heartbeat_s is not None else settings.get("FEWSHOT_HEARTBEAT_S")
         self.seconds: dict[tuple, list[float]] = {}
+        self.planned_seconds = dict(planned_seconds or {})
+        self.ratios: list[float] = []  # measured / planned, of finished trials
+        self.running: dict[str, tuple[Kind, float]] = {}  # trial id -> (kind, start time)
         self.last_line = time.time()
         self.expect(planned)
 
@@ -62,25 +70,41 @@ class Progress:
         self.todo = Counter(planned)
         self.total = self.done + sum(self.todo.values())
 
-    def _estimate(self, k: Kind) -> float | None:
-        for same in (lambda x: x == k, lambda x: (x.phase, x.method) == (k.phase, k.method), lambda x: True):
+    def started(self, trial_id: str, k: Kind) -> None:
+        self.running[trial_id] = (k, time.time())
+
+    def _estimate(self, k: Kind) -> tuple[float | None, bool]:
+        """(seconds, whether it was measured) for a trial of kind `k`."""
+        for same in (lambda x: x == k, lambda x: (x.phase, x.method) == (k.phase, k.method)):
             times = [t for key, ts in self.seconds.items() if same(key) for t in ts]
             if times:
-                return sum(times) / len(times)
-        return None
+                return sum(times) / len(times), True
+        if k in self.planned_seconds:
+            scale = sorted(self.ratios)[len(self.ratios) // 2] if self.ratios else 1.0
+            return self.planned_seconds[k] * scale, bool(self.ratios)
+        times = [t for ts in self.seconds.values() for t in ts]
+        return (sum(times) / len(times), True) if times else (None, False)
 
     def eta(self) -> str:
-        left = [(self._estimate(k), n) for k, n in self.todo.items() if n > 0]
+        left = {k: n for k, n in self.todo.items() if n > 0}
         if not left:
             return ""
-        if any(est is None for est, _ in left):
+        est = {k: self._estimate(k) for k in left}
+        if any(s is None for s, _ in est.values()):
             return "ETA after the first trial"
-        return f"ETA {_clock(sum(est * n for est, n in left) / self.slots)}"
+        now = time.time()
+        work = sum(est[k][0] * n for k, n in left.items())
+        work -= sum(min(now - t0, est[k][0]) for k, t0 in self.running.values() if k in est)
+        clock = _clock(max(0.0, work) / min(self.slots, sum(left.values())))
+        return f"ETA {clock}" if all(measured for _, measured in est.values()) else f"ETA ~{clock} (planned)"
 
-    def line(self, rec: dict, seconds: float) -> None:
+    def line(self, rec: dict, seconds: float, trial_id: str | None = None) -> None:
         self.done += 1
         k = kind(rec["phase"], rec["cell"])
+        self.running.pop(trial_id, None)
         self.seconds.setdefault(k, []).append(seconds)
+        if self.planned_seconds.get(k):
+            self.ratios.append(seconds / self.planned_seconds[k])
         if self.todo[k] > 0:
             self.todo[k] -= 1
         params = " ".join(f"{k.split('.')[-1]}={v:.2g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -98,14 +122,21 @@ class Progress:
         self.last_line = time.time()
 
     def heartbeat(self, running: list[tuple[str, str, float]]) -> None:
-        """`running`: (cell, how far, seconds) per running trial; printed when the sweep has been quiet."""
+        """`running`: (cell, how far, seconds) per running trial; printed when the sweep has been quiet:
+        a line of totals, then one line per running trial (the longest-running first; beyond
+        MAX_SHOWN, a count)."""
         now = time.time()
         if now - self.last_line < self.heartbeat_s or not running:
             return
         self.last_line = now
-        shown = "; ".join(f"{fit(cell, 40)} {where} {_clock(sec)}" for cell, where, sec in running)
-        print(fit(f"  … {_clock(now - self.start)} elapsed, {self.done}/{self.total} done, {len(running)} running: {shown}",
-                  self.width), flush=True)
+        eta = self.eta()
+        lines = [f"  … {_clock(now - self.start)} elapsed, {self.done}/{self.total} done, {len(running)} running"
+                 + (f", {eta}" if eta else "") + ":"]
+        ordered = sorted(running, key=lambda r: -r[2])
+        lines += [f"      {_clock(sec):>6}  {where:<20} {cell}" for cell, where, sec in ordered[:self.MAX_SHOWN]]
+        if len(ordered) > self.MAX_SHOWN:
+            lines.append(f"      … and {len(ordered) - self.MAX_SHOWN} more")
+        print("\n".join(fit(line, self.width) for line in lines), flush=True)
 
 
 class StopAfter(ray.tune.Stopper):
@@ -132,14 +163,16 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
+        self.progress.started(trial.trial_id, kind(trial.config["phase"], trial.config["cell"]))
 
     def on_step_end(self, iteration, trials, **info):
         running = []
         for t in trials:
             if t.status == "RUNNING" and t.trial_id in self.started:
-                epochs = (t.config.get("run") or {}).get("train", {}).get("epochs")
-                seen = len(self.history.get(t.trial_id, []))
-                where = f"epoch {seen}/{epochs}" if seen and epochs and t.config["run"].get("method") != "icl" else "running"
+                run = t.config.get("run") or {}
+                epochs, seen = run.get("train", {}).get("epochs"), len(self.history.get(t.trial_id, []))
+                where = f"{t.config['phase'][:6]} s{run.get('data_seed')}" + (
+                    f" epoch {seen}/{epochs}" if seen and epochs and run.get("method") != "icl" else "")
                 running.append((t.config["cell"], where, time.time() - self.started[t.trial_id]))
         self.progress.heartbeat(running)
 
@@ -159,7 +192,7 @@ class RecordWriter(ray.tune.Callback):
                    trial_seconds=seconds)
         results.write_record(self.sweep_dir, rec)
         self.written += 1
-        self.progress.line(rec, seconds)
+        self.progress.line(rec, seconds, trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}

@@ -6,10 +6,10 @@
     python -m orchestrator summarize results/quickstart
     python -m orchestrator report results/quickstart           # report/report.md and figures
 
-Bad input (an unknown space, key or value, a model, data split or few-shot draw that does not
-work, resources the cluster lacks) is rejected before Ray starts and before anything is written,
-one line per problem, exit status 2. A sweep exits 0 only when every cell completed all its
-replicates, 1 otherwise, 130 when interrupted.
+Bad input (an unknown space, key or value, a bad --name or FEWSHOT_* variable, a model, data
+split or few-shot draw that does not work, resources the cluster lacks) is rejected before Ray
+starts and before anything is written, one line per problem, exit status 2. Exit codes:
+`orchestrator.exit_codes`, also printed by `--help`.
 """
 from __future__ import annotations
 
@@ -17,34 +17,52 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator import exit_codes
 from orchestrator.space import SpaceError, available_spaces, load_space
+from trainers import settings
 from trainers.cli import USAGE_ERRORS, OneLineParser
+
+EPILOG = f"""{exit_codes.HELP}
+
+environment variables (checked before anything starts):
+{settings.describe()}"""
+
+
+def _sub(sub, name: str, **kw) -> argparse.ArgumentParser:
+    return sub.add_parser(name, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m orchestrator", description="Ray sweeps of few-shot adaptation methods.")
+    p = OneLineParser(prog="python -m orchestrator", description="Ray sweeps of few-shot adaptation methods.",
+                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    s = sub.add_parser("sweep", help="run (or --resume) a sweep")
-    s.add_argument("--space", required=True, help="a name from search_spaces/ or a path to a YAML file")
+    s = _sub(sub, "sweep", help="run (or --resume) a sweep", description="Run (or --resume) a sweep: search each cell, "
+             "replicate its best configuration over the data seeds, write records, tables and a report.")
+    s.add_argument("--space", required=True, help="a name from search_spaces/ (python -m orchestrator spaces) or a path to a YAML file")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the space, e.g. --set shots=[16] --set fixed.train.epochs=5")
+                   help="override a field of the space; the value is YAML, e.g. --set shots=[16] "
+                        "--set fixed.train.epochs=5 --set 'tasks={rte: {ood: [hans]}}' (repeatable)")
     s.add_argument("--data-dir", help="local data folder in the hub's schema (as ../shared/data)")
-    s.add_argument("--name", help="sweep name, i.e. the results/<name> folder (default: the space's name)")
+    s.add_argument("--name", help="sweep name, i.e. the results/<name> folder: one folder name of letters, digits, "
+                                  "'.', '_', '+', '-', at most 100 characters (default: the space's name)")
     s.add_argument("--results", default="results", help="folder that holds sweeps (default: results)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not re-run")
     s.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray instance")
     s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
-    s.add_argument("--max-trials", type=int, metavar="N", help="stop after N trials finish in this session (continue with --resume)")
+    s.add_argument("--max-trials", type=int, metavar="N",
+                   help="stop after N trials finish in this session, exit 3 (continue with --resume)")
     s.add_argument("--allow-cpu", action="store_true", help="run trials that ask for GPUs on CPUs when the cluster has none")
     s.add_argument("--track", metavar="mlflow[=URI]|wandb[=PROJECT]|tensorboard", action="append", default=[],
                    help="also log every trial (config, epochs, final metrics, record) to a tracker (repeatable); "
                         "mlflow without URI: results/<sweep>/mlruns")
-    sub.add_parser("spaces", help="list the search spaces")
-    m = sub.add_parser("summarize", help="rebuild the tables and summary of a results folder from its records")
-    m.add_argument("folder")
+    _sub(sub, "spaces", help="list the search spaces")
+    m = _sub(sub, "summarize", help="rebuild the tables and summary of a results folder from its records")
+    m.add_argument("folder", help="a sweep's results folder (e.g. results/quickstart), or a folder of single-run "
+                                  "records (python -m trainers run --json)")
     m.add_argument("--title", help="the summary's title (default: what ran, from the records)")
-    r = sub.add_parser("report", help="write FOLDER/report/ (report.md and figures) from a results folder's records")
-    r.add_argument("folder")
+    r = _sub(sub, "report", help="write FOLDER/report/ (report.md and figures) from a results folder's records")
+    r.add_argument("folder", help="a sweep's results folder (e.g. results/quickstart): its trials/ records are read, "
+                                  "FOLDER/report/ is (re)written; nothing else changes")
     return p
 
 
@@ -53,10 +71,12 @@ def _spaces() -> int:
     for name in available_spaces():
         try:
             space = load_space(name)
-            n = len(plan.cells(space))
-            print(f"{name:<12} {n:>3} cells  {space.description}")
+            print(f"{name:<12} {len(plan.cells(space)):>3} cells  {space.description}")
         except SpaceError as e:
-            print(f"{name:<12} INVALID: {e}")
+            if "fetch it with:" in str(e):  # valid, but its local model is not on this machine yet
+                print(f"{name:<12}   needs a model  {str(e).split('models: ', 1)[1]}")
+            else:
+                print(f"{name:<12} INVALID: {e}")
     return 0
 
 
@@ -65,6 +85,8 @@ def _sweep(ns) -> int:
     space = dataclasses.replace(load_space(ns.space, ns.overrides, ns.data_dir), allow_cpu=ns.allow_cpu)
     if ns.max_trials is not None and ns.max_trials < 1:
         raise SpaceError("--max-trials must be at least 1")
+    from orchestrator.folders import sweep_folder
+    sweep_folder(Path(ns.results), ns.name or space.name)  # a bad name is refused before anything starts
     from orchestrator.tracking import parse
     parse(ns.track)  # before anything starts: an unknown tracker or a missing library is a usage error
     if space.resources.get("auto"):  # placed from the memory plan, refused here when a cell fits nowhere
@@ -107,6 +129,9 @@ def _report(folder: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
+        bad_env = settings.problems()
+        if bad_env:
+            raise SpaceError("\n".join(bad_env))
         if ns.command == "spaces":
             return _spaces()
         if ns.command == "summarize":
@@ -119,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(line)
             for note in results.duplicate_notes(table):
                 print(note)
-            return 0
+            return exit_codes.OK
         if ns.command == "report":
             return _report(Path(ns.folder))
         return _sweep(ns)
     except (SpaceError, *USAGE_ERRORS) as e:
         for line in str(e).splitlines():  # preflight: one line per problem
             print(f"error: {line}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED

@@ -4,27 +4,24 @@ configuration of every cell over the data seeds; records, tables and a summary a
     python -m orchestrator sweep --space quickstart
     python -m orchestrator sweep --space cd_vs_icl --address auto      # on a cluster (`ray up cluster.yaml`)
 
-Order of work: the folder check and preflight (`orchestrator.preflight`: data, models, draws,
-resources) run before Ray starts and before anything is written; then Ray, then the sweep folder.
+Order of work: the folder's name and state are checked and its lock taken (`orchestrator.folders`),
+preflight (`orchestrator.preflight`: data, models, draws, resources) runs before Ray starts and
+before anything is written; then Ray (`orchestrator.ray_session`), then the sweep folder.
 State lives under `results/<sweep>/`: the resolved space, one JSON record per finished trial
 (`trials/`), Optuna's journal (`optuna.journal`), Ray's experiment folders (`ray/`), and the
 tables. `--resume` rebuilds everything from that state: finished trials (their records) are
 never run again, the studies are replayed and only the budget that is left is spent.
-Exit status: 0 when every cell has a completed replicate for every data seed, 1 otherwise
-(the cells and their first errors are listed), 2 for bad input, 130 when interrupted.
+Exit status: `orchestrator.exit_codes` (0 complete, 1 incomplete, 2 bad input, 3 --max-trials
+reached, 130 interrupted).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import json
 import logging
 import os
 import signal
-import socket
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,16 +34,15 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 import optuna  # noqa: E402
 import ray  # noqa: E402
 import ray.tune  # noqa: E402
-import yaml  # noqa: E402
 
-from orchestrator import plan, preflight, results, tracking  # noqa: E402
+from orchestrator import exit_codes, plan, preflight, results, time_plan, tracking  # noqa: E402
+from orchestrator.folders import SweepLock, check_folder, create_folder, staged, sweep_folder, took_over_line  # noqa: E402
+from orchestrator.ray_session import start_ray  # noqa: E402
 from orchestrator.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
 from orchestrator.pruning import OptunaPrunerScheduler  # noqa: E402
 from orchestrator.search import CellSearcher, ConfigList, journal  # noqa: E402
-from orchestrator.space import Space, SpaceError  # noqa: E402
+from orchestrator.space import Space  # noqa: E402
 from orchestrator.trial import trainable  # noqa: E402
-from trainers import synthetic  # noqa: E402
-from trainers.records import COMMIT_ENV, git_commit  # noqa: E402
 
 # Tune's own per-trial chatter (TensorBoard hyperparameter notes, metrics of trials that an
 # interrupt stopped before their first report) says nothing the records do not; its "Resume
@@ -54,79 +50,6 @@ from trainers.records import COMMIT_ENV, git_commit  # noqa: E402
 logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
-
-# keys that change no finished trial's identity: a resume may change them
-RESUMABLE_KEYS = {"resources", "max_concurrent_trials", "max_failures", "max_start_failures", "worker_start_timeout_s"}
-
-
-def _fixtures(space: Space, root: Path) -> Space:
-    """The synthetic fixtures of the `smoke` space: a tiny random model and data, written under `root`."""
-    if space.fixtures != "synthetic":
-        return space
-    models = [str(synthetic.make_model(root / m.split(":", 1)[1], m.split(":", 1)[1])) for m in space.models]
-    return dataclasses.replace(space, models=models, data_dir=str(synthetic.write_data(root / "data")))
-
-
-def check_folder(space: Space, sweep_dir: Path, resume: bool) -> None:
-    """Reads only: is this folder free for a new sweep, or the same sweep to resume?"""
-    existing = next(p for p in [sweep_dir, *sweep_dir.parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise SpaceError(f"cannot write the sweep folder {sweep_dir}: {existing} is "
-                         f"{'not a folder' if not existing.is_dir() else 'not writable'}; pass --results with a writable folder")
-    saved = sweep_dir / "space.yaml"
-    has_records = bool(list(results.records_dir(sweep_dir).glob("*.json")))
-    if saved.exists() and not resume and has_records:
-        raise SpaceError(f"{sweep_dir} already holds a sweep with finished trials; pass --resume to continue it, "
-                         f"or --name NAME to start another beside it")
-    if resume and not saved.exists():
-        raise SpaceError(f"nothing to resume in {sweep_dir}; run without --resume to start")
-    if resume:
-        old = yaml.safe_load(saved.read_text())["raw"]
-        before, now = _leaves(old), _leaves(space.raw)
-        differ = sorted(k for k in set(before) | set(now)
-                        if before.get(k) != now.get(k) and k.split(".")[0] not in RESUMABLE_KEYS)
-        if differ:
-            raise SpaceError(f"{saved} was made with other values of {', '.join(differ)}; resume with the same space and "
-                             f"--set overrides (only {', '.join(sorted(RESUMABLE_KEYS))} may change), or use --name")
-
-
-def _leaves(doc: dict, prefix: str = "") -> dict:
-    """{"fixed.train.epochs": 4, ...}: a resume refusal names the very keys that differ."""
-    out = {}
-    for k, v in doc.items():
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-@contextlib.contextmanager
-def staged(space: Space, sweep_dir: Path, resume: bool):
-    """The space as preflight sees it: a resumed smoke sweep's own fixtures, a new one's in a temporary folder."""
-    if space.fixtures != "synthetic" or resume:
-        yield _fixtures(space, sweep_dir / "fixtures")
-        return
-    with tempfile.TemporaryDirectory(prefix="fewshot-preflight-") as tmp:
-        yield _fixtures(space, Path(tmp))
-
-
-def create_folder(space: Space, checked: Space, sweep_dir: Path) -> Space:
-    """After preflight: the sweep folder, its fixtures and space.yaml. Identities are by content, so
-    fixtures written again at their final place keep the identities preflight computed."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    final = checked
-    if space.fixtures == "synthetic":
-        fx = _fixtures(space, sweep_dir / "fixtures")
-        moved = dict(zip(checked.models, fx.models))
-        models = {moved.get(k, k): v for k, v in checked.identity["models"].items()}
-        final = dataclasses.replace(checked, models=fx.models, data_dir=fx.data_dir,
-                                    identity={**checked.identity, "models": models})
-    saved = sweep_dir / "space.yaml"
-    if not saved.exists() or not list(results.records_dir(sweep_dir).glob("*.json")):
-        resolved = dataclasses.asdict(final) | {"raw": None}
-        saved.write_text(yaml.safe_dump({"raw": final.raw, "resolved": resolved}, sort_keys=False))
-    return final
 
 
 def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phase: str = "search", data_seed: int | None = None) -> dict:
@@ -246,31 +169,6 @@ def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Pro
     return complete, skipped
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_ray(address: str | None) -> str:
-    env = {COMMIT_ENV: git_commit() or "", "FEWSHOT_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
-    if address is None and not ray.is_initialized():
-        # Ray's own helpers inside the trials (the placement-group cleaner among them) find their
-        # cluster through RAY_ADDRESS; without it, another Ray instance on the host makes them pick
-        # the wrong one or die. So the local instance gets a known GCS port and says where it is.
-        port = _free_port()
-        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    # Worker logs stay in Ray's log folder and the dashboard; the terminal gets one line per trial.
-    # Ray's start-up notices (token authentication, "N worker processes started", whose threshold
-    # is the CPU count while every trial starts three actors) stay in Ray's logs.
-    os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
-    ctx = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env}, ignore_reinit_error=True,
-                   logging_level=logging.ERROR)
-    url = getattr(ctx, "dashboard_url", "") or ""
-    return f"http://{url}" if url and not url.startswith("http") else url
-
-
 def _planned(space: Space, records: list[dict]) -> Counter:
     """Trials this session will run per kind, as far as it is known before the search ends."""
     reps = {(r["cell"], r["data_seed"]) for r in records if r.get("phase") == "replicate" and r["status"] == "completed"}
@@ -281,15 +179,24 @@ def _planned(space: Space, records: list[dict]) -> Counter:
 def run_sweep(space: Space, name: str | None = None, resume: bool = False, address: str | None = None,
               results_root: Path = Path("results"), max_trials: int | None = None, track: list[str] | None = None) -> int:
     tracker = tracking.parse(track)  # an unknown tracker or a missing library stops here, before Ray
-    sweep_dir = (Path(results_root) / (name or space.name)).resolve()
-    check_folder(space, sweep_dir, resume)
+    sweep_dir = sweep_folder(results_root, name or space.name)
+    check_folder(space, sweep_dir, resume)  # reads only: a refusal takes nothing
+    with SweepLock(sweep_dir) as lock:  # before anything is written; one driver per folder
+        if took_over_line(lock):
+            print(took_over_line(lock), file=sys.stderr, flush=True)
+        check_folder(space, sweep_dir, resume)  # again, under the lock: a driver that held it may have finished
+        return _locked_sweep(space, sweep_dir, resume, address, max_trials, tracker)
+
+
+def _locked_sweep(space: Space, sweep_dir: Path, resume: bool, address: str | None, max_trials: int | None,
+                  tracker) -> int:
     with staged(space, sweep_dir, resume) as staged_space:
         checked = preflight.run(staged_space)
         if address is None:
             preflight.check_resources(checked, preflight.local_totals(), "this machine")
         started_here = not ray.is_initialized()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = _start_ray(address)
+        url = start_ray(address)
         try:
             if address is not None:
                 preflight.check_resources(checked, ray.cluster_resources(), f"the cluster at {address}")
@@ -311,13 +218,17 @@ def run_sweep(space: Space, name: str | None = None, resume: bool = False, addre
 def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None, track=None) -> int:
     print(f"sweep {space.name} -> {sweep_dir}\nRay dashboard: {url or '(not running: install ray[default])'}", flush=True)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    progress = Progress(_planned(space, results.load_records(sweep_dir)), slots=concurrency(space, has_gpus))
-    print(f"{progress.total} trials to run, {concurrency(space, has_gpus)} at a time", flush=True)
+    planned = {kind(phase, cell): s for (phase, cell), s in time_plan.planned(space, has_gpus).items()}
+    progress = Progress(_planned(space, results.load_records(sweep_dir)), slots=concurrency(space, has_gpus),
+                        planned_seconds=planned)
+    eta = progress.eta()
+    print(f"{progress.total} trials to run, {concurrency(space, has_gpus)} at a time"
+          + (f", {eta}" if eta else ""), flush=True)
     if not search_phase(space, sweep_dir, has_gpus, progress, max_trials, track):
-        return _stop(sweep_dir)
+        return _stop(sweep_dir, progress, max_trials)
     complete, skipped = replicate_phase(space, sweep_dir, has_gpus, progress, max_trials, track)
     if not complete:
-        return _stop(sweep_dir)
+        return _stop(sweep_dir, progress, max_trials)
     return finish(space, sweep_dir, skipped)
 
 
@@ -354,12 +265,16 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
     if incomplete:
         print(f"{len(incomplete)} of {len(plan.cells(space))} cells have no completed replicate for every data seed:\n"
               + "\n".join(incomplete), file=sys.stderr)
-        return 1
-    return 0
+        return exit_codes.INCOMPLETE
+    return exit_codes.OK
 
 
-def _stop(sweep_dir: Path) -> int:
+def _stop(sweep_dir: Path, progress: Progress, max_trials: int | None) -> int:
     results.write_tables(sweep_dir)
+    if max_trials is not None and progress.done >= max_trials:
+        print(f"stopped after {progress.done} trials, as --max-trials {max_trials} asked; its trials are recorded. "
+              f"Continue with: --resume (results in {sweep_dir})", file=sys.stderr)
+        return exit_codes.MAX_TRIALS
     print(f"sweep interrupted; its finished trials are recorded. Continue with: --resume (results in {sweep_dir})",
           file=sys.stderr)
-    return 130
+    return exit_codes.INTERRUPTED

@@ -17,11 +17,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from orchestrator.space import Space
+from trainers import settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # the project's companion folder of real data and a model fetcher
-MODEL_HOME = Path(os.environ.get("FEWSHOT_MODEL_DIR", "~/.cache/fewshot-models"))
 OFFLINE_MODEL = "smollm2-135m"
+GGUF = "gguf>=0.10"  # fetch_models.py reads the GGUF files the PyPI packages carry
 
 
 OFFLINE_SET = "HF_HUB_OFFLINE is set"
@@ -70,9 +71,14 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def model_home() -> Path:
+    return Path(settings.get("FEWSHOT_MODEL_DIR"))
+
+
 def offline_command(argv: list[str], models: list[str], data_from_hub: bool) -> str:
-    """The user's own sweep command with local models and data in place of the hub's."""
-    python = _shown(Path(sys.executable)) if Path(sys.executable).is_relative_to(Path.cwd()) else "python"
+    """The user's own sweep command with local models and data in place of the hub's, runnable as
+    printed from the folder it was printed in: this environment's own Python, gguf installed first."""
+    python = shlex.quote(_shown(Path(sys.executable)) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable)
     args, skip = [], False
     for i, a in enumerate(argv):
         if skip:
@@ -87,15 +93,15 @@ def offline_command(argv: list[str], models: list[str], data_from_hub: bool) -> 
         args.append(a)
     steps = []
     if models:
-        folder = MODEL_HOME / OFFLINE_MODEL
+        folder = model_home() / OFFLINE_MODEL
         if not folder.expanduser().is_dir():
             fetcher = SHARED / "models" / "fetch_models.py"
-            steps.append(f"{python} {_shown(fetcher)} {OFFLINE_MODEL}" if fetcher.is_file()
-                         else "put a model folder (config, tokenizer, weights) at " + str(folder))
+            steps += ([f"{python} -m pip install -q '{GGUF}'", f"{python} {shlex.quote(_shown(fetcher))} {OFFLINE_MODEL}"]
+                      if fetcher.is_file() else ["put a model folder (config, tokenizer, weights) at " + str(folder)])
         args += ["--set", f"models=[{folder}]"]
     if data_from_hub:
         data = SHARED / "data"
-        args += ["--data-dir", _shown(data) if data.is_dir() else "DIR"]
+        args += ["--data-dir", _shown(data) if data.is_dir() else "DIR"]  # quoted below with the rest
         if not data.is_dir():
             steps.append("make DIR with `python -m trainers data export --to DIR` on a connected machine")
     sweep = " ".join([python, "-m", "orchestrator", *map(shlex.quote, args)])

@@ -11,6 +11,7 @@ also yields the content identity of every model and data split, which the trial 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -137,6 +138,21 @@ def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str
                 problems.append(f"{space.path}: fixed.pattern: {cell.id}: {_one_line(e)}")
 
 
+def _lengths(space: Space, tasks: dict, tokenizers: dict) -> dict:
+    """Per task: its evaluation sets' sizes and, per model, the mean tokens of one demonstration (on
+    up to 64 pool examples): what the time plan (`orchestrator.time_plan`) counts work in."""
+    out = {}
+    for name, task in tasks.items():
+        prompt = get_prompt(task.family, space.fixed.get("pattern") or task.default_pattern)
+        sample = task.train[:64]
+        tokens = {}
+        for model, tok in tokenizers.items():
+            with contextlib.suppress(Exception):  # an estimate only: a tokenizer that balks leaves the default
+                tokens[model] = round(sum(len(tok(prompt.demonstration(ex))["input_ids"]) for ex in sample) / len(sample), 1)
+        out[name] = {"sets": {"in_domain": len(task.eval), **{k: len(v) for k, v in task.ood.items()}}, "tokens": tokens}
+    return out
+
+
 def check_resources(space: Space, totals: dict, where: str) -> None:
     """Every cell's trial fits the cluster (`totals`: {"CPU": n, "GPU": m}); GPUs asked of a CPU-only
     cluster are refused unless the sweep was started with --allow-cpu. One line per distinct request."""
@@ -180,7 +196,8 @@ def run(space: Space, argv: list[str] | None = None) -> Space:
     if problems:
         raise PreflightError(problems)
     data = {name: dict(sorted(t.fingerprints.items())) for name, t in tasks.items()}
-    return dataclasses.replace(space, identity={"models": identities, "data": data})
+    return dataclasses.replace(space, identity={"models": identities, "data": data},
+                               lengths=_lengths(space, tasks, tokenizers))
 
 
 def _one_line(e: BaseException) -> str:

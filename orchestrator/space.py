@@ -11,13 +11,15 @@ wrong types are errors naming the file, the key and what is allowed. No Ray in h
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainers.config import ConfigError, from_dict, valid_keys
+from trainers import settings
+from trainers.config import ConfigError, did_you_mean, from_dict, valid_keys
 from trainers.methods import METHODS, TRAINED
 from trainers.models import ModelError, check_source
 from trainers.tasks import ood_names, task_definitions, task_names
@@ -78,6 +80,7 @@ class Space:
     allow_cpu: bool = field(default=False, compare=False)  # --allow-cpu: GPUs asked of a CPU-only cluster become CPUs
     identity: dict = field(default_factory=dict, compare=False)  # content of models and data splits (preflight)
     placement: dict = field(default_factory=dict, compare=False)  # resources: auto -> cell id -> choice (placement.resolve)
+    lengths: dict = field(default_factory=dict, compare=False)  # task -> eval set sizes, tokens per example (preflight)
 
 
 def space_path(name_or_path: str) -> Path:
@@ -88,7 +91,7 @@ def space_path(name_or_path: str) -> Path:
         return p
     candidate = SPACES_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        raise SpaceError(f"unknown search space {name_or_path!r}; available: {', '.join(available_spaces())} (or a path to a .yaml)")
+        raise SpaceError(f"unknown search space {name_or_path!r}{did_you_mean(name_or_path, available_spaces())}; available: {', '.join(available_spaces())} (or a path to a .yaml)")
     return candidate
 
 
@@ -155,18 +158,18 @@ def _tasks(c: _Checker, value) -> dict[str, dict]:
     out = {}
     for task, opts in value.items():
         if task not in task_names():
-            c.fail(f"tasks.{task}", f"unknown task; allowed: {', '.join(task_names())}")
+            c.fail(f"tasks.{task}", f"unknown task{did_you_mean(task, task_names())}; allowed: {', '.join(task_names())}")
         opts = opts or {}
         unknown = set(opts) - {"ood", "hans_heuristics"}
         if unknown:
-            c.fail(f"tasks.{task}", f"unknown key(s) {sorted(unknown)}; allowed: ood, hans_heuristics")
+            c.fail(f"tasks.{task}", f"unknown key(s) {sorted(unknown)}{did_you_mean(min(unknown), ('ood', 'hans_heuristics'))}; allowed: ood, hans_heuristics")
         for o in opts.get("ood") or []:
             if o not in ood_names():
-                c.fail(f"tasks.{task}.ood", f"unknown OOD set {o!r}; allowed: {', '.join(ood_names())}")
+                c.fail(f"tasks.{task}.ood", f"unknown OOD set {o!r}{did_you_mean(o, ood_names())}; allowed: {', '.join(ood_names())}")
         groups = task_definitions()["ood_sets"]["hans"]["groups"]
         for h in opts.get("hans_heuristics") or []:
             if h not in (*groups, "all"):
-                c.fail(f"tasks.{task}.hans_heuristics", f"unknown HANS heuristic {h!r}; allowed: {', '.join(groups)}, all")
+                c.fail(f"tasks.{task}.hans_heuristics", f"unknown HANS heuristic {h!r}{did_you_mean(h, groups)}; allowed: {', '.join(groups)}, all")
         out[task] = opts
     return out
 
@@ -176,12 +179,12 @@ def _methods(c: _Checker, value) -> dict[str, list[str]]:
         c.fail("methods", f"expected a mapping method -> [PEFT variants]; methods: {', '.join(sorted(METHODS))}")
     for method, variants in value.items():
         if method not in METHODS:
-            c.fail(f"methods.{method}", f"unknown method; allowed: {', '.join(sorted(METHODS))}")
+            c.fail(f"methods.{method}", f"unknown method{did_you_mean(method, METHODS)}; allowed: {', '.join(sorted(METHODS))}")
         variants = c.list_of(f"methods.{method}", variants, str)
         for v in variants:
             allowed = PEFT_KINDS if method in TRAINED else ("none",)
             if v not in allowed:
-                c.fail(f"methods.{method}", f"unknown PEFT variant {v!r}; allowed: {', '.join(allowed)}")
+                c.fail(f"methods.{method}", f"unknown PEFT variant {v!r}{did_you_mean(v, allowed)}; allowed: {', '.join(allowed)}")
     return value
 
 
@@ -236,7 +239,7 @@ def _search(c: _Checker, value, methods: dict) -> dict:
             c.fail(f"search.{method}", "expected a mapping config key -> distribution or value")
         for key, spec in params.items():
             if key not in keys:
-                c.fail(f"search.{method}.{key}", f"unknown config key; allowed: {', '.join(sorted(keys))}")
+                c.fail(f"search.{method}.{key}", f"unknown config key{did_you_mean(key, keys)}; allowed: {', '.join(sorted(keys))}")
             params[key] = _param(c, f"search.{method}.{key}", spec)
             for bound in _bounds(params[key]):
                 try:
@@ -254,7 +257,7 @@ def _resources(c: _Checker, value) -> dict:
     value = dict(value or {})
     unknown = set(value) - RESOURCE_KEYS
     if unknown:
-        c.fail("resources", f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(RESOURCE_KEYS))}")
+        c.fail("resources", f"unknown key(s) {sorted(unknown)}{did_you_mean(min(unknown), RESOURCE_KEYS)}; allowed: {', '.join(sorted(RESOURCE_KEYS))}")
     out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": None, "by_model_size": [], "auto": False,
            "gpu_memory_gb": None, "max_gpus_per_trial": 16}
     out.update(value)
@@ -283,7 +286,7 @@ def _pruner(c: _Checker, value) -> dict:
         c.fail("pruner.type", f"expected one of {', '.join(PRUNERS)}, got {kind!r}")
     unknown = set(value) - PRUNER_KEYS[kind]
     if unknown:
-        c.fail("pruner", f"unknown key(s) {sorted(unknown)} for {kind}; allowed: {', '.join(sorted(PRUNER_KEYS[kind])) or 'none'}")
+        c.fail("pruner", f"unknown key(s) {sorted(unknown)} for {kind}{did_you_mean(min(unknown), PRUNER_KEYS[kind])}; allowed: {', '.join(sorted(PRUNER_KEYS[kind])) or 'none'}")
     for k, v in value.items():
         c.number(f"pruner.{k}", v, 0, integer=k != "reduction_factor")
     return {"type": kind, **value}
@@ -306,7 +309,7 @@ def validate(raw: dict, path: str) -> Space:
         c.fail("(top)", "expected a mapping")
     unknown = set(raw) - set(TOP_KEYS)
     if unknown:
-        c.fail(sorted(unknown)[0], f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+        c.fail(sorted(unknown)[0], f"unknown key{did_you_mean(sorted(unknown)[0], TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
     for required in ("description", "tasks", "methods", "models", "shots", "data_seeds"):
         if required not in raw:
             c.fail(required, f"missing ({TOP_KEYS[required]})")
@@ -329,7 +332,7 @@ def validate(raw: dict, path: str) -> Space:
         try:
             check_source(m)
         except ModelError as e:
-            c.fail("models", str(e))
+            c.fail("models", str(e) + _fetch_hint(m))
     if raw.get("metric", "dev_accuracy") != "dev_accuracy":
         c.fail("metric", "only dev_accuracy is supported")
     return Space(
@@ -345,6 +348,16 @@ def validate(raw: dict, path: str) -> Space:
         worker_start_timeout_s=float(c.number("worker_start_timeout_s", raw.get("worker_start_timeout_s", 120), 1)),
         fixtures=raw.get("fixtures"), data_dir=raw.get("data_dir"), raw=raw,
     )
+
+
+def _fetch_hint(model: str) -> str:
+    """A missing folder where the offline model fetcher puts its models: say how to fetch it."""
+    folder = Path(model).expanduser()
+    fetcher = SPACES_DIR.parent.parent / "shared" / "models" / "fetch_models.py"
+    home = Path(settings.get("FEWSHOT_MODEL_DIR")).expanduser()
+    if folder.parent != home or not fetcher.is_file():
+        return ""
+    return f"; fetch it with: {sys.executable} -m pip install -q 'gguf>=0.10' && {sys.executable} {fetcher} {folder.name}"
 
 
 def load_space(name_or_path: str, overrides: list[str] = (), data_dir: str | None = None) -> Space:

@@ -25,20 +25,40 @@ def test_trial_lines_fit_the_width_even_with_long_cells_and_errors(capsys):
 
 def test_eta_uses_each_kinds_own_duration_not_the_first_trial(capsys):
     p = Progress(Counter({kind("replicate", ICL): 4, kind("replicate", PBFT): 2}), slots=2, width=100)
-    assert p.eta() == "ETA after the first trial"
+    assert p.eta() == "ETA after the first trial"  # no plan given, nothing measured
     p.line(record(ICL, "replicate"), 30.0)  # ICL is quick ...
     assert p.eta() == "ETA 1m15s"  # ... and until a PBFT trial is seen, the ICL time stands in: (3 + 2) x 30 / 2
     p.line(record(PBFT, "replicate"), 300.0)  # ... PBFT is slow
     assert p.eta() == "ETA 3m15s"  # 3 ICL x 30 s + 1 PBFT x 300 s, over 2 slots
     p.expect(Counter({kind("replicate", PBFT): 1}))
-    assert p.total == 3 and p.eta() == "ETA 2m30s"
+    assert p.total == 3 and p.eta() == "ETA 5m00s"  # one trial left uses one slot, not two
 
 
-def test_a_heartbeat_names_the_running_trials_when_the_sweep_is_quiet(capsys):
+def test_before_any_trial_ends_the_eta_comes_from_the_plan_then_the_plan_is_rescaled_by_what_ran(capsys):
+    planned = {kind("search", PBFT): 100.0, kind("replicate", PBFT): 200.0, kind("replicate", ICL): 50.0}
+    p = Progress(Counter({kind("search", PBFT): 2, kind("replicate", PBFT): 2, kind("replicate", ICL): 2}), slots=2,
+                 width=100, planned_seconds=planned)
+    assert p.eta() == "ETA ~5m50s (planned)"  # (2 x 100 + 2 x 200 + 2 x 50) / 2
+    p.started("t1", kind("search", PBFT))
+    p.running["t1"] = (kind("search", PBFT), p.running["t1"][1] - 59.5)  # running for about a minute already
+    assert p.eta() == "ETA ~5m20s (planned)"  # its 60 s are done
+    p.line(record(PBFT), 150.0, "t1")  # took 1.5x its plan: unseen kinds are rescaled by 1.5, and now measured
+    assert "t1" not in p.running
+    assert p.eta() == "ETA 7m30s"  # (150 + 2 x 200 x 1.5 + 2 x 50 x 1.5) / 2
+
+
+def test_a_heartbeat_shows_every_running_trial_on_its_own_line(capsys):
     p = Progress(Counter({kind("search", PBFT): 3}), slots=2, width=100, heartbeat_s=0)
-    p.heartbeat([(PBFT, "epoch 2/4", 75.0), (ICL, "running", 20.0)])
+    p.heartbeat([(ICL, "replic s0", 20.0), (PBFT, "search s0 epoch 2/4", 75.0)])
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and len(out[0]) <= 100 and "0/3 done, 2 running: " + PBFT + " epoch 2/4 1m15s" in out[0]
+    assert len(out) == 3 and all(len(line) <= 100 for line in out)
+    assert "0/3 done, 2 running" in out[0]
+    assert "1m15s" in out[1] and "epoch 2/4" in out[1] and out[1].endswith(PBFT)  # the longest-running first
+    assert "0m20s" in out[2] and out[2].endswith(ICL)
+    many = Progress(Counter({kind("search", PBFT): 20}), slots=12, width=100, heartbeat_s=0)
+    many.heartbeat([(f"{PBFT}-{i}", "search", float(i)) for i in range(12)])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + Progress.MAX_SHOWN + 1 and out[-1].strip() == "… and 4 more" and out[1].endswith("-11")
     quiet = Progress(Counter({kind("search", PBFT): 3}), heartbeat_s=3600)
     quiet.heartbeat([(PBFT, "epoch 2/4", 75.0)])
     assert capsys.readouterr().out == ""

@@ -146,6 +146,7 @@ def test_killed_driver_resumes_without_rerunning_and_proposes_the_same_trials(sm
     assert first and before
     resumed = sweep(tmp_path, "--space", "smoke", "--set", "data_seeds=[0]", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "was locked by a sweep that is gone" in resumed.stderr and "taking the lock over" in resumed.stderr
     after = records(folder)
     for name, text in before.items():  # untouched: not run again
         assert (folder / "trials" / name).read_text() == text
@@ -253,19 +254,24 @@ def test_two_worker_trials_train_data_parallel_and_shard_evaluation(tmp_path):
     assert replicate["metrics"]["in_domain"]["n_scored"] == 40  # every example scored once across the two shards
 
 
-def test_ctrl_c_stops_with_130_keeps_finished_records_and_points_to_resume(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), "--space", "smoke",
-                             "--set", "methods={icl: [none]}", "--set", "search={}", "--set", "shots=[0, 8]",
-                             "--name", "interrupted"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_max_trials_stops_with_3_and_ctrl_c_with_130_both_keeping_records_and_pointing_to_resume(tmp_path):
+    args = ["--space", "smoke", "--set", "methods={icl: [none]}", "--set", "search={}", "--set", "shots=[0, 8]",
+            "--name", "stopped"]
+    stopped = sweep(tmp_path, *args, "--max-trials", "1")
+    assert stopped.returncode == 3, stopped.stderr[-3000:]
+    assert "stopped after 1 trials, as --max-trials 1 asked" in stopped.stderr and "interrupted" not in stopped.stderr
+    assert len(records(tmp_path / "stopped")) == 1
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), *args, "--resume"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        poll(lambda: list((tmp_path / "interrupted" / "trials").glob("*.json")), 600, "a first record")
+        poll(lambda: len(list((tmp_path / "stopped" / "trials").glob("*.json"))) > 1, 600, "a second record")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 130, err[-3000:]
     assert "Continue with: --resume" in err and "Tuner.restore" not in out + err
-    assert 1 <= len(records(tmp_path / "interrupted")) < 4
+    assert "sweep interrupted" in err and 2 <= len(records(tmp_path / "stopped")) < 4
 
 
 def _tensorboard_tags(folder):

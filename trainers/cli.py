@@ -23,9 +23,10 @@ from trainers.prompts import PromptError
 from trainers.records import write_json_atomic
 from trainers.sampling import SamplingError
 from trainers.scoring import TokenizationError
+from trainers.settings import SettingError, problems
 from trainers.tasks import DataError
 
-USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError, ContextError, TokenizationError)
+USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError, ContextError, TokenizationError, SettingError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     from trainers.methods import resolve, run  # imported late: --help stays fast
     try:
+        if problems():
+            raise SettingError("; ".join(problems()))
         if ns.command == "data":
             return _data(ns)
         cfg = resolve(_overrides(ns))

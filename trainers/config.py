@@ -22,6 +22,13 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the allowed values."""
 
 
+def did_you_mean(name: str, options) -> str:
+    """ (did you mean 'train.epochs'?)" for a near miss among `options`, else ""."""
+    import difflib
+    near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.75)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _help(text: str, cli: str | None = None, choices: tuple | None = None) -> dict:
     return {"help": text, "cli": cli, "choices": choices}
 
@@ -202,7 +209,7 @@ def _set_dotted(d: dict, changes: dict) -> dict:
         section, _, name = key.rpartition(".")
         target = d[section] if section else d
         if section and section not in SECTIONS or name not in target:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+            raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, valid_keys())}; valid keys: {', '.join(valid_keys())}")
         target[name] = value
     return d
 
@@ -252,7 +259,8 @@ def _coerce(cls, d: dict):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(names)
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; valid: {', '.join(names)}")
+        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}{did_you_mean(min(unknown), names)}; "
+                          f"valid: {', '.join(names)}")
     hints = typing.get_type_hints(cls)
     return cls(**{k: v if k in SECTIONS else _convert(k, v, hints[k]) for k, v in d.items()})
 

@@ -7,13 +7,14 @@ rank and shard their work, so the same code runs alone, under torchrun, or under
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
 import torch._dynamo  # noqa: F401  imported before any process group: AdamW imports it lazily, and with torch
 # 2.13 importing it after a gloo group exists makes the process abort at exit ("terminate called ...") ~1 run in 10
 import torch.distributed as dist
+
+from trainers import settings
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -29,7 +30,7 @@ def is_main() -> bool:
 def say(message: str) -> None:
     """One progress line on stderr from the main rank, on any terminal (FEWSHOT_QUIET=1 silences it).
     Inside a sweep these lines land in the trial's Ray log, not on the sweep's terminal."""
-    if is_main() and os.environ.get("FEWSHOT_QUIET", "0") != "1":
+    if is_main() and not settings.get("FEWSHOT_QUIET"):
         print(message, file=sys.stderr, flush=True)
 
 

@@ -15,6 +15,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from trainers import settings
+
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "peft", "datasets", "ray", "optuna", "pandas", "nvidia-ml-py")
 COMMIT_ENV = "FEWSHOT_GIT_COMMIT"  # set by the sweep driver, whose workers may run without a .git
@@ -32,8 +34,8 @@ def package_versions() -> dict:
 
 def git_commit() -> str | None:
     """HEAD of the checkout this code runs from, with '-dirty' when it has uncommitted changes."""
-    if os.environ.get(COMMIT_ENV):
-        return os.environ[COMMIT_ENV]
+    if settings.get(COMMIT_ENV):
+        return settings.get(COMMIT_ENV)
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)

@@ -17,13 +17,13 @@ import contextlib
 import copy
 import functools
 import inspect
-import os
 import sys
 from typing import Callable
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from trainers import settings
 from trainers.distributed import rank_and_world, shard, unshard
 from trainers.sharding import is_sharded, reshard
 from trainers.prompts import Prompt
@@ -117,7 +117,8 @@ def answer_logits(model, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tens
 
 def progress(iterable, total: int, desc: str):
     """A progress bar on an interactive terminal (or with FEWSHOT_PROGRESS=1); silent in logs."""
-    show = os.environ.get("FEWSHOT_PROGRESS", "1" if sys.stderr.isatty() else "0") == "1"
+    show = settings.get("FEWSHOT_PROGRESS")
+    show = sys.stderr.isatty() if show is None else show
     if not show:
         return iterable
     from tqdm.auto import tqdm

@@ -29,6 +29,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from trainers import settings
+
 CACHE_ENV = "FEWSHOT_CACHE"
 URL_TIMEOUT_S = 30
 FORMATS = ("jsonl", "parquet", "tsv")
@@ -84,7 +86,7 @@ def read_file(path: str | Path, fmt: str) -> list[dict]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fewshot-sweeps" / "data")
+    return Path(settings.get(CACHE_ENV) or Path.home() / ".cache" / "fewshot-sweeps" / "data")
 
 
 def fetch(url: str) -> Path:

@@ -11,14 +11,13 @@ gets a content fingerprint that the result record carries.
 from __future__ import annotations
 
 import functools
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from trainers import sources
+from trainers import settings, sources
 
 DATA_DIR_ENV = "FEWSHOT_DATA_DIR"
 TASKS_FILE = Path(__file__).parent / "data" / "tasks.yaml"
@@ -90,7 +89,7 @@ def task_spec(name: str) -> dict:
 
 
 def resolve_data_dir(data_dir: str | None) -> str | None:
-    return data_dir or os.environ.get(DATA_DIR_ENV) or None
+    return data_dir or settings.get(DATA_DIR_ENV) or None
 
 
 def split_columns(spec: dict) -> list[str]:
