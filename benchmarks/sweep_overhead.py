@@ -7,11 +7,14 @@ what one Ray Train worker group costs to start and stop.
 Three measurements in one Ray session:
 1. `--repeats` times, a `TorchTrainer` whose one worker does nothing (the worker group's start and
    stop), and a plain Tune function trial that does nothing (a trial without a worker group);
-2. the `smoke` sweep (one trial at a time, so time adds up): its wall time against the sum of the
-   methods' own time as their records measure it (`resources.total_seconds`, from the method's
-   entry to its result); the rest is overhead: Ray and Tune bookkeeping, worker processes and
-   their imports, worker group start and stop;
-3. per trial, the driver's view of the trial (`trial_seconds`) minus the method's own time.
+2. the `smoke` sweep (one trial at a time, so time adds up) twice: every trial a Ray Train worker
+   group (`resources.in_process: false`), then every trial in its own Tune process
+   (`in_process: true`, the smoke space's default): each sweep's wall time against the sum of the
+   methods' own time as their records measure it (`resources.total_seconds`); the rest is overhead;
+3. per trial, the driver's view of the trial (`trial_seconds`) minus the method's own time, and
+   where a worker-group trial's time goes (the records' `resources.timeline`): from the Tune trial's
+   start to its worker's (the controller, placement group and worker process), the worker's imports
+   until the method starts, and from the method's end until the driver hears of it (teardown).
 Writes results/bench/sweep_overhead.{json,md}.
 """
 from __future__ import annotations
@@ -60,14 +63,30 @@ def tune_trial_seconds(storage: str) -> float:
     return time.perf_counter() - start
 
 
-def smoke_sweep(results_root: Path) -> tuple[float, list[dict]]:
+def smoke_sweep(results_root: Path, in_process: bool) -> tuple[float, list[dict]]:
     from orchestrator.driver import run_sweep
     from orchestrator.results import load_records
     from orchestrator.space import load_space
-    space = load_space("smoke", ["max_concurrent_trials=1"])
+    name = "in_process" if in_process else "worker_group"
+    space = load_space("smoke", ["max_concurrent_trials=1", f"resources.in_process={str(in_process).lower()}"])
     start = time.perf_counter()
-    run_sweep(space, results_root=results_root)
-    return time.perf_counter() - start, load_records(results_root / "smoke")
+    run_sweep(space, name=name, results_root=results_root)
+    return time.perf_counter() - start, load_records(results_root / name)
+
+
+def _timeline(records: list[dict]) -> dict:
+    """Medians, over the records that have one, of where a trial's time goes outside the method."""
+    parts = {"tune trial start -> worker start": [], "worker start -> method start (imports)": [],
+             "method end -> driver (teardown, report)": []}
+    for r in records:
+        t = (r.get("resources") or {}).get("timeline") or {}
+        walls = [w[0] for p in (r["resources"].get("phases") or {}).values() for w in p.get("wall", [])]
+        if not (t.get("trial_started") and t.get("driver_ended") and walls):
+            continue
+        parts["tune trial start -> worker start"].append(t["worker_started"] - t["trial_started"])
+        parts["worker start -> method start (imports)"].append(min(walls) - t["worker_started"])
+        parts["method end -> driver (teardown, report)"].append(t["driver_ended"] - t["method_ended"])
+    return {k: round(statistics.median(v), 1) for k, v in parts.items() if v}
 
 
 def measure(args) -> dict:
@@ -78,28 +97,35 @@ def measure(args) -> dict:
         ray_start = time.perf_counter() - start
         groups = [worker_group_seconds(tmp) for _ in range(args.repeats)]
         trials = [tune_trial_seconds(tmp) for _ in range(args.repeats)]
-        wall, records = smoke_sweep(Path(tmp))
+        sweeps = {mode: smoke_sweep(Path(tmp), mode == "in_process") for mode in ("worker_group", "in_process")}
         ray.shutdown()
-    method = sum(r["resources"].get("total_seconds", 0.0) for r in records)
-    per_trial = [r["trial_seconds"] - r["resources"].get("total_seconds", 0.0) for r in records if "trial_seconds" in r]
-    return {"ray_init_seconds": round(ray_start, 2), "worker_group_seconds": [round(x, 2) for x in groups],
-            "tune_trial_seconds": [round(x, 2) for x in trials], "sweep_wall_seconds": round(wall, 1),
-            "method_seconds": round(method, 1), "overhead_share": round(1 - method / wall, 3),
-            "trials": len(records), "per_trial_overhead_seconds": [round(x, 1) for x in per_trial],
-            "statuses": {s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}}}
+    out = {"ray_init_seconds": round(ray_start, 2), "worker_group_seconds": [round(x, 2) for x in groups],
+           "tune_trial_seconds": [round(x, 2) for x in trials]}
+    for mode, (wall, records) in sweeps.items():
+        method = sum(r["resources"].get("total_seconds", 0.0) for r in records)
+        per_trial = [r["trial_seconds"] - r["resources"].get("total_seconds", 0.0) for r in records if "trial_seconds" in r]
+        out[mode] = {"sweep_wall_seconds": round(wall, 1), "method_seconds": round(method, 1),
+                     "overhead_share": round(1 - method / wall, 3), "trials": len(records),
+                     "per_trial_overhead_seconds": [round(x, 1) for x in per_trial], "timeline": _timeline(records),
+                     "statuses": {s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}}}
+    return out
 
 
 def render(f: dict) -> str:
     med = statistics.median
     rows = [["ray.init (local instance)", f["ray_init_seconds"]],
             ["worker group start + stop (no-op TorchTrainer.fit, median)", med(f["worker_group_seconds"])],
-            ["Tune function trial, no worker group (median)", med(f["tune_trial_seconds"])],
-            [f"smoke sweep wall ({f['trials']} trials, one at a time)", f["sweep_wall_seconds"]],
-            ["methods' own time (sum over records)", f["method_seconds"]],
-            ["overhead share of the sweep's wall time", f"{100 * f['overhead_share']:.1f} %"],
-            ["overhead per trial (trial seconds - method seconds, median)", med(f["per_trial_overhead_seconds"])]]
+            ["Tune function trial, no worker group (median)", med(f["tune_trial_seconds"])]]
+    for mode, label in (("worker_group", "a worker group per trial"), ("in_process", "in-process trials")):
+        s = f[mode]
+        rows += [[f"smoke sweep, {label}: wall ({s['trials']} trials, one at a time)", s["sweep_wall_seconds"]],
+                 ["  methods' own time (sum over records)", s["method_seconds"]],
+                 ["  overhead share of the wall time", f"{100 * s['overhead_share']:.1f} %"],
+                 ["  overhead per trial (trial seconds - method seconds, median)", med(s["per_trial_overhead_seconds"])]]
+        rows += [[f"    {part}", seconds] for part, seconds in s["timeline"].items()]
     notes = (f"- every worker group: {f['worker_group_seconds']} s; every Tune trial: {f['tune_trial_seconds']} s\n"
-             f"- per-trial overhead: {f['per_trial_overhead_seconds']} s; statuses {f['statuses']}\n")
+             + "".join(f"- {mode}: per-trial overhead {f[mode]['per_trial_overhead_seconds']} s; statuses "
+                       f"{f[mode]['statuses']}\n" for mode in ("worker_group", "in_process")))
     return table(["figure", "seconds"], rows) + "\n\n" + notes
 
 

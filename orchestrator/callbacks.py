@@ -155,8 +155,10 @@ class StopAfter(ray.tune.Stopper):
 class RecordWriter(ray.tune.Callback):
     """Writes each trial's record when Tune reports it finished, pruned or errored."""
 
-    def __init__(self, sweep: str, sweep_dir: Path, progress: Progress, pruned: set[str] = frozenset()):
-        self.sweep, self.sweep_dir, self.progress, self.pruned = sweep, sweep_dir, progress, pruned
+    def __init__(self, sweep: str, sweep_dir: Path, progress: Progress, pruned: set[str] = frozenset(),
+                 gate: str | None = None, on_written=None, metrics=None):
+        self.sweep, self.sweep_dir, self.progress, self.pruned, self.gate = sweep, sweep_dir, progress, pruned, gate
+        self.on_written, self.metrics = on_written, metrics  # a storage mirror's upload; the dashboard's metrics
         self.written = 0
         self.history: dict[str, list] = {}
         self.started: dict[str, float] = {}
@@ -164,6 +166,8 @@ class RecordWriter(ray.tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
         self.progress.started(trial.trial_id, kind(trial.config["phase"], trial.config["cell"]))
+        if self.metrics:
+            self.metrics.started()
 
     def on_step_end(self, iteration, trials, **info):
         running = []
@@ -178,11 +182,17 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "record" not in result and "epoch" in result:
+            if self.metrics:
+                self.metrics.epoch_done(trial.config, trial.trial_id, result)
             self.history.setdefault(trial.trial_id, []).append(
-                {k: result[k] for k in ("epoch", "train_loss", "dev_accuracy", "lr", "epoch_seconds") if k in result})
+                {k: result[k] for k in ("epoch", "train_loss", "dev_accuracy", "lr", "epoch_seconds", "setup_seconds",
+                                                 "tokens_per_second") if k in result})
 
     def _write(self, trial, rec: dict) -> None:
         c = trial.config
+        if self.gate:  # a trial that ended (or died) holds no turn any more
+            from orchestrator.gate import forget
+            forget(self.gate, c["trial_key"])
         seconds = round(time.time() - self.started.get(trial.trial_id, time.time()), 3)
         if rec["status"] == "failed" and not rec.get("history"):
             rec["history"] = self.history.get(trial.trial_id, [])
@@ -190,7 +200,14 @@ class RecordWriter(ray.tune.Callback):
         rec.update(sweep=self.sweep, cell=c["cell"], phase=c["phase"], trial_key=c["trial_key"], identity=c.get("identity"),
                    tune_trial_id=trial.trial_id, searched=c["searched"], trial_resources=c["resources"],
                    trial_seconds=seconds)
-        results.write_record(self.sweep_dir, rec)
+        timeline = (rec.get("resources") or {}).get("timeline")
+        if timeline is not None:
+            timeline.update(driver_started=self.started.get(trial.trial_id), driver_ended=time.time())
+        path = results.write_record(self.sweep_dir, rec)
+        if self.on_written:
+            self.on_written(path)
+        if self.metrics:
+            self.metrics.trial_done(c, rec)
         self.written += 1
         self.progress.line(rec, seconds, trial.trial_id)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from orchestrator import exit_codes
 from orchestrator.space import SpaceError, available_spaces, load_space
 from trainers import settings
-from trainers.cli import USAGE_ERRORS, OneLineParser
+from trainers.settings import OneLineParser
 
 EPILOG = f"""{exit_codes.HELP}
 
@@ -45,13 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="local data folder in the hub's schema (as ../shared/data)")
     s.add_argument("--name", help="sweep name, i.e. the results/<name> folder: one folder name of letters, digits, "
                                   "'.', '_', '+', '-', at most 100 characters (default: the space's name)")
-    s.add_argument("--results", default="results", help="folder that holds sweeps (default: results)")
+    s.add_argument("--results", default="results", help="folder that holds sweeps (default: results), or a storage URI "
+                                                        "(s3://, gs://, ...: the sweep's files are staged locally and "
+                                                        "mirrored there; Ray keeps its run state there)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not re-run")
-    s.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray instance")
+    s.add_argument("--address", help="Ray cluster address (e.g. auto); default: $RAY_ADDRESS (set inside `ray job "
+                                     "submit`), else start a local Ray instance")
     s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
     s.add_argument("--max-trials", type=int, metavar="N",
                    help="stop after N trials finish in this session, exit 3 (continue with --resume)")
     s.add_argument("--allow-cpu", action="store_true", help="run trials that ask for GPUs on CPUs when the cluster has none")
+    s.add_argument("--prior", metavar="DIR", help="an earlier sweep's folder: the power estimate (printed by --dry-run and "
+                                                  "at the start) takes its seed spread and accuracy from those records")
     s.add_argument("--track", metavar="mlflow[=URI]|wandb[=PROJECT]|tensorboard", action="append", default=[],
                    help="also log every trial (config, epochs, final metrics, record) to a tracker (repeatable); "
                         "mlflow without URI: results/<sweep>/mlruns")
@@ -85,27 +90,40 @@ def _sweep(ns) -> int:
     space = dataclasses.replace(load_space(ns.space, ns.overrides, ns.data_dir), allow_cpu=ns.allow_cpu)
     if ns.max_trials is not None and ns.max_trials < 1:
         raise SpaceError("--max-trials must be at least 1")
+    from orchestrator import ray_session, storage
     from orchestrator.folders import sweep_folder
-    sweep_folder(Path(ns.results), ns.name or space.name)  # a bad name is refused before anything starts
+    sweep_folder(Path("."), ns.name or space.name)  # a bad name is refused before anything starts
+    if ray_session.in_job() and not storage.is_uri(ns.results) and not Path(ns.results).is_absolute():
+        raise SpaceError(f"--results {ns.results}: inside a Ray job the working folder is a temporary copy Ray deletes "
+                         f"afterwards; give --results an absolute folder on shared storage or a URI (s3://..., gs://...)")
+    address = ray_session.address_from_env(ns.address)  # a `ray job submit` job joins its cluster
     from orchestrator.tracking import parse
     parse(ns.track)  # before anything starts: an unknown tracker or a missing library is a usage error
-    if space.resources.get("auto"):  # placed from the memory plan, refused here when a cell fits nowhere
+    if space.resources.get("auto") and address is None:  # placed from the memory plan, refused here when a cell fits nowhere
         from orchestrator import plan, preflight
         space = plan.resolve_placement(space, preflight.local_totals()["GPU"])
+    from orchestrator import power
+    try:
+        prior = power.prior_from(Path(ns.prior)) if ns.prior else None
+    except (ValueError, OSError) as e:
+        raise SpaceError(f"--prior {ns.prior}: {e}") from None
     if ns.dry_run:
-        return _dry_run(space, ns.address)
+        return _dry_run(space, address, prior)
+    warnings = [line for line in power.plan_lines(space, prior) if line.startswith("warning")]
     from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
-    return run_sweep(space, name=ns.name, resume=ns.resume, address=ns.address, results_root=Path(ns.results),
-                     max_trials=ns.max_trials, track=ns.track)
+    results = ns.results if storage.is_uri(ns.results) else Path(ns.results)
+    return run_sweep(space, name=ns.name, resume=ns.resume, address=address, results_root=results,
+                     max_trials=ns.max_trials, track=ns.track, warnings=warnings)
 
 
-def _dry_run(space, address: str | None) -> int:
-    """The plan, with the cells' configurations checked; nothing loaded, so it works without the hub.
-    Data, models and draws are checked when the sweep starts (preflight), before Ray."""
-    from orchestrator import plan, preflight
+def _dry_run(space, address: str | None, prior: dict | None = None) -> int:
+    """The plan, with the cells' configurations checked, and what it can detect; nothing loaded, so it
+    works without the hub. Data, models and draws are checked when the sweep starts (preflight), before Ray."""
+    from orchestrator import plan, power, preflight
     preflight.check_configs(space)
     totals = preflight.local_totals()
     print(plan.describe(space, has_gpus=totals["GPU"] > 0))
+    print("\n" + "\n".join(power.plan_lines(space, prior)))
     if address is None:
         try:
             preflight.check_resources(space, totals, "this machine")
@@ -124,6 +142,13 @@ def _report(folder: Path) -> int:
     print(f"report: {path}")
     print(path.read_text().split("\n\n")[1].strip())  # the three sentences
     return 0
+
+
+def _usage_errors() -> tuple:
+    """The exceptions that mean bad input (the trainers' own imported only when one was raised: they
+    pull in torch, which naming a space or listing them does not need)."""
+    from trainers.cli import USAGE_ERRORS
+    return (SpaceError, *USAGE_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "report":
             return _report(Path(ns.folder))
         return _sweep(ns)
-    except (SpaceError, *USAGE_ERRORS) as e:
+    except ModuleNotFoundError as e:  # a package imported late (ray, torch) missing from this Python
+        print(settings.missing_package(e.name, "orchestrator"), file=sys.stderr)
+        return exit_codes.USAGE
+    except Exception as e:  # noqa: BLE001 - usage errors are one line each; anything else is a bug: raised
+        if not isinstance(e, SpaceError) and not isinstance(e, _usage_errors()):
+            raise
         for line in str(e).splitlines():  # preflight: one line per problem
             print(f"error: {line}", file=sys.stderr)
         return exit_codes.USAGE

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 import logging
 import os
 import signal
@@ -35,12 +36,13 @@ import optuna  # noqa: E402
 import ray  # noqa: E402
 import ray.tune  # noqa: E402
 
-from orchestrator import exit_codes, plan, preflight, results, time_plan, tracking  # noqa: E402
-from orchestrator.folders import SweepLock, check_folder, create_folder, staged, sweep_folder, took_over_line  # noqa: E402
+from orchestrator import cluster, exit_codes, gate, plan, preflight, results, storage, time_plan, tracking  # noqa: E402
+from orchestrator.folders import SweepLock, check_folder, create_folder, set_aside_failed, staged, sweep_folder, took_over_line  # noqa: E402,E501
 from orchestrator.ray_session import start_ray  # noqa: E402
 from orchestrator.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
+from orchestrator.dashboard import SweepMetrics  # noqa: E402
 from orchestrator.pruning import OptunaPrunerScheduler  # noqa: E402
-from orchestrator.search import CellSearcher, ConfigList, journal  # noqa: E402
+from orchestrator.search import CellSearcher, ConfigList, journal, open_study, retry  # noqa: E402
 from orchestrator.space import Space  # noqa: E402
 from orchestrator.trial import trainable  # noqa: E402
 
@@ -50,6 +52,25 @@ from orchestrator.trial import trainable  # noqa: E402
 logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+WAIT_FOR_NODES_S = 900.0  # an autoscaling cluster's wait for the nodes a trial needs
+
+
+@dataclass
+class Run:
+    """One session of a sweep: where its files and Ray's state go, and what it reports to."""
+    space: Space
+    sweep_dir: Path
+    ray_storage: str                 # Tune's and Train's storage_path: a local folder or a URI
+    remote: storage.Remote | None    # the URI the sweep's files are mirrored to, if --results is one
+    has_gpus: bool = False
+    progress: Progress | None = None
+    max_trials: int | None = None
+    track: list | None = None
+    metrics: SweepMetrics | None = None
+
+    def written(self, path: Path) -> None:
+        if self.remote:
+            self.remote.push(path)
 
 
 def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phase: str = "search", data_seed: int | None = None) -> dict:
@@ -57,8 +78,12 @@ def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phas
     seed = space.tuning_data_seed if data_seed is None else data_seed
     run = plan.run_config(space, cell, seed, params, final_eval=phase == "replicate")
     identity = plan.trial_identity(space, run)
+    fixtures = None
+    if space.fixtures == "synthetic":  # rebuilt by a worker whose node does not see the driver's folder
+        fixtures = {"models": [[m, Path(m).name] for m in space.models], "data": space.data_dir}
     return {"cell": cell_id, "phase": phase, "run": run, "searched": params, "trial_key": plan.trial_key(run, identity),
-            "identity": identity, "resources": plan.resources(space, cell, has_gpus)}
+            "identity": identity, "resources": plan.resources(space, cell, has_gpus), "fixtures": fixtures,
+            "sweep": space.name}
 
 
 def _finished(records: list[dict]) -> dict:
@@ -91,20 +116,22 @@ def concurrency(space: Space, has_gpus: bool) -> int:
 
 def _limits(space: Space) -> dict:
     return {"max_failures": space.max_failures, "max_start_failures": space.max_start_failures,
-            "worker_start_timeout_s": space.worker_start_timeout_s}
+            "worker_start_timeout_s": space.worker_start_timeout_s, "gate": gate.name(space.name)}
 
 
-def _fit(space: Space, sweep_dir: Path, name: str, trainable_fn, progress: Progress, tune: dict, has_gpus: bool,
-         pruned: set[str] = frozenset(), max_trials: int | None = None, track=None) -> bool:
+def _fit(run: Run, name: str, trainable_fn, tune: dict, pruned: set[str] = frozenset()) -> bool:
     """Run one Tune experiment; True when every trial it was given finished (not interrupted)."""
-    writer = RecordWriter(space.name, sweep_dir, progress, pruned)
+    space = run.space
+    writer = RecordWriter(space.name, run.sweep_dir, run.progress, pruned, gate=gate.name(space.name),
+                          on_written=run.written, metrics=run.metrics)
     tuner = ray.tune.Tuner(
         trainable_fn,
-        tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency(space, has_gpus), **tune),
-        run_config=ray.tune.RunConfig(name=name, storage_path=str(sweep_dir / "ray"), verbose=0,
-                                      callbacks=[writer, *tracking.callbacks(track, sweep_dir, space.name)],
-                                      stop=StopAfter(progress, max_trials),
-                                      failure_config=ray.tune.FailureConfig(max_failures=0)))
+        tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency(space, run.has_gpus), **tune),
+        run_config=ray.tune.RunConfig(name=f"{space.name}-{name}", storage_path=run.ray_storage, verbose=0,
+                                      callbacks=[writer, *tracking.callbacks(run.track, run.sweep_dir, space.name)],
+                                      stop=StopAfter(run.progress, run.max_trials),
+                                      # a trial's own process lost (an in-process trial's crash, a lost node)
+                                      failure_config=ray.tune.FailureConfig(max_failures=space.max_failures)))
     tuner.fit()
     return writer.written >= tune["num_samples"]
 
@@ -116,24 +143,23 @@ def search_budgets(space: Space, records: list[dict]) -> dict[str, int]:
     return {cell: space.budget - n for cell, n in done.items() if space.budget > n}
 
 
-def search_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progress, max_trials: int | None,
-                 track=None) -> bool:
-    records = results.load_records(sweep_dir)
+def search_phase(run: Run) -> bool:
+    space = run.space
+    records = results.load_records(run.sweep_dir)
     budgets = search_budgets(space, records)
     if not budgets:
         return True
     spaces = {cell: plan.searched(space, next(c for c in plan.cells(space) if c.id == cell)) for cell in budgets}
     finished = _finished(records)
     fill = [cfg for cell_id, params in best_params(space, records).items() if params == {}
-            for cfg in _replicates(space, has_gpus, cell_id, params, finished)]
-    searcher = CellSearcher(spaces, budgets, functools.partial(_trial_config, space, has_gpus),
-                            journal(sweep_dir / "optuna.journal"), seed=space.seed, pruner_spec=space.pruner,
+            for cfg in _replicates(space, run.has_gpus, cell_id, params, finished)]
+    searcher = CellSearcher(spaces, budgets, functools.partial(_trial_config, space, run.has_gpus),
+                            journal(run.sweep_dir / "optuna.journal"), seed=space.seed, pruner_spec=space.pruner,
                             startup=max(2, space.budget // 2), fill=fill)
-    fn = trainable(finished, str(sweep_dir / "ray"), _limits(space))
-    return _fit(space, sweep_dir, f"search-{int(time.time())}", fn, progress,
+    fn = trainable(finished, run.ray_storage, _limits(space))
+    return _fit(run, f"search-{int(time.time())}", fn, pruned=searcher.pruned,
                 tune={"search_alg": searcher, "scheduler": OptunaPrunerScheduler(searcher),
-                      "num_samples": sum(budgets.values()) + len(fill)},
-                has_gpus=has_gpus, pruned=searcher.pruned, max_trials=max_trials, track=track)
+                      "num_samples": sum(budgets.values()) + len(fill)})
 
 
 def _replicates(space: Space, has_gpus: bool, cell_id: str, params: dict, finished: dict) -> list[dict]:
@@ -149,23 +175,22 @@ def best_params(space: Space, records: list[dict]) -> dict[str, dict | None]:
             for cell in plan.cells(space)}
 
 
-def replicate_phase(space: Space, sweep_dir: Path, has_gpus: bool, progress: Progress,
-                    max_trials: int | None, track=None) -> tuple[bool, list[str]]:
-    records = results.load_records(sweep_dir)
+def replicate_phase(run: Run) -> tuple[bool, list[str]]:
+    space = run.space
+    records = results.load_records(run.sweep_dir)
     finished = _finished(records)
     configs, skipped = [], []
     for cell_id, params in best_params(space, records).items():
         if params is None:
             skipped.append(cell_id)
             continue
-        configs += _replicates(space, has_gpus, cell_id, params, finished)
-    progress.expect(Counter(kind("replicate", c["cell"]) for c in configs))  # now known: what will actually run
+        configs += _replicates(space, run.has_gpus, cell_id, params, finished)
+    run.progress.expect(Counter(kind("replicate", c["cell"]) for c in configs))  # now known: what will actually run
     if not configs:
         return True, skipped
-    fn = trainable(finished, str(sweep_dir / "ray"), _limits(space))
-    complete = _fit(space, sweep_dir, f"replicate-{int(time.time())}", fn, progress,
-                    tune={"search_alg": ConfigList(configs), "num_samples": len(configs)}, has_gpus=has_gpus,
-                    max_trials=max_trials, track=track)
+    fn = trainable(finished, run.ray_storage, _limits(space))
+    complete = _fit(run, f"replicate-{int(time.time())}", fn,
+                    tune={"search_alg": ConfigList(configs), "num_samples": len(configs)})
     return complete, skipped
 
 
@@ -177,59 +202,111 @@ def _planned(space: Space, records: list[dict]) -> Counter:
 
 
 def run_sweep(space: Space, name: str | None = None, resume: bool = False, address: str | None = None,
-              results_root: Path = Path("results"), max_trials: int | None = None, track: list[str] | None = None) -> int:
+              results_root: Path | str = Path("results"), max_trials: int | None = None, track: list[str] | None = None,
+              warnings: list[str] = ()) -> int:
+    """`warnings`: lines printed once the input has passed every check (the power plan's, before any GPU hour).
+    `results_root`: a folder, or a storage URI (the sweep's files staged locally and mirrored there)."""
     tracker = tracking.parse(track)  # an unknown tracker or a missing library stops here, before Ray
-    sweep_dir = sweep_folder(results_root, name or space.name)
-    check_folder(space, sweep_dir, resume)  # reads only: a refusal takes nothing
+    name = name or space.name
+    remote = storage.Remote(str(results_root), sweep_folder(Path("."), name).name) if storage.is_uri(results_root) else None
+    sweep_dir = remote.local if remote else sweep_folder(Path(results_root), name)
+    if not remote:
+        check_folder(space, sweep_dir, resume)  # reads only: a refusal takes nothing
     with SweepLock(sweep_dir) as lock:  # before anything is written; one driver per folder
         if took_over_line(lock):
             print(took_over_line(lock), file=sys.stderr, flush=True)
+        if remote and remote.pull():
+            print(f"read the sweep's files from {remote.uri}", flush=True)
         check_folder(space, sweep_dir, resume)  # again, under the lock: a driver that held it may have finished
-        return _locked_sweep(space, sweep_dir, resume, address, max_trials, tracker)
+        run = Run(space, sweep_dir, remote.ray_storage() if remote else str(sweep_dir / "ray"), remote,
+                  max_trials=max_trials, track=tracker)
+        return _locked_sweep(run, resume, address, warnings)
 
 
-def _locked_sweep(space: Space, sweep_dir: Path, resume: bool, address: str | None, max_trials: int | None,
-                  tracker) -> int:
+def _connect(run: Run, checked: Space, address: str | None) -> Space:
+    """Ray started or joined; on a cluster, the placement and the resource check from the cluster's own nodes."""
+    if address is None:
+        return checked
+    pool, types = cluster.nodes(), cluster.node_types()
+    if checked.resources.get("auto"):
+        memory = checked.resources.get("gpu_memory_gb") or cluster.gpu_memory_gb(pool + types)
+        gpus = int(sum(n["GPU"] * n["count"] for n in pool + types))
+        checked = plan.resolve_placement(checked, gpus, memory)
+    wait = preflight.check_cluster(checked, pool, types, f"the cluster at {address}")
+    if wait and not cluster.wait_for(wait, lambda: cluster.fits(_group(wait), cluster.nodes()), WAIT_FOR_NODES_S):
+        raise preflight.PreflightError([f"{checked.path}: resources: the cluster at {address} did not start nodes for "
+                                        f"{len(wait)} worker(s) of {wait[0]} within {WAIT_FOR_NODES_S:.0f} s"])
+    return checked
+
+
+def _group(bundles: list[dict]) -> dict:
+    return {"workers": len(bundles), "cpus_per_worker": bundles[0].get("CPU", 0), "gpus_per_worker": bundles[0].get("GPU", 0)}
+
+
+def _locked_sweep(run: Run, resume: bool, address: str | None, warnings: list[str]) -> int:
+    space, sweep_dir = run.space, run.sweep_dir
     with staged(space, sweep_dir, resume) as staged_space:
         checked = preflight.run(staged_space)
         if address is None:
             preflight.check_resources(checked, preflight.local_totals(), "this machine")
+        for line in warnings:
+            print(line, file=sys.stderr, flush=True)
         started_here = not ray.is_initialized()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = start_ray(address)
+        url = start_ray(address, checked)
         try:
-            if address is not None:
-                preflight.check_resources(checked, ray.cluster_resources(), f"the cluster at {address}")
-            space = create_folder(space, checked, sweep_dir)
+            checked = _connect(run, checked, address)
+            run.space = create_folder(space, checked, sweep_dir)
         except BaseException:
             if started_here:
                 ray.shutdown()
             raise
+    if resume:
+        _retry_failed(sweep_dir)
     # a scheduler's or a shell's SIGTERM stops the sweep as Ctrl-C does: finished trials recorded, exit 130
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
-        code = _run_phases(space, sweep_dir, url, max_trials, tracker)
+        code = _run_phases(run, url)
     finally:
+        if run.remote:
+            run.remote.push_all()
+            print(f"results at {run.remote.uri} (staged in {sweep_dir})", flush=True)
         if started_here:
             ray.shutdown()
     return code
 
 
-def _run_phases(space: Space, sweep_dir: Path, url: str, max_trials: int | None, track=None) -> int:
-    print(f"sweep {space.name} -> {sweep_dir}\nRay dashboard: {url or '(not running: install ray[default])'}", flush=True)
-    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    planned = {kind(phase, cell): s for (phase, cell), s in time_plan.planned(space, has_gpus).items()}
-    progress = Progress(_planned(space, results.load_records(sweep_dir)), slots=concurrency(space, has_gpus),
-                        planned_seconds=planned)
-    eta = progress.eta()
-    print(f"{progress.total} trials to run, {concurrency(space, has_gpus)} at a time"
-          + (f", {eta}" if eta else ""), flush=True)
-    if not search_phase(space, sweep_dir, has_gpus, progress, max_trials, track):
-        return _stop(sweep_dir, progress, max_trials)
-    complete, skipped = replicate_phase(space, sweep_dir, has_gpus, progress, max_trials, track)
+def _retry_failed(sweep_dir: Path) -> None:
+    """--resume runs failed trials again: their records set aside, failed search values proposed again first."""
+    failed = set_aside_failed(sweep_dir)
+    if not failed:
+        return
+    storage_ = journal(sweep_dir / "optuna.journal")
+    for rec in failed:
+        if rec.get("phase") == "search":
+            retry(open_study(rec["cell"], storage_, {"type": "none"}), rec["trial_key"])
+    print(f"retrying {len(failed)} failed trial(s) of the earlier run: "
+          + ", ".join(sorted({f"{r['cell']} ({r.get('phase')})" for r in failed})), flush=True)
+
+
+def _run_phases(run: Run, url: str) -> int:
+    space = run.space
+    print(f"sweep {space.name} -> {run.remote.uri if run.remote else run.sweep_dir}\n"
+          f"Ray dashboard: {url or '(not running: install ray[default])'}", flush=True)
+    run.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    gate.start(space.name)  # serve phases run alone on their node or GPU (orchestrator/gate.py)
+    run.metrics = SweepMetrics(run.sweep_dir.name)  # the sweep as the user named it (--name)
+    planned = {kind(phase, cell): s for (phase, cell), s in time_plan.planned(space, run.has_gpus).items()}
+    slots = concurrency(space, run.has_gpus)
+    run.progress = Progress(_planned(space, results.load_records(run.sweep_dir)), slots=slots, planned_seconds=planned)
+    eta = run.progress.eta()
+    print(f"{run.progress.total} trials to run, {slots} at a time" + (f", {eta}" if eta else ""), flush=True)
+    if not search_phase(run):
+        return _stop(run)
+    complete, skipped = replicate_phase(run)
     if not complete:
-        return _stop(sweep_dir, progress, max_trials)
-    return finish(space, sweep_dir, skipped)
+        return _stop(run)
+    return finish(space, run.sweep_dir, skipped)
 
 
 def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
@@ -269,7 +346,8 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
     return exit_codes.OK
 
 
-def _stop(sweep_dir: Path, progress: Progress, max_trials: int | None) -> int:
+def _stop(run: Run) -> int:
+    sweep_dir, progress, max_trials = run.sweep_dir, run.progress, run.max_trials
     results.write_tables(sweep_dir)
     if max_trials is not None and progress.done >= max_trials:
         print(f"stopped after {progress.done} trials, as --max-trials {max_trials} asked; its trials are recorded. "

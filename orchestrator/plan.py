@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.space import Space
+from trainers import spec
 from trainers.config import from_dict
 
 
@@ -65,7 +66,7 @@ def base_overrides(space: Space, cell: Cell) -> dict:
         out["hans_heuristics"] = opts["hans_heuristics"]
     if space.data_dir:
         out["data_dir"] = space.data_dir
-    if cell.method == "icl":
+    if spec.get(cell.method).peft == ("none",):  # nothing to choose: the config's default stands
         out.pop("peft.kind")
     # resources: auto chose the cell's placement, or a size rule may shard the larger models
     chosen = space.placement.get(cell.id) or requested(space, cell)
@@ -78,8 +79,7 @@ def base_overrides(space: Space, cell: Cell) -> dict:
 
 def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eval: bool) -> dict:
     """The resolved RunConfig (nested dict) of one trial."""
-    from trainers.methods import METHOD_DEFAULTS
-    overrides = {**METHOD_DEFAULTS.get(cell.method, {}), **base_overrides(space, cell), **params,
+    overrides = {**spec.get(cell.method).defaults, **base_overrides(space, cell), **params,
                  "data_seed": data_seed, "final_eval": final_eval}
     return from_dict({}).replace(**overrides).to_dict()
 
@@ -94,9 +94,12 @@ def trial_identity(space: Space, run: dict) -> dict:
     ident = space.identity or {}
     models = ident.get("models", {})
     teacher = (run.get("cd") or {}).get("teacher_model")
+    from trainers.tasks import task_definitions
     return {"model": models.get(run["model"], run["model"]),
             "teacher_model": models.get(teacher, teacher) if teacher else None,
-            "data": ident.get("data", {}).get(run["task"])}
+            "data": ident.get("data", {}).get(run["task"]),
+            # what a run scores changes with it (version 3: each data seed its own evaluation subset)
+            "tasks_version": task_definitions()["version"]}
 
 
 def trial_key(run: dict, identity: dict) -> str:
@@ -145,25 +148,30 @@ def requested(space: Space, cell: Cell) -> dict:
 def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
     """What a trial of the cell reserves on this cluster. GPUs explicitly asked of a CPU-only
     cluster reach here only with --allow-cpu (preflight refuses them otherwise)."""
+    in_process = bool(space.resources.get("in_process"))
     if space.placement:
-        return {k: space.placement[cell.id][k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
+        return {**{k: space.placement[cell.id][k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")},
+                "in_process": in_process}
     r = requested(space, cell)
     r.pop("parallel", None)  # a run setting (base_overrides), not a resource
     if r["gpus_per_worker"] is None or not has_gpus:
         r["gpus_per_worker"] = 1 if has_gpus and r["gpus_per_worker"] is None else 0
-    return r
+    return {**r, "in_process": in_process}
 
 
-def resolve_placement(space: Space, local_gpus: int) -> Space:
-    """`resources: auto`: every cell's placement from the memory plan, or PlacementError (before Ray)."""
+def resolve_placement(space: Space, gpus: int, gpu_memory_gb: float | None = None) -> Space:
+    """`resources: auto`: every cell's placement from the memory plan, or PlacementError (before Ray,
+    or right after joining a cluster, from its nodes: `gpus` reachable, `gpu_memory_gb` each)."""
     import dataclasses
     from orchestrator import placement
     if not space.resources.get("auto"):
         return space
+    if gpu_memory_gb and not space.resources.get("gpu_memory_gb"):
+        space = dataclasses.replace(space, resources={**space.resources, "gpu_memory_gb": gpu_memory_gb})
     chosen = {}
     for cell in cells(space):
         cfg = from_dict(run_config(space, cell, space.tuning_data_seed, {}, True))
-        chosen[cell.id] = placement.choose(space, cell, cfg, local_gpus)
+        chosen[cell.id] = placement.choose(space, cell, cfg, gpus)
     return dataclasses.replace(space, placement=chosen)
 
 

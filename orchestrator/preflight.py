@@ -174,6 +174,33 @@ def check_resources(space: Space, totals: dict, where: str) -> None:
         raise PreflightError([f"{space.path}: " + text.format(cells=_cells(ids)) for text, ids in problems.items()])
 
 
+def check_cluster(space: Space, pool: list[dict], types: list[dict], where: str) -> list[dict]:
+    """Every cell's worker group fits on nodes it can use (each worker on one node): on the nodes there
+    now, or else on node types the autoscaler may start. Returns the resources to wait for (the
+    largest group that needs new nodes); PreflightError for a group no node can hold."""
+    from orchestrator import cluster
+    has_gpus = any(n["GPU"] for n in pool + types)
+    problems, wait = {}, []
+    for cell in plan.cells(space):
+        r = plan.resources(space, cell, has_gpus)
+        if cluster.fits(r, pool):
+            continue
+        if cluster.fits(r, pool + types):
+            if r["workers"] * (r["gpus_per_worker"] or r["cpus_per_worker"]) > sum(
+                    b.get("GPU", b.get("CPU", 0)) for b in wait):
+                wait = [{"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if r["gpus_per_worker"] else {})}
+                        for _ in range(r["workers"])]
+            continue
+        big = max(pool + types, key=lambda n: (n["GPU"], n["CPU"]), default={"CPU": 0, "GPU": 0})
+        problems.setdefault(f"resources: {{cells}}: {r['workers']} worker(s) x {r['cpus_per_worker']} CPU / "
+                            f"{r['gpus_per_worker']} GPU fit no set of nodes of {where} (largest node {big['CPU']:g} CPU / "
+                            f"{big['GPU']:g} GPU{', node types of the autoscaler included' if types else ''}); lower "
+                            f"resources.cpus_per_worker, resources.gpus_per_worker or resources.workers", []).append(cell.id)
+    if problems:
+        raise PreflightError([f"{space.path}: " + text.format(cells=_cells(ids)) for text, ids in problems.items()])
+    return wait
+
+
 def local_totals() -> dict:
     """What a local Ray instance will have, known before it starts."""
     import torch

@@ -1,21 +1,64 @@
 """Starting (or joining) Ray for a sweep: the one place that calls `ray.init`.
 
-    python -m orchestrator sweep --space smoke                    # a local Ray instance, started here
-    python -m orchestrator sweep --space smoke --address auto     # an existing cluster
+    python -m orchestrator sweep --space smoke                      # a local Ray instance, started here
+    python -m orchestrator sweep --space smoke --address auto       # an existing cluster
+    ray job submit --working-dir . -- python -m orchestrator sweep --space smoke --results /abs/or/s3://...
 
-What every trial's processes need from the driver travels in the job's runtime environment
-(`env_vars`): the git commit for the records, progress bars off, and, for a local instance, where
-its GCS listens.
+What every trial's processes need from the driver travels in the job's runtime environment: the
+variables the sweep resolved (the data folder, the caches, the Hugging Face token, endpoint and
+offline settings, the hub commits preflight pinned), the git commit for the records, Ray Train's
+state tracking for the dashboard's Train tab; and, when the driver joins a cluster from a checkout,
+the project's code itself (`working_dir`), so an edit reaches every node. Inside a `ray job submit`
+job (RAY_ADDRESS set by Ray) the driver joins that cluster as it is: the job already carries its
+code and environment, and no address is invented for the trials.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+from pathlib import Path
 
 import ray
 
 from trainers.records import COMMIT_ENV, git_commit
+
+REPO = Path(__file__).resolve().parents[1]
+# the driver's settings that decide what a trial reads: they must be the same on every node
+PASSED = ("FEWSHOT_DATA_DIR", "FEWSHOT_CACHE", "FEWSHOT_MODEL_DIR", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT",
+          "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+          "WANDB_MODE", "WANDB_SILENT", "MLFLOW_ALLOW_FILE_STORE")
+EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
+
+
+def in_job() -> bool:
+    """Running as the entrypoint of `ray job submit` (Ray sets these for the job's driver)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def address_from_env(address: str | None) -> str | None:
+    """--address, else the cluster a Ray job (or the user's RAY_ADDRESS) points at, else None: start one."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def hub_revisions(space) -> dict[str, str]:
+    """hub id -> the commit preflight resolved (model identities "hub:name@commit")."""
+    out = {}
+    for name, ident in ((space.identity or {}).get("models") or {}).items():
+        if ident.startswith("hub:") and not ident.endswith("@unresolved"):
+            out[name] = ident.rsplit("@", 1)[1]
+    return out
+
+
+def trial_env(space) -> dict[str, str]:
+    env = {COMMIT_ENV: git_commit() or "", "FEWSHOT_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false",
+           "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
+    env.update({k: os.environ[k] for k in PASSED if os.environ.get(k)})
+    revisions = hub_revisions(space)
+    if revisions:
+        env["FEWSHOT_HUB_REVISIONS"] = json.dumps(revisions, sort_keys=True)
+    return env
 
 
 def _free_port() -> int:
@@ -24,21 +67,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray(address: str | None) -> str:
-    """Start a local instance (address None) or connect to `address`; returns the dashboard URL."""
-    env = {COMMIT_ENV: git_commit() or "", "FEWSHOT_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
+def start_ray(address: str | None, space) -> str:
+    """Start a local instance (address None) or join `address`; returns the dashboard URL."""
+    env = trial_env(space)
+    runtime_env: dict = {"env_vars": env}
     if address is None and not ray.is_initialized():
         # Ray's own helpers inside the trials (the placement-group cleaner among them) find their
         # cluster through RAY_ADDRESS; without it, another Ray instance on the host makes them pick
         # the wrong one or die. So the local instance gets a known GCS port and says where it is.
         port = _free_port()
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")  # the local dashboard's Train tab
+        # one machine is never preempted: Ray Train's per-trial watcher actor would only cost a process start
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    elif address is not None and not in_job() and (REPO / ".git").exists():
+        runtime_env["working_dir"], runtime_env["excludes"] = str(REPO), EXCLUDES  # this checkout's code on every node
     # Worker logs stay in Ray's log folder and the dashboard; the terminal gets one line per trial.
     # Ray's start-up notices (token authentication, "N worker processes started", whose threshold
     # is the CPU count while every trial starts three actors) stay in Ray's logs.
     os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
-    ctx = ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env}, ignore_reinit_error=True,
-                   logging_level=logging.ERROR)
+    kwargs = {} if in_job() else {"job_config": ray.job_config.JobConfig(metadata={"fewshot_sweep": space.name})}
+    ctx = ray.init(address=address, log_to_driver=False, runtime_env=runtime_env, ignore_reinit_error=True,
+                   logging_level=logging.ERROR, **kwargs)
     url = getattr(ctx, "dashboard_url", "") or ""
     return f"http://{url}" if url and not url.startswith("http") else url

@@ -1,10 +1,13 @@
-"""A sweep's report: report.md opening with three quotable sentences, backed by tables, and figures.
+"""A sweep's report: report.md opening with sentences a researcher can quote, backed by tables, and figures.
 
     python -m orchestrator report results/acceptance/sizes_cpu     # -> results/.../report/report.md
 
 A pure function of the folder's records (it moves and changes none of them), so it can be rerun any
-time; the sweep runs it at its end. Figures are in `orchestrator/figures.py`; a figure whose axis
-the sweep lacks is skipped with its reason, written where it would have been.
+time; the sweep runs it at its end. The words follow the verdicts (`orchestrator/stats.py`): a
+method is "best" only where it beat every other method of its task × model × shots significantly;
+otherwise the report names the "highest mean" and the verdict against the runner-up. A collapsed
+cell carries its flag wherever it is named. Figures are in `orchestrator/figures.py`; a figure whose
+axis the sweep lacks is skipped with its reason, written where it would have been.
 """
 from __future__ import annotations
 
@@ -14,16 +17,17 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator import figures
-from orchestrator.results import (_newest_per_seed, cell_stats, comparisons, load_records, mean_std, title_of, to_markdown,
-                                  summary_table, trials_table)
+from orchestrator.compare import comparisons, completed_replicates, newest_per_seed, verdict_words
+from orchestrator.results import cell_stats, interval_text, load_records, mean_std, summary_table, title_of, to_markdown, \
+    trials_table
 
 GROUP = ("task", "model", "shots")
 
 
 def replicates(table: pd.DataFrame) -> pd.DataFrame:
     """One completed replicate per cell and data seed (the newest), the rows every figure plots."""
-    reps = table[(table["phase"] != "search") & (table["status"] == "completed")]
-    reps = pd.concat([_newest_per_seed(g) for _, g in reps.groupby("cell")]) if len(reps) else reps.copy()
+    reps = completed_replicates(table)
+    reps = pd.concat([newest_per_seed(g) for _, g in reps.groupby("cell")]) if len(reps) else reps.copy()
     # a model's size: its fewest parameters over the records (LoRA adapters and heads add some)
     reps["model_params"] = reps.groupby("model")["total_params"].transform("min") if len(reps) else []
     return reps
@@ -33,19 +37,47 @@ def _where(c: dict) -> str:
     return f"{c['task']}, {figures.model_name(c['model'])}, {c['shots']} shots"
 
 
-def break_even_pairs(cells: list[dict]) -> list[dict]:
-    """Per task × model × shots, each trained cell against ICL: queries after which adapting once
-    (its whole search and training) costs less than carrying the demonstrations in every prompt."""
+def _named(c: dict) -> str:
+    """A cell's method, with its COLLAPSED flag wherever it is named."""
+    fell = [s.replace("in_domain", "in domain") for s in c["collapsed"]]
+    return figures.variant(c["cell"]) + (f" (COLLAPSED on {' and '.join(fell)})" if fell else "")
+
+
+def break_even_pairs(cells: list[dict], reps: pd.DataFrame) -> list[dict]:
+    """Per task × model × shots, each trained cell against ICL: the queries after which adapting once
+    (the cell's search and this replicate's adaptation) costs less than carrying the demonstrations in
+    every prompt, per data seed (each seed's trained replicate against that seed's ICL replicate)."""
     out = []
     for c in cells:
         icl = next((i for i in cells if i["method"] == "icl" and all(i[k] == c[k] for k in GROUP)), None)
         if c["method"] == "icl" or not icl or not c["serve_ms_per_query"] or not icl["serve_ms_per_query"]:
             continue
-        ms, icl_ms, adapt = c["serve_ms_per_query"]["mean"], icl["serve_ms_per_query"]["mean"], c["adaptation_seconds"]
-        saving = (icl_ms - ms) / 1000  # seconds saved per query
-        out.append({"where": _where(c), "method": figures.variant(c["cell"]), "cell": c["cell"], "adapt_s": adapt,
-                    "ms": ms, "icl_ms": icl_ms, "break_even_queries": math.ceil(adapt / saving) if saving > 0 else None})
+        mine, theirs = reps[reps["cell"] == c["cell"]], reps[reps["cell"] == icl["cell"]].set_index("data_seed")
+        per_seed = {}
+        for _, r in mine.iterrows():
+            if r["data_seed"] not in theirs.index or pd.isna(r["serve_ms_per_query"]):
+                continue
+            saving = (theirs.loc[r["data_seed"], "serve_ms_per_query"] - r["serve_ms_per_query"]) / 1000
+            adapt = c["search_seconds"] + (r["adaptation_seconds"] or 0)
+            per_seed[int(r["data_seed"])] = math.ceil(adapt / saving) if saving > 0 else None
+        finite = sorted(v for v in per_seed.values() if v is not None)
+        out.append({"where": _where(c), "method": figures.variant(c["cell"]), "cell": c["cell"], "named": _named(c),
+                    "adapt_s": c["adaptation_seconds"], "ms": c["serve_ms_per_query"]["mean"],
+                    "icl_ms": icl["serve_ms_per_query"]["mean"], "per_seed": per_seed,
+                    "range": (finite[0], finite[-1]) if finite else None, "never": sum(v is None for v in per_seed.values()),
+                    "alone": c["serve_alone"] and icl["serve_alone"]})
     return out
+
+
+def _between(best: dict, other: dict, comps: list[dict]) -> dict | None:
+    """The in-domain comparison of two cells, oriented best − other."""
+    comp = next((x for x in comps if x["set"] == "in_domain" and {x["a"], x["b"]} == {best["cell"], other["cell"]}), None)
+    if not comp:
+        return None
+    sign = 1 if comp["a"] == best["cell"] else -1
+    lo, hi = sorted((sign * comp["ci95"][0], sign * comp["ci95"][1]))
+    won = comp["verdict"] == ("a better" if sign == 1 else "b better")
+    return {**comp, "diff": sign * comp["mean_diff"], "lo": lo, "hi": hi, "won": won}
 
 
 def _best(cells: list[dict], comps: list[dict]) -> tuple[str, pd.DataFrame]:
@@ -55,23 +87,20 @@ def _best(cells: list[dict], comps: list[dict]) -> tuple[str, pd.DataFrame]:
                       key=lambda c: -c["in_domain_accuracy"]["mean"])
         if not mine:
             continue
-        best, where = mine[0], _where(mine[0])
-        acc = best["in_domain_accuracy"]
-        row = {"task × model × shots": where, "best in-domain": figures.variant(best["cell"]),
-               "accuracy": f"{acc['mean']:.3f}" + (f" [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}]" if acc["ci95"] else "")}
-        text = f"on {where} {row['best in-domain']} is best in domain ({acc['mean']:.3f})"
-        if len(mine) > 1:
-            runner = mine[1]
-            comp = next((x for x in comps if x["set"] == "in_domain" and {x["a"], x["b"]} == {best["cell"], runner["cell"]}), None)
-            if comp:
-                sign = 1 if comp["a"] == best["cell"] else -1
-                lo, hi = sorted((sign * comp["ci95"][0], sign * comp["ci95"][1]))
-                verdict = "within noise" if comp["verdict"] == "within noise" else "a real difference"
-                row.update({"runner-up": figures.variant(runner["cell"]), "difference": f"{sign * comp['mean_diff']:+.3f}",
-                            "95 % interval": f"[{lo:+.3f}, {hi:+.3f}]", "p": f"{comp['p']:.2f}", "seeds": comp["n"],
-                            "verdict": verdict})
-                text += (f", ahead of {row['runner-up']} by {row['difference']} [{lo:+.3f}, {hi:+.3f}] over "
-                         f"{comp['n']} seeds ({verdict})")
+        top, where = mine[0], _where(mine[0])
+        against = [_between(top, other, comps) for other in mine[1:]]
+        best = bool(against) and all(a and a["won"] for a in against) and not top["collapsed"]
+        word = "best" if best else "highest mean"
+        row = {"task × model × shots": where, word if best else "highest mean in domain": _named(top),
+               "accuracy [95 % interval]": interval_text(top["in_domain_accuracy"]), "collapsed": ", ".join(top["collapsed"]) or "-"}
+        text = (f"on {where}, {_named(top)} is best in domain at {interval_text(top['in_domain_accuracy'])}" if best else
+                f"on {where}, {_named(top)} has the highest mean in domain, {interval_text(top['in_domain_accuracy'])}")
+        if against and against[0]:
+            a, runner = against[0], mine[1]
+            row.update({"runner-up": _named(runner), "difference [95 %]": f"{a['diff']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}]",
+                        "seeds": a["n"], "verdict": verdict_words(a), "why": a["reason"]})
+            text += (f", {a['diff']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}] over {_named(runner)}: "
+                     f"{verdict_words(a)} ({a['reason']})")
         rows.append(row)
         parts.append(text)
     sentence = ("In domain, " + "; ".join(parts) + ".") if parts else "No cell completed a replicate."
@@ -82,55 +111,67 @@ def _serving(cells: list[dict]) -> tuple[str, pd.DataFrame]:
     rows, parts = [], []
     for c in cells:
         rows.append({"cell": c["cell"], "serve ms/query": mean_std(c["serve_ms_per_query"], 1),
+                     "serve CPU ms/query": mean_std(c["serve_cpu_ms_per_query"], 1),
+                     "measured alone": "yes" if c["serve_alone"] else "no (beside other trials)",
                      "serve peak MiB": mean_std(c["serve_peak_mib"], 0), "adaptation s (search + one replicate)":
                      f"{c['search_seconds']:.0f} + {(c['replicate_adaptation_seconds'] or {}).get('mean', 0):.0f}",
                      "Ray overhead s (all trials)": f"{c['ray_overhead_seconds']:.0f}",
                      "labelled examples used": c["labelled_examples"]})
     for key in sorted({tuple(c[k] for k in GROUP) for c in cells}):
-        mine = [c for c in cells if tuple(c[k] for k in GROUP) == key and c["serve_ms_per_query"]]
+        mine = sorted((c for c in cells if tuple(c[k] for k in GROUP) == key and c["serve_ms_per_query"]),
+                      key=lambda c: c["serve_ms_per_query"]["mean"])
         if len(mine) < 2:
             continue
-        mine.sort(key=lambda c: c["serve_ms_per_query"]["mean"])
         cheap, dear = mine[0], mine[-1]
         ratio = dear["serve_ms_per_query"]["mean"] / cheap["serve_ms_per_query"]["mean"]
-        parts.append(f"on {_where(cheap)} {figures.variant(cheap['cell'])} serves a query in "
-                     f"{cheap['serve_ms_per_query']['mean']:.0f} ms against {dear['serve_ms_per_query']['mean']:.0f} ms "
-                     f"for {figures.variant(dear['cell'])} ({ratio:.1f}× cheaper)")
-    sentence = ("Cheapest to serve: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
+        noisy = "" if all(c["serve_alone"] for c in mine) else " (measured beside other trials: not comparable)"
+        parts.append(f"on {_where(cheap)}, {_named(cheap)} serves a query in {cheap['serve_ms_per_query']['mean']:.0f} ms "
+                     f"against {dear['serve_ms_per_query']['mean']:.0f} ms for {_named(dear)} ({ratio:.1f}× less){noisy}")
+    sentence = ("Lowest serving cost: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
     return sentence, pd.DataFrame(rows)
 
 
+def _range_text(p: dict) -> str:
+    if not p["range"]:
+        return "never (not cheaper per query for any data seed)"
+    lo, hi = p["range"]
+    text = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+    return text + (f" ({p['never']} of {len(p['per_seed'])} seeds: never)" if p["never"] else "")
+
+
 def _break_even_text(pairs: list[dict]) -> tuple[str, pd.DataFrame]:
-    rows = [{"task × model × shots": p["where"], "method": p["method"], "adaptation s": f"{p['adapt_s']:.0f}",
+    rows = [{"task × model × shots": p["where"], "method": p["named"], "adaptation s": f"{p['adapt_s']:.0f}",
              "ms/query": f"{p['ms']:.1f}", "ICL ms/query": f"{p['icl_ms']:.1f}",
-             "break-even queries": f"{p['break_even_queries']:,}" if p["break_even_queries"] else "never (not cheaper per query)"}
+             "break-even queries (per data seed)": _range_text(p),
+             "per seed": ", ".join(f"s{s}: {v:,}" if v else f"s{s}: never" for s, v in sorted(p["per_seed"].items()))}
             for p in pairs]
-    parts = [f"{p['method']} on {p['where']} pays back its {p['adapt_s']:.0f} s of adaptation after "
-             f"{p['break_even_queries']:,} queries" if p["break_even_queries"] else
-             f"{p['method']} on {p['where']} never pays back (no cheaper per query than ICL)" for p in pairs]
+    parts = [f"{p['named']} on {p['where']} pays back its {p['adapt_s']:.0f} s of adaptation after {_range_text(p)} queries"
+             + ("" if p["alone"] else " (serving measured beside other trials)") if p["range"] else
+             f"{p['named']} on {p['where']} never pays back (no cheaper per query than ICL)" for p in pairs]
     sentence = ("Against ICL, " + "; ".join(parts) + ".") if parts else "No trained method beside ICL to break even against."
     return sentence, pd.DataFrame(rows)
 
 
-def _figures(table, reps, cells, pairs, records, out: Path) -> list[str]:
-    plan = [("Accuracy vs model size", lambda: figures.accuracy_vs_axis(reps, out, "size")),
-            ("In-domain vs OOD accuracy", lambda: figures.id_vs_ood(reps, out)),
-            ("Accuracy vs shots", lambda: figures.accuracy_vs_axis(reps, out, "shots")),
-            ("Serving cost vs accuracy", lambda: figures.cost_accuracy(cells, out)),
-            ("Break-even", lambda: figures.break_even(pairs, out)),
-            ("HANS per heuristic and label", lambda: figures.hans_breakdown(records, reps, out)),
-            ("The search", lambda: figures.search(records, out))]
-    lines = []
-    for title, draw in plan:
-        try:
-            if reps.empty:
-                raise figures.Skip("no completed replicate")
-            paths = draw()
-        except figures.Skip as why:
-            lines.append(f"### {title}\n\nskipped: {why}\n")
-            continue
-        lines.append(f"### {title}\n\n" + "".join(f"![{title}]({p.name})\n" for p in paths if p.suffix == ".png"))
-    return lines
+def tuning_note(table: pd.DataFrame) -> str:
+    """A line when the search ran on a data seed that is also a replicate (its winner then repeats as that replicate)."""
+    search = table[table["phase"] == "search"] if not table.empty else table
+    if search.empty:
+        return ""
+    reps = set(completed_replicates(table)["data_seed"])
+    shared = sorted(set(search["data_seed"]) & reps)
+    if not shared:
+        return f"The search ran on data seed(s) {', '.join(map(str, sorted(set(search['data_seed']))))}, held out from the replicates."
+    return (f"Note: the search ran on data seed {', '.join(map(str, shared))}, which is also a replicate: that replicate "
+            f"repeats the configuration chosen on its own dev split, an optimistic bias for the searched (trained) methods "
+            f"against ICL, and its cost is counted twice. Hold the tuning seed out (`tuning_data_seed`, default) to avoid it.")
+
+
+def _comparison_table(comps: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"A": figures.variant(c["a"]), "B": figures.variant(c["b"]),
+                          "where": c["a"].split("/", 1)[0] + ", " + "/".join(c["a"].split("/")[2:]), "set": c["set"],
+                          "A − B": f"{c['mean_diff']:+.3f}", "95 % interval": f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
+                          "p": f"{c['p']:.3g}", "seeds": c["n"], "examples": c["examples"], "verdict": verdict_words(c),
+                          "why": c["reason"], "collapsed": ", ".join(c.get("collapsed") or []) or "-"} for c in comps])
 
 
 def write_report(folder: Path) -> Path:
@@ -142,48 +183,52 @@ def write_report(folder: Path) -> Path:
     out.mkdir(exist_ok=True)
     for old in list(out.glob("*.png")) + list(out.glob("*.svg")):  # a figure whose axis went away must not linger
         old.unlink()
-    reps, cells, comps = replicates(table), cell_stats(table), comparisons(table)
-    pairs = break_even_pairs(cells)
+    reps, cells, comps = replicates(table), cell_stats(table, records), comparisons(table, records)
+    pairs = break_even_pairs(cells, reps)
     title = title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
     (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells), _break_even_text(pairs)
-    comp_t = pd.DataFrame([{"A": figures.variant(c["a"]), "B": figures.variant(c["b"]),
-                            "where": c["a"].split("/", 1)[0] + ", " + "/".join(c["a"].split("/")[2:]), "set": c["set"],
-                            "A − B": f"{c['mean_diff']:+.3f}", "95 % interval": f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
-                            "p": f"{c['p']:.2f}", "seeds": c["n"], "verdict": c["verdict"],
-                            "collapsed": ", ".join(c.get("collapsed") or []) or "-"} for c in comps])
-    text = [f"# {title}\n", f"{best} {cheap} {even}\n",
-            "## Best method per task × model × shots\n", to_markdown(best_t),
+    note = tuning_note(table)
+    text = [f"# {title}\n", f"{best} {cheap} {even}\n", *([note + "\n"] if note else []),
+            "## Best method, or the highest mean, per task × model × shots\n", to_markdown(best_t), _VERDICTS,
             "## Serving and adaptation costs\n", to_markdown(cheap_t), _COSTS,
             "## Break-even against ICL\n", to_markdown(even_t),
-            "## Paired differences over shared data seeds\n", to_markdown(comp_t), _PAIRED,
-            "## Summary per cell\n", to_markdown(summary_table(table)), _PROTOCOL, "## Figures\n", *_figures(
-                table, reps, cells, pairs, records, out)]
+            "## Paired differences over shared data seeds and examples\n", to_markdown(_comparison_table(comps)),
+            "## Summary per cell\n", to_markdown(summary_table(cells)), _PROTOCOL, "## Figures\n",
+            *figures.draw_all(table, reps, cells, pairs, records, out)]
     path = out / "report.md"
     path.write_text("\n".join(text))
     return path
 
 
-_COSTS = """
-Serving: the in-domain set scored as the model would be deployed (ICL with its k demonstrations
-and their prefix cache; fine-tuned, PBFT and CD models the query alone), at the same batch size,
-milliseconds per query and the peak memory while doing it (on CPU the resident set after freed
-memory was handed back; on a GPU CUDA's peak allocation). Adaptation: every search trial of the
-cell (pruned ones by the seconds of their epochs) plus one replicate's teacher targets, training
-and dev passes; loading the model is common to all methods and left out, and so is the CD
-teacher's own evaluation (it repeats ICL). Ray overhead: trial time as the sweep saw it less the
-method's own, over all of the cell's trials.
+_VERDICTS = """
+"best" means significantly better than every other method of its task × model × shots (exact
+sign-flip test over the data seeds, p < 0.05, and a 95 % interval that excludes 0) and not
+collapsed; otherwise the method with the highest mean is named as such. Intervals hold both the
+data seeds' and the evaluation examples' noise (a two-level bootstrap: seeds, then examples within
+each seed; never narrower than the t-interval over seeds). Below 6 seeds the sign-flip test cannot
+reach p < 0.05 (its smallest p is 2 / 2^n), so every comparison there is "inconclusive".
 """
 
-_PAIRED = """
-A − B is the mean over the data seeds both cells completed; the interval is a paired bootstrap
-(10,000 resamples) and p a sign-flip permutation test. "within noise" unless the interval
-excludes 0 and p < 0.05. Over n seeds the smallest p a sign-flip test can give is 2 / 2^n (0.25
-for 3 seeds, 0.0625 for 5): below 6 seeds no difference can be called real, whatever its size.
+_COSTS = """
+Serving: a fixed sample of in-domain queries (`serve_queries`) scored as the model would be deployed
+(ICL with its k demonstrations behind their key/value cache, built before timing; fine-tuned, PBFT
+and CD models the query alone), at the same batch size, after a warm-up, `serve_repeats` times: the
+median milliseconds per query, and the process CPU time per query. In a sweep the serve phase runs
+alone on its node (CPU) or device (GPU): other trials' phases wait meanwhile ("measured alone").
+Peak memory is the phase's (on CPU the resident set after freed memory was handed back; on a GPU
+CUDA's peak allocation). Adaptation: every search trial of the cell (pruned ones by their epochs and
+CD's teacher targets) plus one replicate's teacher targets and training; a replicate's dev passes
+are charged only when they select its epoch. Loading the model is common to all methods and left
+out, and so is the CD teacher's own evaluation (it repeats ICL). Break-even is per data seed: that
+seed's trained replicate against that seed's ICL replicate.
 """
 
 _PROTOCOL = """
 Protocol: FT, PBFT and CD choose their epoch, and the search its learning rate, on n_dev labelled
-examples beyond the k shots ("labelled" column); ICL uses none. Each replicate has its own data
-seed (the draw) and a training seed derived from it. Evaluation subsets (--eval-limit) hold equal
-numbers per label and HANS heuristic, so a model answering one class everywhere scores 0.5.
+examples beyond the k shots ("labelled" column); ICL uses none. Each replicate has its own data seed
+(the draw, and its own stratified evaluation subset with --eval-limit) and a training seed derived
+from it. Subsets hold equal numbers per label and HANS heuristic, so a model answering one class
+everywhere scores 0.5. Accuracy restricted to the label words is the headline; accuracy over the full
+vocabulary (a top token that is not a label word counts wrong, the reference paper's ICL metric) is
+the "(full vocab)" column.
 """

@@ -8,7 +8,6 @@ and failed trials of the whole cell.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.stats import collapsed, mean_ci, paired
+from orchestrator.compare import cell_accuracy, comparison_lines, comparisons, newest_per_seed, ood_names
+from orchestrator.stats import collapsed, mean_ci
 from trainers.records import write_json_atomic
 
 RECORDS = "trials"
@@ -86,10 +86,12 @@ def _row(rec: dict) -> dict:
            "in_domain_accuracy_full_vocab": (m.get("in_domain") or {}).get("accuracy_full_vocab"),
            "peak_memory_mib": res.get("peak_memory_mib"), "seconds": res.get("total_seconds"),
            "trial_seconds": rec.get("trial_seconds"), "n_dev": c.get("n_dev"),
-           # a pruned trial has no phases: its epochs' seconds (training and dev) are its adaptation
-           "adaptation_seconds": res.get("adaptation_seconds",
-                                         sum(h.get("epoch_seconds") or 0 for h in rec.get("history") or [])),
+           # a pruned trial has no phases: its epochs' seconds (training and dev) and CD's teacher targets
+           "adaptation_seconds": res.get("adaptation_seconds", sum((h.get("epoch_seconds") or 0) + (h.get("setup_seconds") or 0)
+                                                                   for h in rec.get("history") or [])),
            "serve_ms_per_query": (res.get("serving") or {}).get("ms_per_query"),
+           "serve_cpu_ms_per_query": (res.get("serving") or {}).get("cpu_ms_per_query"),
+           "serve_exclusive": (res.get("serving") or {}).get("exclusive"),
            "serve_peak_mib": (res.get("serving") or {}).get("peak_memory_mib"),
            "trainable_params": (rec.get("params") or {}).get("trainable"), "total_params": (rec.get("params") or {}).get("total"),
            "error": rec.get("error"),
@@ -103,6 +105,7 @@ def _row(rec: dict) -> dict:
         row["in_domain_pred_top"] = max(m["in_domain"]["pred_fraction"].values())
     for name, block in (m.get("ood") or {}).items():
         row[f"{name}_accuracy"] = block.get("accuracy")
+        row[f"{name}_full_vocab"] = block.get("accuracy_full_vocab")
         row[f"{name}_pred_class0"] = next(iter(block["pred_fraction"].values()))
         row[f"{name}_pred_top"] = max(block["pred_fraction"].values())
     if "in_domain" in (m.get("teacher") or {}):
@@ -144,11 +147,6 @@ def mean_std(st: dict | None, digits: int = 3) -> str:
     return "-" if not st else f"{st['mean']:.{digits}f} ± {st['std']:.{digits}f}"
 
 
-def _newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
-    """One replicate per data seed: a moved folder or a rerun can leave two; the newest counts."""
-    return reps.sort_values("time", kind="stable", na_position="first").drop_duplicates("data_seed", keep="last")
-
-
 def duplicate_notes(table: pd.DataFrame) -> list[str]:
     """A line per (cell, data seed) with more than one completed replicate record."""
     if table.empty:
@@ -159,29 +157,33 @@ def duplicate_notes(table: pd.DataFrame) -> list[str]:
             for (cell, seed), n in counts.items() if n > 1]
 
 
-def ood_names(table: pd.DataFrame) -> list[str]:
-    """The OOD sets a table carries accuracies for ("hans", "paws_qqp", ...)."""
-    skip = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
-    return sorted(c[: -len("_accuracy")] for c in table.columns if c.endswith("_accuracy") and c not in skip)
+def _retried(cell: str, group: pd.DataFrame, retried: list[dict]) -> dict:
+    keys = {r["trial_key"] for r in retried if r.get("cell") == cell}
+    now = group[group["trial_key"].isin(keys)]["status"].value_counts().to_dict() if keys else {}
+    return {"trials": len(keys), "now": {k: int(v) for k, v in now.items()}}
 
 
-def cell_stats(table: pd.DataFrame) -> list[dict]:
-    """Per cell, numbers only (summary.json): mean/std/n over the replicates (or single runs) of
-    every accuracy, prediction fraction, memory and time, plus the cell's trial counts."""
+def cell_stats(table: pd.DataFrame, records: list[dict], retried: list[dict] | None = None) -> list[dict]:
+    """Per cell, numbers only (summary.json): every accuracy with an interval over seeds and
+    examples (`compare.cell_accuracy`; `records` are the table's rows' records, in its order); mean,
+    std and t-interval over the replicates of prediction fractions, memory and time; the cell's
+    trial counts."""
     if table.empty:
         return []
     ood = ood_names(table)
     out = []
     for cell in table.drop_duplicates("cell").sort_values(["task", "method", "peft", "model", "shots"])["cell"]:
         group = table[table["cell"] == cell]
-        reps = _newest_per_seed(group[(group["phase"] != "search") & (group["status"] == "completed")])
+        reps = newest_per_seed(group[(group["phase"] != "search") & (group["status"] == "completed")])
         first = group.iloc[0]
         truncated = "demos_truncated" in reps and bool(reps["demos_truncated"].fillna(0).astype(float).any())
         out.append({
             "cell": cell, "task": first["task"], "method": first["method"], "peft": first["peft"], "model": first["model"],
             "shots": int(first["shots"]), "seeds": int(len(reps)),
-            "in_domain_accuracy": stats(reps["in_domain_accuracy"]),
-            "ood_accuracy": {name: stats(reps.get(f"{name}_accuracy")) for name in ood},
+            "in_domain_accuracy": cell_accuracy(reps, records, "in_domain"),
+            "in_domain_accuracy_full_vocab": cell_accuracy(reps, records, "in_domain", full_vocab=True),
+            "ood_accuracy": {name: cell_accuracy(reps, records, name) for name in ood},
+            "ood_accuracy_full_vocab": {name: cell_accuracy(reps, records, name, full_vocab=True) for name in ood},
             # a model answering one class everywhere scores ~0.5 on HANS: how often it says class 0
             "pred_class0": {name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
             "collapsed": [name for name in ["in_domain", *ood] if f"{name}_pred_top" in reps
@@ -196,6 +198,8 @@ def cell_stats(table: pd.DataFrame) -> list[dict]:
             "lr": [float(x) for x in sorted(reps["lr"].dropna().unique())],
             "search_trials": int((group["phase"] == "search").sum()),
             **{status: int((group["status"] == status).sum()) for status in ("pruned", "failed", "diverged")},
+            # failed trials a --resume ran again, and how they ended this time
+            "retried": _retried(cell, group, retried or []),
         })
     return out
 
@@ -210,74 +214,59 @@ def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
     return {"search_seconds": round(search_s, 3), "replicate_adaptation_seconds": rep_adapt,
             "adaptation_seconds": round(search_s + (rep_adapt["mean"] if rep_adapt else 0.0), 3),
             "serve_ms_per_query": stats(reps.get("serve_ms_per_query")), "serve_peak_mib": stats(reps.get("serve_peak_mib")),
+            "serve_cpu_ms_per_query": stats(reps.get("serve_cpu_ms_per_query")),
+            # serving measured alone (a sweep's gate) in every replicate, or not: a shared machine's figures are noisy
+            "serve_alone": bool(reps["serve_exclusive"].fillna(False).astype(bool).all()) if "serve_exclusive" in reps else False,
             "trial_seconds": round(float(group["trial_seconds"].fillna(0).sum()), 3) if "trial_seconds" in group else None,
             "ray_overhead_seconds": round(float(overhead.sum()), 3),
             "labelled_examples": int(group.iloc[0]["shots"]) + (0 if group.iloc[0]["method"] == "icl"
                                                                 else int(group.iloc[0].get("n_dev") or 0))}
 
 
-def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """cell_stats as text, one row per cell: mean ± std over the replicates, plus trial counts."""
+def interval_text(st: dict | None, digits: int = 3) -> str:
+    """An accuracy as "mean [lo, hi]" (its 95 % interval over seeds and examples), "-" when none."""
+    if not st:
+        return "-"
+    lo, hi = st["ci95"] or (st["mean"], st["mean"])
+    return f"{st['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def flags(c: dict) -> list[str]:
+    return (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [f"COLLAPSED on {n}" for n in c["collapsed"]]
+
+
+def summary_table(cells: list[dict]) -> pd.DataFrame:
+    """cell_stats as text, one row per cell: accuracies with their intervals, costs, trial counts."""
     rows = []
-    for c in cell_stats(table):
-        row = {"cell": c["cell"], "seeds": c["seeds"], "in-domain acc": mean_std(c["in_domain_accuracy"])}
-        row.update({f"{name} acc": mean_std(st) for name, st in c["ood_accuracy"].items()})
+    for c in cells:
+        row = {"cell": c["cell"], "seeds": c["seeds"], "in-domain acc": interval_text(c["in_domain_accuracy"])}
+        row.update({f"{name} acc": interval_text(st) for name, st in c["ood_accuracy"].items()})
+        row["flags"] = ", ".join(flags(c)) or "-"
+        full = [("in-domain", c.get("in_domain_accuracy_full_vocab")), *(c.get("ood_accuracy_full_vocab") or {}).items()]
+        row.update({f"{name} acc (full vocab)": mean_std(st) for name, st in full if st})
         row.update({f"{name.replace('_', '-')} P(class 0)": mean_std(st, 2) for name, st in c["pred_class0"].items() if st})
         if c["teacher_in_domain_accuracy"]:
             row["teacher in-domain acc"] = mean_std(c["teacher_in_domain_accuracy"])
         row["dropped queries"] = c["dropped_queries"]
         row["truncated demos"] = (f"{c['demos_truncated']['mean']:.0f}/{c['shots']}, {c['tokens_cut']['mean']:.0f} tokens cut"
                                   if c["demos_truncated"] else "-")
-        flags = (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [f"COLLAPSED on {n}" for n in c["collapsed"]]
-        row["flags"] = ", ".join(flags) or "-"
         row["labelled"] = (f"{c['shots']}" if c["method"] == "icl" else f"{c['shots']}+{c['labelled_examples'] - c['shots']} dev")
         row["adapt s"] = f"{c['adaptation_seconds']:.0f}" if c["method"] != "icl" else "0"
-        row["serve ms/q"], row["serve MiB"] = mean_std(c["serve_ms_per_query"], 1), mean_std(c["serve_peak_mib"], 0)
+        row["serve ms/q"] = mean_std(c["serve_ms_per_query"], 1) + ("" if c["serve_alone"] or not c["serve_ms_per_query"]
+                                                                      else " (shared)")
+        row["serve CPU ms/q"] = mean_std(c["serve_cpu_ms_per_query"], 1)
+        row["serve MiB"] = mean_std(c["serve_peak_mib"], 0)
         row["peak MiB"], row["seconds"] = mean_std(c["peak_memory_mib"], 0), mean_std(c["seconds"], 0)
         row["Ray overhead s"] = f"{c['ray_overhead_seconds']:.0f}"
         row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
         row["lr"] = ", ".join(f"{x:.3g}" for x in c["lr"]) or "-"
         row["search trials"] = c["search_trials"]
         row.update({status: c[status] for status in ("pruned", "failed", "diverged")})
+        r = c.get("retried") or {}
+        row["retried"] = (f"{r['trials']} ({', '.join(f'{n} {s}' for s, n in sorted(r['now'].items())) or 'not rerun'})"
+                          if r.get("trials") else "-")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def comparisons(table: pd.DataFrame) -> list[dict]:
-    """Every pair of cells of the same task × model × shots, on each evaluation set: the paired
-    difference A − B over the data seeds both completed."""
-    if table.empty:
-        return []
-    reps = table[(table["phase"] != "search") & (table["status"] == "completed")]
-    out = []
-    for (task, model, shots), group in reps.groupby(["task", "model", "shots"], sort=True):
-        cells = sorted(group["cell"].unique())
-        for a, b in itertools.combinations(cells, 2):
-            ra, rb = (_newest_per_seed(group[group["cell"] == c]) for c in (a, b))
-            for name in ["in_domain", *ood_names(table)]:
-                col = f"{name}_accuracy"
-                if col not in group:
-                    continue
-                per_seed = [dict(zip(r["data_seed"], r[col])) for r in (ra, rb)]
-                result = paired(*({s: v for s, v in d.items() if not pd.isna(v)} for d in per_seed))
-                if result:
-                    fell = [c.split("/")[1] for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
-                            and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]
-                    out.append({"a": a, "b": b, "set": name, **result, "collapsed": fell})
-    return out
-
-
-def comparison_lines(comps: list[dict]) -> list[str]:
-    """'icl − pbft+lora (rte, smollm2-135m, 16shot) on hans: -0.110 [-0.120, -0.100] over 2 seed(s), p 0.50: within noise'."""
-    lines = []
-    for c in comps:
-        task, a, *where = c["a"].split("/")
-        b = c["b"].split("/")[1]
-        verdict = {"A better": f"{a} better", "B better": f"{b} better"}.get(c["verdict"], c["verdict"])
-        lines.append(f"{a} − {b} ({', '.join([task, *where])}) on {c['set']}: {c['mean_diff']:+.3f} "
-                     f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] over {c['n']} seed(s), p {c['p']:.2f}: {verdict}"
-                     + (f" ({' and '.join(c['collapsed'])} collapsed on {c['set']})" if c.get("collapsed") else ""))
-    return lines
 
 
 def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
@@ -288,7 +277,8 @@ def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
     ood = ood_names(table)
     models = ", ".join(sorted({Path(str(m).rstrip("/")).name for m in table["model"]}))
     methods = ", ".join(sorted({c.split("/")[1] for c in table["cell"] if "/" in c}))
-    seeds = table["data_seed"].nunique()
+    reps = table[table["phase"] != "search"]  # the search's held-out tuning seed is not a replicate
+    seeds = (reps if len(reps) else table)["data_seed"].nunique()
     parts = [f"{names('task')}{' (OOD: ' + ', '.join(ood) + ')' if ood else ''}", models, methods,
              f"{names('shots')} shots", f"{seeds} data seed{'s' if seeds != 1 else ''}"]
     return " · ".join(([sweep] if sweep else []) + parts)
@@ -301,7 +291,7 @@ def to_text(df: pd.DataFrame, width: int | None = None) -> str:
         return "(no records)\n"
     width = width or shutil.get_terminal_size((120, 24)).columns
     first = [c for c in df.columns if c in ("cell", "seeds") or c.endswith(" acc")] + [
-        c for c in ("adapt s", "serve ms/q", "serve MiB", "flags", "failed") if c in df.columns]
+        c for c in ("flags", "adapt s", "serve ms/q", "serve MiB", "failed") if c in df.columns]
     text = df[first + [c for c in df.columns if c not in first]].map(_cell)
     widths = {c: max(len(c), *(len(v) for v in text[c])) for c in text.columns}
     kept, used = [], -2
@@ -339,19 +329,31 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
     folder = Path(folder)
     records = load_records(folder)
     table = trials_table(records)
-    summary = summary_table(table)
+    from orchestrator.folders import retried
+    cells = cell_stats(table, records, retried(folder))
+    summary = summary_table(cells)
     title = title or title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
     if not table.empty:
         table.to_parquet(folder / "trials.parquet", index=False)
         table.to_csv(folder / "trials.csv", index=False)
     notes = duplicate_notes(table)
-    comps = comparisons(table)
-    paired_md = ("\n## Paired differences (A − B over shared data seeds; bootstrap 95 % interval, sign-flip p)\n\n"
+    comps = comparisons(table, records)
+    paired_md = ("\n## Paired differences (A − B over shared data seeds and examples; verdict and its reason)\n\n"
                  + "".join(f"- {line}\n" for line in comparison_lines(comps))) if comps else ""
-    protocol = ("\nFT, PBFT and CD select on n_dev labelled examples beyond the k shots ('labelled' column); ICL uses "
-                "none. adapt s: the cell's whole search plus one replicate's training; serve: the in-domain set scored "
-                "as deployed, per query.\n") if not summary.empty else ""
-    text = f"# {title}\n\n" + to_markdown(summary) + protocol + paired_md + "".join(f"\n{n}\n" for n in notes)
+    text = f"# {title}\n\n" + to_markdown(summary) + (PROTOCOL if not summary.empty else "") + paired_md + "".join(
+        f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
-    write_json_atomic(folder / "summary.json", {"title": title, "cells": cell_stats(table), "comparisons": comps})
+    write_json_atomic(folder / "summary.json", {"title": title, "cells": cells, "comparisons": comps})
     return table, summary, title, comps
+
+
+PROTOCOL = """
+Accuracies: mean over the data seeds [95 % interval holding both the seeds' and the evaluation
+examples' noise: a two-level bootstrap, never narrower than the t-interval over seeds]. FT, PBFT and
+CD select on n_dev labelled examples beyond the k shots ('labelled'); ICL uses none. adapt s: the
+cell's whole search plus one replicate's adaptation. serve: a sample of in-domain queries scored as
+deployed, median ms per query over repeated passes, measured alone on its node or device in a sweep
+("(shared)": measured beside other work). Verdicts: "a better" / "b better" (sign-flip p < 0.05 and
+the interval excludes 0), "no detectable difference" (with the smallest difference the design
+detects), "inconclusive" (fewer than 6 seeds: the sign-flip test cannot reach p < 0.05).
+"""

@@ -76,6 +76,17 @@ def _requeue(study: optuna.Study, params: dict) -> None:
         study.enqueue_trial(params)
 
 
+def retry(study: optuna.Study, trial_key: str) -> bool:
+    """Propose again first the values of the study's trial that ran `trial_key` and failed (--resume
+    retries failed trials); it no longer counts in the cell's proposals. False when it is not there."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("trial_key") == trial_key and not t.user_attrs.get(INTERRUPTED):
+            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+            _requeue(study, t.params)
+            return True
+    return False
+
+
 class CellSearcher(Searcher):
     """Suggests trials for several cells, each from its own study, up to each cell's budget.
 

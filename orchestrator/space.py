@@ -20,23 +20,27 @@ import yaml
 
 from trainers import settings
 from trainers.config import ConfigError, did_you_mean, from_dict, valid_keys
-from trainers.methods import METHODS, TRAINED
+from trainers.spec import METHODS
 from trainers.models import ModelError, check_source
 from trainers.tasks import ood_names, task_definitions, task_names
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 PRUNERS = ("median", "successive_halving", "none")
-PEFT_KINDS = ("none", "lora", "bitfit")
+# The search's data seed, held out from the replicates: a replicate on the seed the search chose its
+# configuration on would repeat the winner, judged on its own dev split (optimistic for trained methods).
+HELD_OUT_TUNING_SEED = 1000
 TOP_KEYS = {
     "name": "sweep name (default: the file name)", "description": "one line shown by `spaces`",
     "tasks": "task names, or task -> {ood: [...], hans_heuristics: [...]}", "methods": "method -> list of PEFT variants",
     "models": "hub ids or local folders", "shots": "list of few-shot sizes", "data_seeds": "replicates",
-    "tuning_data_seed": "data seed of the search phase (default: the first data seed)", "seed": "seed of the search's sampler (training seeds derive from the data seeds; fixed.seed fixes them)",
+    "tuning_data_seed": "data seed of the search phase (default 1000, held out from the replicates; a replicate's "
+                        "seed is allowed, and the report says so)", "seed": "seed of the search's sampler (training seeds derive from the data seeds; fixed.seed fixes them)",
     "search": "method (or method+peft) -> {config key: distribution or fixed value}", "fixed": "config key -> value, for every trial",
     "budget": "search trials per cell", "pruner": "{type: median|successive_halving|none, ...}",
-    "resources": "{workers, cpus_per_worker, gpus_per_worker, by_model_size}, or auto (or {auto: true, gpu_memory_gb, "
-                 "max_gpus_per_trial}): the fewest GPUs per trial the memory plan allows", "max_concurrent_trials": "int or null",
+    "resources": "{workers, cpus_per_worker, gpus_per_worker, by_model_size, in_process}, or auto (or {auto: true, "
+                 "gpu_memory_gb, max_gpus_per_trial}): the fewest GPUs per trial the memory plan allows; in_process: true "
+                 "runs one-worker trials inside their Tune trial, without a Ray Train worker group (~20 s less a trial)", "max_concurrent_trials": "int or null",
     "max_failures": "retries of a crashed worker group",
     "max_start_failures": "retries of a worker group that did not start (Ray Train's controller failure limit)",
     "worker_start_timeout_s": "seconds a trial's worker group may wait for its resources before that counts as a failure",
@@ -44,7 +48,8 @@ TOP_KEYS = {
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}
-RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size", "auto", "gpu_memory_gb", "max_gpus_per_trial"}
+RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size", "auto", "gpu_memory_gb", "max_gpus_per_trial",
+                 "in_process"}
 RULE_KEYS = {"max_params", "workers", "cpus_per_worker", "gpus_per_worker", "parallel"}
 
 
@@ -182,7 +187,7 @@ def _methods(c: _Checker, value) -> dict[str, list[str]]:
             c.fail(f"methods.{method}", f"unknown method{did_you_mean(method, METHODS)}; allowed: {', '.join(sorted(METHODS))}")
         variants = c.list_of(f"methods.{method}", variants, str)
         for v in variants:
-            allowed = PEFT_KINDS if method in TRAINED else ("none",)
+            allowed = METHODS[method].peft
             if v not in allowed:
                 c.fail(f"methods.{method}", f"unknown PEFT variant {v!r}{did_you_mean(v, allowed)}; allowed: {', '.join(allowed)}")
     return value
@@ -259,10 +264,11 @@ def _resources(c: _Checker, value) -> dict:
     if unknown:
         c.fail("resources", f"unknown key(s) {sorted(unknown)}{did_you_mean(min(unknown), RESOURCE_KEYS)}; allowed: {', '.join(sorted(RESOURCE_KEYS))}")
     out = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": None, "by_model_size": [], "auto": False,
-           "gpu_memory_gb": None, "max_gpus_per_trial": 16}
+           "gpu_memory_gb": None, "max_gpus_per_trial": 16, "in_process": False}
     out.update(value)
-    if not isinstance(out["auto"], bool):
-        c.fail("resources.auto", f"expected true or false, got {out['auto']!r}")
+    for flag in ("auto", "in_process"):
+        if not isinstance(out[flag], bool):
+            c.fail(f"resources.{flag}", f"expected true or false, got {out[flag]!r}")
     c.number("resources.gpu_memory_gb", out["gpu_memory_gb"], 1, allow_none=True)
     c.number("resources.max_gpus_per_trial", out["max_gpus_per_trial"], 1, integer=True)
     for i, rule in enumerate(out["by_model_size"] or []):
@@ -318,9 +324,8 @@ def validate(raw: dict, path: str) -> Space:
     shots = c.list_of("shots", raw["shots"], int)
     for k in shots:
         c.number("shots", k, 0, integer=True)
-    tuning = c.number("tuning_data_seed", raw.get("tuning_data_seed", data_seeds[0]), integer=True)
-    if tuning not in data_seeds:
-        c.fail("tuning_data_seed", f"{tuning} is not one of data_seeds {data_seeds}; the search runs on one of the replicates' draws")
+    held_out = HELD_OUT_TUNING_SEED if HELD_OUT_TUNING_SEED not in data_seeds else max(data_seeds) + 1
+    tuning = c.number("tuning_data_seed", raw.get("tuning_data_seed", held_out), integer=True)
     models = c.list_of("models", raw["models"], str)
     if raw.get("fixtures") not in (None, "synthetic"):
         c.fail("fixtures", f"expected synthetic or null, got {raw['fixtures']!r}")

@@ -1,8 +1,10 @@
-"""cluster.yaml passes the checks `ray up` runs before it contacts any machine, and keeps the
-cluster closed: token authentication on every node, the dashboard on localhost, no token in git."""
+"""The cluster files (on-premise, AWS, GCP) pass the checks `ray up` runs before it contacts any
+machine, and keep the cluster closed: token authentication on every node, the dashboard on
+localhost, no token in git; the cloud files have GPU node types beside a driver-only head."""
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -37,3 +39,22 @@ def test_no_token_is_committed():
     assert not re.search(r"RAY_AUTH_TOKEN=\S", text)
     ignored = (ROOT / ".gitignore").read_text()
     assert "auth_token" in ignored
+
+
+@pytest.mark.parametrize("name", ["cluster-aws.yaml", "cluster-gcp.yaml"])
+def test_cloud_cluster_files_validate_and_have_gpu_node_types_beside_a_driver_only_head(name):
+    raw = yaml.safe_load((ROOT / name).read_text())
+    config = prepare_config(raw)  # the provider's defaults merged, as `ray up` does, before contacting the cloud
+    validate_config(config)
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0} and "GPU" not in head["resources"]  # the driver only: no trial lands there
+    gpu = {n: t for n, t in types.items() if t.get("resources", {}).get("GPU", 0) >= 1}
+    assert len(gpu) >= 2 and {t["resources"]["GPU"] for t in gpu.values()} >= {1, 8}  # a small and a large GPU type
+    for t in gpu.values():
+        assert t["min_workers"] == 0 < t["max_workers"] and t["resources"]["gpu_memory_gb"] > 0
+    assert any("torch" in c for c in config["setup_commands"])  # CUDA torch from PyPI
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    assert all("RAY_AUTH_MODE=token" in c and "RAY_TRAIN_ENABLE_STATE_TRACKING=1" in c for c in starts)
+    assert "--dashboard-host=127.0.0.1" in next(c for c in starts if "--head" in c)
+    assert "--working-dir ." in (ROOT / name).read_text()  # the code travels with the job

@@ -82,11 +82,42 @@ def test_a_nested_phase_pauses_the_enclosing_one(monkeypatch):
     assert m.phases["train"]["seconds"] == 20.0 and m.phases["dev"]["seconds"] == 10.0
 
 
-def test_costs_sum_the_adaptation_phases_and_price_a_query():
+def test_costs_sum_the_adaptation_phases_and_take_the_measured_serving_cost():
     resources = {"phases": {"load": {"seconds": 5.0, "peak_rss_mib": 900.0}, "train": {"seconds": 8.0, "peak_rss_mib": 1.0},
                             "dev": {"seconds": 2.0, "peak_rss_mib": 1.0}, "teacher_eval": {"seconds": 30.0, "peak_rss_mib": 1.0},
-                            "serve": {"seconds": 1.5, "peak_rss_mib": 700.0}}}
-    out = metering.costs(resources, 60, 8)
+                            "serve": {"seconds": 1.5, "peak_rss_mib": 700.0}},
+                 "serving_measured": {"ms_per_query": 25.0, "queries": 32}}
+    out = metering.costs(resources)
     assert out["adaptation_seconds"] == 10.0  # not load, not the teacher's evaluation
-    assert out["serving"] == {"ms_per_query": 25.0, "peak_memory_mib": 700.0, "memory_kind": "rss", "queries": 60, "batch_size": 8}
-    assert "serving" not in metering.costs(resources, 0, 8)
+    assert out["serving"] == {"ms_per_query": 25.0, "queries": 32, "peak_memory_mib": 700.0, "memory_kind": "rss"}
+    replicate = metering.costs(resources, dev_selects=False)  # a replicate keeping its last epoch: dev selects nothing
+    assert replicate["adaptation_seconds"] == 8.0 and replicate["dev_seconds_uncharged"] == 2.0
+    assert "serving" not in metering.costs({"phases": resources["phases"]})
+
+
+class Turns:
+    """A gate that records what each phase asked for."""
+
+    def __init__(self):
+        self.asked = []
+
+    def hold(self, exclusive):
+        import contextlib
+        self.asked.append(exclusive)
+        return contextlib.nullcontext(True)
+
+
+def test_top_level_phases_take_the_gate_shared_and_serve_exclusively(monkeypatch):
+    gate = Turns()
+    monkeypatch.setattr(metering, "_GATE", gate)
+    m = metering.Meter()
+    with m.phase("train"):
+        with m.phase("dev"):  # nested: already inside its trial's turn
+            pass
+    with m.phase("serve") as state:
+        assert state["exclusive"] is True
+    with m.phase("evaluate") as state:
+        assert state["exclusive"] is False
+    assert gate.asked == [False, True, False]
+    assert [len(m.phases[p]["wall"]) for p in ("train", "dev", "serve")] == [1, 1, 1]
+    assert m.phases["serve"]["wall"][0][0] <= m.phases["serve"]["wall"][0][1]

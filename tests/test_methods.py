@@ -32,22 +32,32 @@ def test_each_method_writes_a_complete_record(method, peft, tiny_llama, data_dir
     rec = run(config(tiny_llama, data_dir, method=method, **{"peft.kind": peft, "train.epochs": 2}), epochs.append)
     assert rec["status"] == "completed" and rec["error"] is None
     assert [e["epoch"] for e in epochs] == [1, 2] and all("dev_accuracy" in e and "train_loss" in e for e in epochs)
-    assert rec["history"] == epochs
+    assert rec["history"] == [{k: v for k, v in e.items() if k != "setup_seconds"} for e in epochs]
     assert {"in_domain", "ood", "dev"} <= set(rec["metrics"]) and "hans" in rec["metrics"]["ood"]
     assert 0 < rec["params"]["trainable"] <= rec["params"]["total"]
     phases = rec["resources"]["phases"]
     assert {"load", "train", "dev", "serve", "evaluate"} <= set(phases)
-    # the adaptation cost is the training steps and the selecting dev passes (CD: and the teacher's targets)
-    adapt = phases["train"]["seconds"] + phases["dev"]["seconds"] + phases.get("teacher_targets", {}).get("seconds", 0)
+    # a replicate keeping its last epoch: the training steps (CD: and the teacher's targets); its dev passes select nothing
+    adapt = phases["train"]["seconds"] + phases.get("teacher_targets", {}).get("seconds", 0)
     assert rec["resources"]["adaptation_seconds"] == pytest.approx(adapt, abs=2e-3)
+    assert rec["resources"]["dev_seconds_uncharged"] == phases["dev"]["seconds"]
     serving = rec["resources"]["serving"]
-    assert serving["queries"] == rec["metrics"]["in_domain"]["n_scored"] and serving["batch_size"] == 8
-    assert serving["ms_per_query"] == pytest.approx(1000 * phases["serve"]["seconds"] / serving["queries"], rel=1e-3)
-    assert serving["peak_memory_mib"] > 0
+    assert serving["queries"] == min(32, rec["metrics"]["in_domain"]["n_scored"]) and serving["batch_size"] == 8
+    assert serving["repeats"] == 3 and len(serving["ms_per_query_runs"]) == 3
+    assert serving["ms_per_query"] == sorted(serving["ms_per_query_runs"])[1]  # the median of three
+    assert serving["spread_ms"] == [min(serving["ms_per_query_runs"]), max(serving["ms_per_query_runs"])]
+    assert serving["cpu_ms_per_query"] > 0 and serving["exclusive"] is False  # a single run has no gate
+    assert serving["peak_memory_mib"] > 0 and serving["start"] < serving["end"] and serving["node"]
+    for block in [rec["metrics"]["in_domain"], *rec["metrics"]["ood"].values()]:  # every example, recomputable
+        ex = block["examples"]
+        assert len(ex["ids"]) == len(ex["correct"]) == len(ex["pred"]) == block["n_scored"]
+        assert ex["correct"].count("1") / block["n_scored"] == pytest.approx(block["accuracy"], abs=1e-4)
     assert rec["resolved"]["lr"] == 3e-3 and rec["config"]["peft"]["kind"] == peft
     if method == "cd":
         assert "in_domain" in rec["metrics"]["teacher"] and rec["extra"]["distilled_inputs"] == 64
         assert {"teacher_targets", "teacher_eval"} <= set(phases)  # the teacher's evaluation is not CD's cost
+        # a pruned trial leaves only its epoch reports: the first carries the teacher's cost
+        assert epochs[0]["setup_seconds"] == phases["teacher_targets"]["seconds"] and "setup_seconds" not in epochs[1]
     json.dumps(rec)
 
 
@@ -55,7 +65,17 @@ def test_icl_records_its_serving_cost_and_no_adaptation(tiny_opt, data_dir):
     rec = run(config(tiny_opt, data_dir, method="icl", shots=4))
     assert set(rec["resources"]["phases"]) == {"load", "evaluate", "serve"}
     assert rec["resources"]["adaptation_seconds"] == 0
-    assert rec["resources"]["serving"]["queries"] == rec["metrics"]["in_domain"]["n_scored"] > 0
+    assert rec["resources"]["serving"]["queries"] == min(32, rec["metrics"]["in_domain"]["n_scored"]) > 0
+    assert "correct_full_vocab" in rec["metrics"]["in_domain"]["examples"]
+
+
+def test_each_data_seed_scores_its_own_evaluation_subset_the_same_for_every_method(tiny_opt, data_dir):
+    ids = {}
+    for method, seed in [("icl", 0), ("pbft", 0), ("icl", 1)]:
+        rec = run(config(tiny_opt, data_dir, method=method, data_seed=seed, eval_limit=10, **{"train.epochs": 1}))
+        ids[(method, seed)] = rec["metrics"]["in_domain"]["examples"]["ids"]
+    assert ids[("icl", 0)] == ids[("pbft", 0)] and len(ids[("icl", 0)]) == 10
+    assert ids[("icl", 1)] != ids[("icl", 0)]
 
 
 def test_each_replicate_gets_its_own_recorded_training_seed(tiny_opt, data_dir):
@@ -212,7 +232,8 @@ def test_best_selection_leaves_the_model_on_the_weights_whose_dev_score_is_repor
 def test_run_help_lists_methods_and_tasks_and_shows_defaults():
     from trainers.cli import build_parser
     text = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
-    assert "one of: cd, ft, icl, pbft (default: icl)" in text and "one of: cola, mnli" in text
+    from trainers.spec import METHODS
+    assert f"one of: {', '.join(sorted(METHODS))} (default: icl)" in text and "one of: cola, mnli" in text
     assert "(default: 16)" in text and "(default: lexical_overlap)" in text
     assert "one of: cola_ood, hans, paws_qqp" in text and "for rte, mnli, mnli_merge_neutral: eval_harness, gpt3, minimal" in text
 

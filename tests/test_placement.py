@@ -63,7 +63,7 @@ CASES = [  # model, method, peft, GPU GB -> workers, GPUs per worker, parallel
 def test_auto_places_each_cell_on_the_fewest_gpus_that_hold_it(opt_dirs, model, method, peft, gb, workers, gpus, parallel):
     space = load_space("ft_vs_icl", [f"models=[{opt_dirs[model]}]", "resources=auto", f"resources.gpu_memory_gb={gb}",
                                      "tasks=[rte]", "shots=[16]", f"methods={{{method}: [{peft}]}}", "search={}"])
-    placed = plan.resolve_placement(space, local_gpus=0)
+    placed = plan.resolve_placement(space, gpus=0)
     (cell,) = plan.cells(placed)
     chosen = placed.placement[cell.id]
     assert (chosen["workers"], chosen["gpus_per_worker"], chosen["parallel"]) == (workers, gpus, parallel)
@@ -75,7 +75,7 @@ def test_auto_places_each_cell_on_the_fewest_gpus_that_hold_it(opt_dirs, model, 
 def test_opt_30b_full_fine_tuning_on_80gb_gpus_is_sharded_over_at_least_four(opt_dirs):
     space = load_space("ft_vs_icl", [f"models=[{opt_dirs['opt-30b']}]", "resources=auto", "resources.gpu_memory_gb=80",
                                      "tasks=[rte]", "shots=[16]", "methods={ft: [none]}", "search={}"])
-    placed = plan.resolve_placement(space, local_gpus=0)
+    placed = plan.resolve_placement(space, gpus=0)
     chosen = placed.placement[plan.cells(placed)[0].id]
     assert chosen["parallel"] == "fsdp" and chosen["workers"] >= 4 and chosen["gpus_per_worker"] == 1
     assert chosen["estimate_gib"] <= 80 * 0.9 - 1
@@ -85,7 +85,7 @@ def test_a_cell_that_fits_nowhere_is_refused_with_its_numbers(opt_dirs):
     space = load_space("ft_vs_icl", [f"models=[{opt_dirs['opt-30b']}]", "resources=auto", "resources.gpu_memory_gb=16",
                                      "resources.max_gpus_per_trial=4", "tasks=[rte]", "shots=[16]", "methods={ft: [none]}", "search={}"])
     with pytest.raises(PlacementError, match=r"rte/ft/opt-30b/16shot fits nowhere: 1 x .* GiB.*4 x .* GiB \(fsdp.*13\.4 GiB usable"):
-        plan.resolve_placement(space, local_gpus=0)
+        plan.resolve_placement(space, gpus=0)
 
 
 def _dry_run(tmp_path, *sets):
@@ -125,7 +125,8 @@ def test_a_size_rule_shards_the_larger_models_of_ft_vs_icl(opt_dirs, tmp_path):
     small, large = plan.cells(space)
     assert plan.run_config(space, small, 0, {}, True)["parallel"] == "ddp"
     assert plan.run_config(space, large, 0, {}, True)["parallel"] == "fsdp"
-    assert plan.resources(space, large, has_gpus=True) == {"workers": 2, "cpus_per_worker": 8, "gpus_per_worker": 1}
+    assert plan.resources(space, large, has_gpus=True) == {"workers": 2, "cpus_per_worker": 8, "gpus_per_worker": 1,
+                                                           "in_process": False}
     run = plan.run_config(space, small, 0, {}, True)
     without = {k: v for k, v in run.items() if k not in ("parallel", "offload")}  # as records written before the field
     assert plan.trial_key(run, {}) == plan.trial_key(without, {})  # old sweeps keep their keys
@@ -138,3 +139,12 @@ def test_on_cpu_workers_fsdp_rank_0_holds_the_checkpoint_while_loading():
     gpu = estimate(shape, "pbft", "lora", "fsdp", 4, "float32", device="cuda")
     assert cpu["peak_mib"] >= shape.params * 4 / 2 ** 20 + cpu["parts_mib"]["runtime"]  # the whole fp32 checkpoint
     assert cpu["peak_mib"] - gpu["peak_mib"] > shape.params * 4 / 2 ** 20 / 2  # a GPU holds the shards, not the checkpoint
+
+
+def test_on_a_cluster_auto_takes_the_gpu_memory_its_nodes_report(opt_dirs):
+    space = load_space("ft_vs_icl", [f"models=[{opt_dirs['opt-1.3b']}]", "resources=auto", "tasks=[rte]", "shots=[16]",
+                                     "methods={pbft: [none]}", "search={}"])
+    (cell,) = plan.cells(space)
+    # the cluster's nodes report 80 GB GPUs: two such trials share one; on 40 GB ones each takes a GPU
+    assert plan.resolve_placement(space, 8, gpu_memory_gb=80).placement[cell.id]["gpus_per_worker"] == 0.5
+    assert plan.resolve_placement(space, 8, gpu_memory_gb=40).placement[cell.id]["gpus_per_worker"] == 1

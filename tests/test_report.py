@@ -1,11 +1,12 @@
-"""The report from hand-made records with known answers: costs per cell, break-even, the three
-sentences, every figure whose axis exists, and a reason for each one skipped."""
+"""The report from hand-made records with known answers: costs per cell, break-even per data seed,
+the sentences and their words ("best" only for a significant, uncollapsed win), every figure whose
+axis exists, and a reason for each one skipped."""
 import math
 
 import pytest
 
 from orchestrator import cli
-from orchestrator.report import break_even_pairs, write_report
+from orchestrator.report import break_even_pairs, replicates, write_report
 from orchestrator.results import cell_stats, load_records, trials_table, write_record
 
 MODELS = {"small": 100_000_000, "large": 300_000_000}
@@ -20,8 +21,9 @@ def record(method, model, seed, phase="replicate", status="completed", lr=None, 
     if status == "completed":
         phases["serve"] = {"seconds": SERVE_MS[method] * 64 / 1000, "peak_rss_mib": 800.0}
     resources = {"phases": phases, "total_seconds": 60.0, "peak_memory_mib": 900.0, "adaptation_seconds": ADAPT[method],
-                 "serving": {"ms_per_query": SERVE_MS[method], "peak_memory_mib": 800.0 + MODELS[model] / 1e6,
-                             "memory_kind": "rss", "queries": 64, "batch_size": 8}}
+                 "serving": {"ms_per_query": SERVE_MS[method] + seed, "peak_memory_mib": 800.0 + MODELS[model] / 1e6,
+                             "memory_kind": "rss", "queries": 64, "batch_size": 8, "exclusive": True,
+                             "cpu_ms_per_query": SERVE_MS[method]}}
     acc = ACC[method] + 0.01 * seed + (0.05 if model == "large" else 0)
     top = 1.0 if method == "pbft" else 0.6  # pbft answers one class on HANS
     breakdown = {f"{h}/{y}": {"accuracy": (1.0 if y == "entailment" else 0.0) if method == "pbft" else 0.6, "n": 8}
@@ -33,19 +35,18 @@ def record(method, model, seed, phase="replicate", status="completed", lr=None, 
             "resolved": {"lr": lr}, "searched": {"train.lr": lr} if lr else {},
             "metrics": {} if status != "completed" else {
                 "dev": {"accuracy": 0.5},
-                "in_domain": {"accuracy": acc, "pred_fraction": {"entailment": 0.5, "not_entailment": 0.5}, "n_scored": 64},
-                "ood": {"hans": {"accuracy": 0.5, "pred_fraction": {"entailment": top, "non_entailment": 1 - top},
+                "in_domain": {"accuracy": acc, "pred_fraction": {"entailment": 0.5, "not_entailment": 0.5}, "n_scored": 100},
+                "ood": {"hans": {"accuracy": 0.5, "n_scored": 100, "pred_fraction": {"entailment": top, "non_entailment": 1 - top},
                                  "breakdown": breakdown}}},
             "resources": resources if status == "completed" else {}, "history": history or [],
             "params": {"total": MODELS[model], "trainable": 0 if method == "icl" else 1000},
             "trial_seconds": 80.0 if status == "completed" else 40.0, "env": {"time": f"2026-01-01T00:00:0{seed}"}}
 
 
-@pytest.fixture
-def sweep_dir(tmp_path):
+def write_sweep(tmp_path, seeds=3):
     for model in MODELS:
         for method in ACC:
-            for seed in range(3):
+            for seed in range(seeds):
                 write_record(tmp_path, record(method, model, seed))
             if method != "icl":  # a completed and a pruned search trial: 150 s and 2 epochs of 10 s
                 hist = [{"epoch": e, "dev_accuracy": 0.5 + 0.05 * e, "epoch_seconds": 10.0} for e in (1, 2, 3)]
@@ -57,31 +58,56 @@ def sweep_dir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def sweep_dir(tmp_path):
+    return write_sweep(tmp_path)
+
+
+def cells_of(folder):
+    records = load_records(folder)
+    return cell_stats(trials_table(records), records)
+
+
 def test_a_cells_adaptation_cost_is_its_whole_search_plus_one_replicate_with_ray_apart(sweep_dir):
-    cells = {c["cell"]: c for c in cell_stats(trials_table(load_records(sweep_dir)))}
+    cells = {c["cell"]: c for c in cells_of(sweep_dir)}
     cd = cells["rte/cd+lora/small/16shot"]
     assert cd["search_seconds"] == 170.0  # 150 s completed + the pruned trial's two 10 s epochs
-    assert cd["adaptation_seconds"] == 270.0 and cd["serve_ms_per_query"]["mean"] == 20.0
+    assert cd["adaptation_seconds"] == 270.0 and cd["serve_ms_per_query"]["mean"] == 21.0 and cd["serve_alone"]
     assert cd["ray_overhead_seconds"] == 4 * 20.0  # trial 80 s - method 60 s, for 3 replicates + 1 completed search
     assert cd["labelled_examples"] == 32 and cells["rte/icl/small/16shot"]["labelled_examples"] == 16
 
 
-def test_break_even_is_adaptation_over_the_per_query_saving(sweep_dir):
-    pairs = {p["cell"]: p for p in break_even_pairs(cell_stats(trials_table(load_records(sweep_dir))))}
-    # cd: 270 s to adapt, saves 80 ms a query against ICL -> 3,375 queries
-    assert pairs["rte/cd+lora/small/16shot"]["break_even_queries"] == math.ceil(270 / 0.08)
-    assert pairs["rte/pbft+lora/large/16shot"]["break_even_queries"] == math.ceil((50 + 170) / 0.08)
+def test_a_pruned_cd_trial_charges_its_teacher_targets(tmp_path):
+    hist = [{"epoch": 1, "dev_accuracy": 0.5, "epoch_seconds": 10.0, "setup_seconds": 80.0},
+            {"epoch": 2, "dev_accuracy": 0.5, "epoch_seconds": 10.0}]
+    write_record(tmp_path, record("cd", "small", 0, "search", "pruned", lr=1e-2, history=hist, key="pruned-cd"))
+    write_record(tmp_path, record("cd", "small", 0))
+    cd = next(c for c in cells_of(tmp_path) if c["method"] == "cd")
+    assert cd["search_seconds"] == 100.0
+
+
+def test_break_even_is_per_data_seed_adaptation_over_that_seeds_saving(sweep_dir):
+    records = load_records(sweep_dir)
+    table = trials_table(records)
+    pairs = {p["cell"]: p for p in break_even_pairs(cell_stats(table, records), replicates(table))}
+    # cd: 170 s of search + 100 s of its replicate; seed s serves at 20 + s ms against ICL's 100 + s: 80 ms saved
+    cd = pairs["rte/cd+lora/small/16shot"]
+    assert cd["per_seed"] == {0: math.ceil(270 / 0.08), 1: math.ceil(270 / 0.08), 2: math.ceil(270 / 0.08)}
+    assert cd["range"] == (3375, 3375) and cd["never"] == 0
+    assert pairs["rte/pbft+lora/large/16shot"]["range"] == (math.ceil((50 + 170) / 0.08),) * 2
     assert len(pairs) == 4  # two trained methods x two models, each against its own ICL
 
 
-def test_report_opens_with_three_sentences_and_draws_every_figure_whose_axis_exists(sweep_dir):
+def test_report_opens_with_sentences_that_never_call_noise_best(sweep_dir):
     path = write_report(sweep_dir)
     text = path.read_text()
     first = text.split("\n\n")[1]
-    assert "on rte, small, 16 shots pbft+lora is best in domain (0.710), ahead of cd+lora by +0.100" in first
-    assert "(within noise)" in first  # three seeds: p can be no smaller than 0.25
-    assert "cd+lora serves a query in 20 ms against 100 ms for icl (5.0× cheaper)" in first
+    assert ("on rte, small, 16 shots, pbft+lora (COLLAPSED on hans) has the highest mean in domain, 0.710" in first
+            and "over cd+lora: inconclusive (3 seeds: p ≥ 0.25)" in first)
+    assert " is best in domain" not in first  # three seeds can never reach a verdict
+    assert "cd+lora serves a query in 21 ms against 101 ms for icl (4.8× less)" in first
     assert "cd+lora on rte, small, 16 shots pays back its 270 s of adaptation after 3,375 queries" in first
+    assert "Note: the search ran on data seed 0, which is also a replicate" in text
     names = {p.name for p in path.parent.iterdir()}
     for fig in ("accuracy_vs_size_rte_16shots", "id_vs_ood_rte_hans", "cost_accuracy", "break_even",
                 "hans_breakdown", "search"):
@@ -90,6 +116,14 @@ def test_report_opens_with_three_sentences_and_draws_every_figure_whose_axis_exi
     assert "### Accuracy vs shots\n\nskipped: one shot count per task in this sweep" in text
     assert not any(n.startswith("accuracy_vs_shots") for n in names)
     assert "COLLAPSED on hans" in text and "ICL uses none" in text
+
+
+def test_best_is_said_only_of_a_significant_uncollapsed_win(tmp_path):
+    write_sweep(tmp_path, seeds=7)
+    first = write_report(tmp_path).read_text().split("\n\n")[1]
+    # pbft leads by 0.10 on every one of 7 seeds (p = 2/128), but it collapsed on HANS: still not "best"
+    assert "pbft+lora (COLLAPSED on hans) has the highest mean in domain" in first and "pbft+lora better (p 0.0156)" in first
+    assert " is best in domain" not in first
 
 
 def test_report_is_a_pure_function_of_the_records(sweep_dir):

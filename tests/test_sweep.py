@@ -21,6 +21,7 @@ from orchestrator.results import best_search_trials
 pytestmark = pytest.mark.sweep
 ray = pytest.importorskip("ray")
 SMOKE_LR = "train.lr"
+METRICS = {}  # the module's Ray instance exports Prometheus metrics on this port
 
 
 def sweep(results, *args, timeout=900):
@@ -55,7 +56,11 @@ def cluster():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        METRICS["port"] = s.getsockname()[1]
+    ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False,
+                   _metrics_export_port=METRICS["port"])
     yield ctx.address_info["gcs_address"]
     ray.shutdown()
 
@@ -199,6 +204,7 @@ def _worker_pids(root):
 def test_a_worker_killed_mid_trial_is_retried_and_recorded_once(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), "--space", "smoke",
                              "--set", "methods={icl: [none]}", "--set", "search={}", "--set", "data_seeds=[0]",
+                             "--set", "resources.in_process=false",  # a Ray Train worker group, which retries its worker
                              "--name", "killed_worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pid = poll(lambda: _worker_pids(proc.pid), 300, "a Ray Train worker")[0]
@@ -220,6 +226,7 @@ def test_a_trial_whose_resources_are_held_fails_with_the_reason_and_the_sweep_go
     try:
         r = sweep(tmp_path, "--space", "smoke", "--address", cluster, "--set", "methods={icl: [none]}", "--set", "search={}",
                   "--set", "shots=[0, 8]", "--set", "data_seeds=[0]", "--set", "worker_start_timeout_s=5",
+                  "--set", "resources.in_process=false",  # a worker group, whose start is bounded
                   "--set", "max_start_failures=1", "--name", "held", timeout=600)
     finally:
         remove_placement_group(holder)
@@ -316,3 +323,49 @@ def test_tracking_logs_every_trial_to_mlflow_wandb_and_tensorboard(cluster, tmp_
     assert len(offline) == 3 and all(list(d.glob("*.wandb")) for d in offline)
     tags = _tensorboard_tags(folder / "ray")
     assert {"ray/tune/dev_accuracy", "final/in_domain_accuracy", "final/serve_ms_per_query"} <= tags, sorted(tags)
+
+
+def test_serve_phases_run_alone_while_trials_run_two_at_a_time(cluster, tmp_path):
+    r = sweep(tmp_path, "--space", "smoke", "--address", cluster, "--set", "search={}", "--set", "max_concurrent_trials=2",
+              "--set", "fixed.train.epochs=2", "--name", "alone")
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = list(records(tmp_path / "alone").values())
+    assert len(recs) == 4 and all(rec["resources"]["serving"]["exclusive"] for rec in recs)
+    spans = {rec["trial_key"]: [(name, t0, t1) for name, ph in rec["resources"]["phases"].items()
+                                for t0, t1 in ph.get("wall", [])] for rec in recs}
+    for rec in recs:
+        (s0, s1), = rec["resources"]["phases"]["serve"]["wall"]
+        assert s0 <= rec["resources"]["serving"]["start"] <= rec["resources"]["serving"]["end"] <= s1
+        for other, phases in spans.items():
+            if other != rec["trial_key"]:
+                clash = [(name, t0, t1) for name, t0, t1 in phases if t0 < s1 and s0 < t1]
+                assert not clash, (rec["cell"], rec["data_seed"], clash)
+    starts = sorted((rec["resources"]["phases"]["load"]["wall"][0][0], rec["resources"]["phases"]["load"]["wall"][0][1])
+                    for rec in recs)
+    assert any(b[0] < a[1] for a, b in zip(starts, starts[1:])), starts  # two trials did run at once
+
+
+def _scrape(port):
+    import urllib.request
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return ""
+
+
+def test_the_sweeps_metrics_reach_rays_prometheus_export(cluster, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), "--space", "smoke",
+                             "--address", cluster, "--set", "search={}", "--set", "data_seeds=[0]", "--name", "watched"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def finished_lines():  # Ray exports application metrics with its own prefix: ray_fewshot_...
+        return [ln for ln in _scrape(METRICS["port"]).splitlines() if ln.startswith("ray_fewshot_trials_finished")
+                and 'sweep="watched"' in ln and 'status="completed"' in ln]
+
+    try:
+        lines = poll(finished_lines, 600, "the sweep's finished-trial counter in Ray's export")
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert 'cell="rte/' in lines[0] and float(lines[0].rsplit(" ", 1)[1]) >= 1
+    assert any(ln.startswith("ray_fewshot_trial_dev_accuracy") for ln in _scrape(METRICS["port"]).splitlines())

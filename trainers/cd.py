@@ -38,7 +38,7 @@ def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec
     """Teacher logits on the unlabelled inputs (once), the teacher's own ICL metrics, and how the context fit."""
     with meter.phase("teacher_targets"):
         window = context_window(teacher, cfg.max_context)
-        sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled) if cfg.final_eval else {}
+        sets = evaluation_sets(prep, cfg) if cfg.final_eval else {}
         scored = list(prep.draw.unlabeled) + list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
         fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored, window, cfg.context_fit)
         scorer = ContextScorer(teacher, tok, cfg.eval_batch_size, cfg.prefix_cache, window, prec.autocast)
@@ -54,7 +54,7 @@ def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec
         return label_word_predictions(scorer, fitted.prompt_ids, label_ids, examples, desc=f"teacher {name}")
 
     with meter.phase("teacher_eval"):  # reported beside the student, not part of CD's cost: it repeats ICL
-        teacher_metrics = (evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, who="teacher ")
+        teacher_metrics = (evaluate_sets(predict, prep, cfg, who="teacher ")
                            if cfg.final_eval else {})
         teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted.facts
@@ -159,13 +159,19 @@ def run(cfg: RunConfig, report=None) -> dict:
     if cfg.final_eval:  # the record's diagnostics: a search trial needs only its dev scores
         with meter.phase("diagnostics"):
             kl_before = mean_kl()
+    setup = meter.phases["teacher_targets"]["seconds"]
+
+    def report_with_setup(entry):  # a trial the pruner stops has only its reports: its teacher's cost rides on epoch 1
+        report({**entry, "setup_seconds": setup} if entry["epoch"] == 1 else entry)
+
     with meter.phase("train"):
-        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec)
+        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(),
+                        report_with_setup if report else None, prec, tokens=sum(map(len, ids_of.values())))
     results = {"teacher": teacher_metrics}
     kl_after = None
     if outcome.status == "completed":
         if cfg.final_eval:
-            results.update(evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter))
+            results.update(evaluate_sets(predict, prep, cfg, meter=meter))
         results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
         if cfg.final_eval:
             with meter.phase("diagnostics"):

@@ -23,15 +23,12 @@ from trainers.prompts import PromptError
 from trainers.records import write_json_atomic
 from trainers.sampling import SamplingError
 from trainers.scoring import TokenizationError
-from trainers.settings import SettingError, problems
+from trainers.settings import OneLineParser, SettingError, problems
 from trainers.tasks import DataError
 
 USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError, ContextError, TokenizationError, SettingError)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def _flag(f: dataclasses.Field) -> str:

@@ -126,8 +126,21 @@ class CDConfig:
 
 
 @dataclass(frozen=True)
+class CartridgeConfig:
+    tokens: int = field(default=64, metadata=_help(
+        "key/value prefix length p of a cartridge (method cartridge): the first p tokens of the demonstrations "
+        "initialise it (at most the context's length)", cli="cartridge-tokens"))
+    frozen_tokens: int = field(default=1, metadata=_help(
+        "the cartridge's first positions kept fixed during training (an attention sink)", cli="cartridge-frozen-tokens"))
+
+    def __post_init__(self):
+        _check_positive("cartridge.tokens", self.tokens)
+        _check_positive("cartridge.frozen_tokens", self.frozen_tokens, allow_zero=True)
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    method: str = field(default="icl", metadata=_help("adaptation method (see trainers.METHODS)"))
+    method: str = field(default="icl", metadata=_help("adaptation method (see trainers/spec.py)"))
     task: str = field(default="rte", metadata=_help("task name (see trainers/data/tasks.yaml)"))
     model: str = field(default="facebook/opt-125m", metadata=_help("Hugging Face hub id or local folder of a causal LM"))
     shots: int = field(default=16, metadata=_help("labelled examples: ICL demonstrations or the fine-tuning set (class-balanced)"))
@@ -145,6 +158,9 @@ class RunConfig:
     n_dev: int = field(default=32, metadata=_help("size of the labelled dev split used for model selection and pruning"))
     n_unlabeled: int = field(default=64, metadata=_help("unlabelled inputs drawn for context distillation"))
     eval_batch_size: int = field(default=8, metadata=_help("queries scored per forward pass"))
+    serve_queries: int = field(default=32, metadata=_help(
+        "in-domain queries timed for the serving cost (after a warm-up batch, serve_repeats times)"))
+    serve_repeats: int = field(default=3, metadata=_help("timed passes over the serving sample; the median counts"))
     prefix_cache: bool = field(default=True, metadata=_help("score ICL queries against a key/value cache of the demonstrations"))
     final_eval: bool = field(default=True, metadata=_help(
         "evaluate the in-domain and OOD sets at the end (the sweep's search trials judge on the dev split only)"))
@@ -166,6 +182,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     cd: CDConfig = field(default_factory=CDConfig)
+    cartridge: CartridgeConfig = field(default_factory=CartridgeConfig)
 
     def training_seed(self) -> int:
         """--seed, or one derived from the data seed (recorded as the run's `seed`)."""
@@ -180,6 +197,8 @@ class RunConfig:
         _check_positive("n_dev", self.n_dev, allow_zero=True)
         _check_positive("n_unlabeled", self.n_unlabeled, allow_zero=True)
         _check_positive("eval_batch_size", self.eval_batch_size)
+        _check_positive("serve_queries", self.serve_queries)
+        _check_positive("serve_repeats", self.serve_repeats)
         if self.eval_limit is not None:
             _check_positive("eval_limit", self.eval_limit)
         if self.max_context is not None:
@@ -201,7 +220,7 @@ class RunConfig:
         return from_dict(_set_dotted(self.to_dict(), changes))
 
 
-SECTIONS = {"train": TrainConfig, "peft": PeftConfig, "cd": CDConfig}
+SECTIONS = {"train": TrainConfig, "peft": PeftConfig, "cd": CDConfig, "cartridge": CartridgeConfig}
 
 
 def _set_dotted(d: dict, changes: dict) -> dict:

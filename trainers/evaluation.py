@@ -5,8 +5,10 @@
 For label-word scoring two accuracies are reported: restricted to the label words, and over the
 full vocabulary (a top token that is not the gold label word counts wrong). Every metric block
 carries the fraction of predictions per class, so a model predicting one class everywhere (≈ 0.5
-on HANS) is visible, and the numbers of examples scored and dropped. Grouped sets (HANS) are
-broken down by group and label.
+on HANS) is visible, the numbers of examples scored and dropped, and every example's id,
+correctness and predicted class (`examples`, compact: any statistic can be recomputed from the
+record alone). Grouped sets (HANS) are broken down by group and label. After the evaluation, the
+serving cost is measured on a sample of the in-domain set (`trainers/serving.py`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 from trainers.distributed import say
 from trainers.sampling import without_overlap
 from trainers.scoring import ContextScorer, PromptIds, label_word_reduce
-from trainers.tasks import Example, TaskData, eval_subset
+from trainers.tasks import Example, eval_subset
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Predictions:
     groups: list[str | None]
     full_vocab_correct: torch.Tensor | None = None  # (N,) bool; None for a classification head
     n_dropped: int = 0                     # too long for the model's context
+    ids: list[str] | None = None           # each scored example's Example.uid()
 
 
 def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
@@ -45,6 +48,11 @@ def metrics(p: Predictions, classes: tuple[str, ...]) -> dict:
     counts = torch.bincount(pred, minlength=len(classes)).tolist() if n else [0] * len(classes)
     out["pred_fraction"] = {c: round(k / n, 4) if n else float("nan") for c, k in zip(classes, counts)}
     out["n_scored"], out["n_dropped"] = n, p.n_dropped
+    if p.ids is not None:  # compact: one character per example
+        out["examples"] = {"ids": list(p.ids), "correct": "".join("1" if c else "0" for c in (pred == p.labels).tolist()),
+                           "pred": "".join(str(k) for k in pred.tolist())}
+        if p.full_vocab_correct is not None:
+            out["examples"]["correct_full_vocab"] = "".join("1" if c else "0" for c in p.full_vocab_correct.tolist())
     if any(g is not None for g in p.groups):
         out["breakdown"] = {}
         for g in sorted({g for g in p.groups if g is not None}):
@@ -61,35 +69,40 @@ def label_word_predictions(scorer: ContextScorer, prompt_ids: PromptIds, label_i
     queries = prompt_ids.queries(examples)
     out, kept = scorer.run(prompt_ids.context, queries, label_word_reduce(label_ids), desc=desc)
     labels = torch.tensor([examples[i].label for i in kept], dtype=torch.long)
+    ids = [examples[i].uid() for i in kept]
     if out is None:
         c = len(label_ids)
-        return Predictions(torch.zeros((0, c)), labels, [], torch.zeros(0, dtype=torch.bool), len(examples))
+        return Predictions(torch.zeros((0, c)), labels, [], torch.zeros(0, dtype=torch.bool), len(examples), ids)
     logprobs, top = out[:, :-1], out[:, -1].long()
     gold_ids = torch.tensor(label_ids)[labels]
-    return Predictions(logprobs, labels, [examples[i].group for i in kept], top == gold_ids, len(examples) - len(kept))
+    return Predictions(logprobs, labels, [examples[i].group for i in kept], top == gold_ids, len(examples) - len(kept), ids)
 
 
-def evaluation_sets(task: TaskData, eval_limit: int | None, shown: list[Example]) -> dict[str, tuple[list[Example], int]]:
-    """name -> (examples to score, how many were left out because they were shown): in-domain, then OOD."""
-    return {name: without_overlap(eval_subset(examples, eval_limit), shown)
-            for name, examples in [("in_domain", task.eval), *task.ood.items()]}
+def evaluation_sets(prep, cfg) -> dict[str, tuple[list[Example], int]]:
+    """name -> (examples to score, how many were left out because they were shown): in-domain, then
+    OOD; with --eval-limit, the data seed's own stratified subset of each."""
+    return {name: without_overlap(eval_subset(examples, cfg.eval_limit, cfg.data_seed), prep.draw.labelled)
+            for name, examples in [("in_domain", prep.task.eval), *prep.task.ood.items()]}
 
 
-def evaluate_sets(predict: Callable[[list[Example], str], Predictions], task: TaskData,
-                  eval_limit: int | None, shown: list[Example], who: str = "", meter=None) -> dict:
-    """In-domain and every OOD set, each without the examples the method was shown. With a
-    `meter`, the in-domain set is scored as the model would be deployed, in its own phase
-    ("serve": the serving cost), and the OOD sets in "evaluate"."""
+def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cfg, who: str = "", meter=None) -> dict:
+    """In-domain and every OOD set, each without the examples the method was shown, in the meter's
+    "evaluate" phase. With a `meter`, the serving cost is then measured on the in-domain examples
+    (`trainers.serving.measure`) and kept in the meter (`meter.serving`) for the record."""
     out = {}
-    for name, (examples, overlap) in evaluation_sets(task, eval_limit, shown).items():
-        phase = contextlib.nullcontext() if meter is None else meter.phase(
-            "serve" if name == "in_domain" else "evaluate", trim=name == "in_domain")
+    sets = evaluation_sets(prep, cfg)
+    for name, (examples, overlap) in sets.items():
+        phase = contextlib.nullcontext() if meter is None else meter.phase("evaluate")
         start = time.perf_counter()
         with phase:
-            m = metrics(predict(examples, name), task.classes_of(name))
+            m = metrics(predict(examples, name), prep.task.classes_of(name))
         m["n_excluded_shown"] = overlap
         dropped = f" ({m['n_dropped']} too long, dropped)" if m["n_dropped"] else ""
         say(f"{who}{name}: accuracy {m['accuracy']:.3f} on {m['n_scored']} examples{dropped}, "
             f"{time.perf_counter() - start:.1f} s")
         out[name] = m
+    if meter is not None:
+        from trainers.serving import measure
+        meter.serving = measure(predict, sets["in_domain"][0], meter, cfg.eval_batch_size, cfg.serve_queries,
+                                cfg.serve_repeats)
     return {"in_domain": out.pop("in_domain"), "ood": out}

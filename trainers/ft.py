@@ -88,11 +88,12 @@ def run(cfg: RunConfig, report=None) -> dict:
             return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
 
     with meter.phase("train"):
-        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec)
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec,
+                        tokens=sum(map(len, encoded)))
     results = {}
     if outcome.status == "completed":
         if cfg.final_eval:
-            results = evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter)
+            results = evaluate_sets(predict, prep, cfg, meter=meter)
         results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
     resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True),
                              train_tokens=max(map(len, encoded)), **peft_facts)

@@ -24,7 +24,7 @@ from trainers.scoring import ContextScorer
 
 def scored_queries(prep, cfg: RunConfig) -> list:
     """Every example a run scores after the demonstrations: the dev split and the evaluation sets."""
-    sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled) if cfg.final_eval else {}
+    sets = evaluation_sets(prep, cfg) if cfg.final_eval else {}
     return list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
 
 
@@ -48,7 +48,7 @@ def run(cfg: RunConfig, report=None) -> dict:
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     if report:
         report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
-    results = evaluate_sets(predict, prep.task, cfg.eval_limit, prep.draw.labelled, meter=meter) if cfg.final_eval else {}
+    results = evaluate_sets(predict, prep, cfg, meter=meter) if cfg.final_eval else {}
     resolved = prep.resolved(cfg, context_tokens=len(fitted.prompt_ids.context), context=fitted.facts,
                              precision=precision.facts(model, prec, trained=False))
     return build_record(cfg, "completed", resolved=resolved, metrics={**results, "dev": dev},

@@ -17,7 +17,7 @@ import os
 import resource
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -29,6 +29,14 @@ MiB = 2**20
 # evaluation ("teacher_eval") repeats ICL and is reported apart; "serve" is the in-domain set
 # scored as deployed, "evaluate" the other sets, "diagnostics" what only the record needs.
 ADAPTATION_PHASES = ("teacher_targets", "train", "dev")
+_GATE = None  # inside a sweep: trials on one node/device take turns with serving (orchestrator/gate.py)
+
+
+def set_gate(gate) -> None:
+    """`gate.hold(exclusive: bool)` -> context manager yielding whether the turn was granted; every
+    top-level phase holds it shared, "serve" exclusively. None (a single run): no turns."""
+    global _GATE
+    _GATE = gate
 
 
 def _reset_rss_peak() -> bool:
@@ -130,6 +138,7 @@ class Meter:
         self.phases: dict[str, dict] = {}
         self._started = time.perf_counter()
         self._open: list[dict] = []  # the phases entered and not yet left, innermost last
+        self.serving: dict | None = None  # trainers.serving.measure's result, when the run measured it
 
     def _peak_now(self) -> dict:
         peak = {"peak_rss_mib": _rss_peak_mib()}
@@ -149,7 +158,19 @@ class Meter:
     @contextmanager
     def phase(self, name: str, trim: bool = False):
         """`trim`: hand freed heap memory back to the system first, so the phase's peak resident set
-        is what the phase holds (serving after training), not what the allocator kept."""
+        is what the phase holds (serving after training), not what the allocator kept. Yields the
+        phase's state: its wall-clock start, how long it waited for its turn (inside a sweep) and
+        whether it ran alone ("serve")."""
+        exclusive, gated = name == "serve", _GATE is not None and not self._open
+        waited_from = time.perf_counter() if gated else 0.0
+        with _GATE.hold(exclusive) if gated else nullcontext(None) as granted:
+            waited = time.perf_counter() - waited_from if gated else 0.0
+            with self._phase(name, trim) as state:
+                state.update(waited=waited, exclusive=bool(granted) and exclusive)
+                yield state
+
+    @contextmanager
+    def _phase(self, name: str, trim: bool):
         cuda = self.device.type == "cuda"
         if self._open:  # pause the enclosing phase: bank its time and peak so far
             outer = self._open[-1]
@@ -157,16 +178,17 @@ class Meter:
             outer["peaks"].append(self._peak_now())
         if trim:
             _trim_heap()
-        state = {"start": time.perf_counter(), "seconds": 0.0, "peaks": [], "scoped": self._reset()}
+        state = {"start": time.perf_counter(), "seconds": 0.0, "peaks": [], "scoped": self._reset(),
+                 "start_wall": time.time()}
         self._open.append(state)
         poller = _nvml_poller(self.device) if cuda and len(self._open) == 1 else None
         finished = False
         try:
             if poller:
                 with poller:
-                    yield
+                    yield state
             else:
-                yield
+                yield state
             finished = True
         finally:
             self._open.pop()
@@ -175,6 +197,7 @@ class Meter:
             for key in state["peaks"][0]:
                 rec[key] = round(max(p[key] for p in state["peaks"]), 1)
             rec["peak_rss_scope"] = "phase" if state["scoped"] else "process"
+            rec["wall"] = [[round(state["start_wall"], 3), round(time.time(), 3)]]  # when, for overlap checks
             if poller:  # None: NVML does not list this process (another PID namespace) or failed
                 rec["nvml_process_peak_mib"] = None if poller.peak_mib is None else round(poller.peak_mib, 1)
                 if poller.error:
@@ -188,15 +211,20 @@ class Meter:
 
     def as_dict(self) -> dict:
         peaks = [p.get("cuda_max_allocated_mib", p["peak_rss_mib"]) for p in self.phases.values()]
-        return {"phases": self.phases, "total_seconds": round(time.perf_counter() - self._started, 3),
-                "peak_memory_mib": max(peaks, default=0.0),
-                "peak_memory_kind": "cuda_max_allocated" if self.device.type == "cuda" else "rss"}
+        out = {"phases": self.phases, "total_seconds": round(time.perf_counter() - self._started, 3),
+               "peak_memory_mib": max(peaks, default=0.0),
+               "peak_memory_kind": "cuda_max_allocated" if self.device.type == "cuda" else "rss"}
+        if self.serving:
+            out["serving_measured"] = self.serving
+        return out
 
 
 def _merge(old: dict, new: dict) -> dict:
     """A phase entered twice (e.g. evaluation after every epoch): times add up, peaks take the max."""
     out = dict(new)
     out["seconds"] = round(old["seconds"] + new["seconds"], 3)
+    if "wall" in old or "wall" in new:
+        out["wall"] = old.get("wall", []) + new.get("wall", [])
     for k, v in old.items():
         if k.endswith("_mib"):
             known = [x for x in (v, new.get(k)) if x is not None]
@@ -204,16 +232,18 @@ def _merge(old: dict, new: dict) -> dict:
     return out
 
 
-def costs(resources: dict, serve_queries: int | None, batch_size: int) -> dict:
-    """The record's cost summary: adaptation seconds, and the serving cost per query when the
-    in-domain set was scored in a "serve" phase."""
+def costs(resources: dict, dev_selects: bool = True) -> dict:
+    """The record's cost summary: adaptation seconds (the teacher's targets, training, and the dev
+    passes when they select something: an epoch, a pruning decision; a replicate that keeps its last
+    epoch has them reported as `dev_seconds_uncharged`), and the serving cost `serving.measure` took."""
     phases = resources.get("phases") or {}
-    out = {"adaptation_seconds": round(sum(phases[p]["seconds"] for p in ADAPTATION_PHASES if p in phases), 3)}
-    serve = phases.get("serve")
-    if serve and serve_queries:
+    charged = [p for p in ADAPTATION_PHASES if p != "dev" or dev_selects]
+    out = {"adaptation_seconds": round(sum(phases[p]["seconds"] for p in charged if p in phases), 3)}
+    if not dev_selects and "dev" in phases:
+        out["dev_seconds_uncharged"] = phases["dev"]["seconds"]
+    measured, serve = resources.get("serving_measured"), phases.get("serve")
+    if measured and serve:
         cuda = "cuda_max_allocated_mib" in serve
-        out["serving"] = {"ms_per_query": round(1000 * serve["seconds"] / serve_queries, 3),
-                          "peak_memory_mib": serve["cuda_max_allocated_mib" if cuda else "peak_rss_mib"],
-                          "memory_kind": "cuda_max_allocated" if cuda else "rss", "queries": serve_queries,
-                          "batch_size": batch_size}
+        out["serving"] = {**measured, "peak_memory_mib": serve["cuda_max_allocated_mib" if cuda else "peak_rss_mib"],
+                          "memory_kind": "cuda_max_allocated" if cuda else "rss"}
     return out

@@ -1,42 +1,37 @@
-"""The method registry and the checks every run passes before a model is loaded.
+"""The method registry's checks and entry: every run passes `validate` before a model is loaded.
 
     python -c "from trainers.methods import METHODS; print(sorted(METHODS))"
+
+What each method is (its entry point, whether it trains, the PEFT variants it accepts, ...) lives in
+`trainers/spec.py`; this module only applies it to a configuration.
 """
 from __future__ import annotations
 
 import os
 from typing import Callable
 
-from trainers import cd, ft, icl, pbft
+from trainers import spec
 from trainers.config import ConfigError, RunConfig, from_dict
 from trainers.models import check_source
 from trainers.prompts import get_prompt
+from trainers.spec import METHODS
 from trainers.tasks import DataError, ood_names, resolve_data_dir, task_spec
-
-METHODS: dict[str, Callable] = {
-    "icl": icl.run,
-    "ft": ft.run,
-    "pbft": pbft.run,
-    "cd": cd.run,
-}
-
-# Defaults that differ by method, applied where the caller set nothing.
-METHOD_DEFAULTS: dict[str, dict] = {"cd": {"peft.kind": "lora"}}
-
-TRAINED = {"ft", "pbft", "cd"}  # "icl" trains nothing
 
 
 def get_method(name: str) -> Callable:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    try:
+        return spec.get(name).run
+    except spec.UnknownMethod as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve(overrides: dict) -> RunConfig:
     """A validated RunConfig from dotted-key overrides, with the method's own defaults filled in."""
     method = overrides.get("method", RunConfig.method)
-    get_method(method)
-    defaults = {k: v for k, v in METHOD_DEFAULTS.get(method, {}).items() if k not in overrides}
+    try:
+        defaults = {k: v for k, v in spec.get(method).defaults.items() if k not in overrides}
+    except spec.UnknownMethod as e:
+        raise ConfigError(str(e)) from None
     cfg = RunConfig().replace(**{**defaults, **overrides})
     validate(cfg)
     return cfg
@@ -44,9 +39,12 @@ def resolve(overrides: dict) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Cheap checks that need no model: names exist, paths exist, the combination makes sense."""
-    get_method(cfg.method)
-    spec = task_spec(cfg.task)
-    get_prompt(spec["family"], cfg.pattern or spec["default_pattern"])
+    try:
+        method = spec.get(cfg.method)
+    except spec.UnknownMethod as e:
+        raise ConfigError(str(e)) from None
+    task = task_spec(cfg.task)
+    get_prompt(task["family"], cfg.pattern or task["default_pattern"])
     for name in cfg.ood or ():
         if name not in ood_names():
             raise DataError(f"unknown OOD set {name!r}; valid: {', '.join(ood_names())}, none")
@@ -56,8 +54,15 @@ def validate(cfg: RunConfig) -> None:
     data_dir = resolve_data_dir(cfg.data_dir)
     if data_dir and not os.path.isdir(data_dir):
         raise DataError(f"data folder {data_dir} does not exist (expected the hub's schema, as ../shared/data)")
-    if cfg.method not in TRAINED and cfg.peft.kind != "none":
-        raise ConfigError(f"{cfg.method} trains nothing: --peft {cfg.peft.kind} does not apply")
+    if cfg.peft.kind not in method.peft:
+        raise ConfigError(f"{cfg.method} accepts --peft {' or '.join(method.peft)}, not {cfg.peft.kind}"
+                          + (" (it trains nothing)" if not method.trains else ""))
+    if spec.Parallel.of(cfg.parallel).sharded and not method.shardable:
+        raise ConfigError(f"{cfg.method} does not run under --parallel fsdp ({method.unsharded_why}); use "
+                          f"--parallel ddp, which gives each worker the whole model")
+    if method.kv_prefix and cfg.train.grad_checkpointing:
+        raise ConfigError(f"{cfg.method} trains a key/value prefix, which gradient checkpointing does not support "
+                          f"(peft); drop --grad-checkpointing")
 
 
 def run(cfg: RunConfig, report: Callable[[dict], None] | None = None) -> dict:

@@ -9,17 +9,23 @@ own last real token, so right padding leaves every real token's position unchang
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:  # torch is imported where a model is loaded: naming a model (a space's check) needs none of it
+    import torch
 
 
 class ModelError(ValueError):
     """A model cannot be found or loaded; the message names it and the way out."""
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def dtypes() -> dict:
+    import torch
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> "torch.device":
+    import torch
     if name == "cuda" and not torch.cuda.is_available():
         raise ModelError("--device cuda asked for, but CUDA is not available here; use --device cpu or auto")
     if name == "auto":
@@ -29,9 +35,10 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+def pick_dtype(name: str, device: "torch.device") -> "torch.dtype":
+    import torch
     if name != "auto":
-        return DTYPES[name]
+        return dtypes()[name]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -48,10 +55,17 @@ def _resolve(name: str) -> str:
     return str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
 
 
+def _revision(name: str) -> dict:
+    """{"revision": commit} for a hub id the sweep pinned (FEWSHOT_HUB_REVISIONS), else nothing."""
+    from trainers import settings
+    commit = settings.get("FEWSHOT_HUB_REVISIONS").get(name)
+    return {"revision": commit} if commit else {}
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(_resolve(name), trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(_resolve(name), trust_remote_code=False, **_revision(name))
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load the tokenizer of {name} ({str(e).splitlines()[0]}); "
                          f"pass a local folder or a reachable hub id") from None
@@ -69,7 +83,7 @@ def _load(auto_cls, name: str, dtype: str, device: str, empty: bool = False):
         from trainers.sharding import meta_parameters
         with meta_parameters():
             return auto_cls.from_config(load_config(name), dtype=pick_dtype(dtype, dev), trust_remote_code=False).eval()
-    kwargs = {"dtype": pick_dtype(dtype, dev), "trust_remote_code": False}
+    kwargs = {"dtype": pick_dtype(dtype, dev), "trust_remote_code": False, **_revision(name)}
     if dev.type == "cuda":
         kwargs["device_map"] = {"": dev.index or 0}  # load straight onto the GPU, no CPU copy of the weights
     try:
@@ -97,7 +111,7 @@ def load_config(name: str):
     """The model's config alone (its shape and window), without its weights."""
     from transformers import AutoConfig
     try:
-        return AutoConfig.from_pretrained(_resolve(name), trust_remote_code=False)
+        return AutoConfig.from_pretrained(_resolve(name), trust_remote_code=False, **_revision(name))
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load the config of {name} ({str(e).splitlines()[0]}); "
                          f"pass a local folder or a reachable hub id") from None

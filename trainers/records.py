@@ -107,8 +107,8 @@ def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = Non
     `resources` gains the run's costs (trainers.metering.costs): adaptation seconds, serving cost."""
     if resources and "phases" in resources:
         from trainers.metering import costs
-        served = ((metrics or {}).get("in_domain") or {}).get("n_scored")
-        resources = {**resources, **costs(resources, served, cfg.eval_batch_size)}
+        dev_selects = not cfg.final_eval or cfg.train.selection == "best"  # a search's dev passes rank and prune
+        resources = {k: v for k, v in {**resources, **costs(resources, dev_selects)}.items() if k != "serving_measured"}
     if resources and "peak_memory_mib" in resources:  # the plan's estimate beside what this worker measured
         from trainers.memory_plan import for_run
         resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"], resolved)}

@@ -8,6 +8,7 @@ elsewhere use `get()`, which returns the checked value (or the default).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from dataclasses import dataclass
@@ -47,6 +48,17 @@ def _existing_folder(text: str) -> str:
     return path
 
 
+def _revisions(text: str) -> dict:
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("expected a JSON object of hub id -> commit") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError("expected a JSON object of hub id -> commit")
+    return value
+
+
 def _commit(text: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", text):
         raise ValueError("expected a git commit id (hex, optionally with -dirty)")
@@ -69,6 +81,8 @@ SETTINGS = {s.name: s for s in [
     Setting("FEWSHOT_QUIET", _flag, False, "1: no progress lines from a run"),
     Setting("FEWSHOT_PROGRESS", _flag, None, "1/0: progress bars on or off (default: on a terminal only)"),
     Setting("FEWSHOT_GIT_COMMIT", _commit, None, "the commit recorded in every record (set by the sweep for its workers)"),
+    Setting("FEWSHOT_HUB_REVISIONS", _revisions, {}, "JSON hub id -> commit: hub models load at these commits (set by "
+            "the sweep for its workers: what preflight resolved)"),
 ]}
 
 
@@ -104,3 +118,18 @@ def problems() -> list[str]:
 def describe() -> str:
     """The variables for --help."""
     return "\n".join(f"  {s.name:<20} {s.help}" for s in SETTINGS.values())
+
+
+def missing_package(name: str | None, package: str) -> str:
+    """The one line for a Python that lacks one of the project's packages (run outside its venv)."""
+    import sys
+    return (f"error: Python package {name!r} is missing from {sys.executable}; run the project's environment: "
+            f".venv/bin/python -m {package} ... (install it with: python3 -m venv .venv && "
+            f".venv/bin/pip install torch==2.13.0 -e .)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one line and exit status 2, never argparse's usage block."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")

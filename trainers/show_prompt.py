@@ -49,7 +49,7 @@ def main(cfg: RunConfig, check: bool, check_limit: int = 200, out=print) -> int:
     own = max_positions(load_config(cfg.model))
     window = min(own, cfg.max_context) if cfg.max_context else own
     fitted = context_fit.fit(tok, prep.prompt, prep.draw.labelled, scored_queries(prep, cfg), window, cfg.context_fit)
-    sets = evaluation_sets(prep.task, cfg.eval_limit, prep.draw.labelled)
+    sets = evaluation_sets(prep, cfg)
     first = (sets["in_domain"][0] or prep.draw.dev)[0]
     ids = fitted.prompt_ids
     n_query = len(ids.queries([first])[0])

@@ -11,6 +11,7 @@ gets a content fingerprint that the result record carries.
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from trainers import settings, sources
 
 DATA_DIR_ENV = "FEWSHOT_DATA_DIR"
 TASKS_FILE = Path(__file__).parent / "data" / "tasks.yaml"
-EVAL_SUBSET_SEED = 1234  # the --eval-limit subset is the same for every run, whatever its seeds
+EVAL_SUBSET_SEED = 1234  # + the data seed: each data seed's --eval-limit subset, the same for every method
 
 
 class DataError(ValueError):
@@ -37,6 +38,11 @@ class Example:
 
     def key(self) -> tuple:
         return (self.text1, self.text2)
+
+    def uid(self) -> str:
+        """A short content id, the same wherever the example is loaded from (per-example results)."""
+        text = f"{self.text1}\x1f{self.text2 or ''}\x1f{self.group or ''}"
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,12 @@ def _examples(rows: list[dict], origin: str, spec: dict) -> list[Example]:
     return out
 
 
-def eval_subset(examples: list[Example], limit: int | None) -> list[Example]:
-    """A fixed random subset (the same for every run) of at most `limit` examples, in original
-    order, stratified: equal numbers per label (and per HANS heuristic) as far as each stratum
-    has them, so a model that answers one class everywhere scores exactly 1 / classes."""
+def eval_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    """A random subset of at most `limit` examples drawn by `seed` (the run's data seed: every
+    method of a data seed scores the same examples, each data seed its own, so replicates carry the
+    evaluation sample's noise too), in original order, stratified: equal numbers per label (and per
+    HANS heuristic) as far as each stratum has them, so a model that answers one class everywhere
+    scores exactly 1 / classes."""
     if limit is None or len(examples) <= limit:
         return examples
     strata: dict[tuple, list[int]] = {}
@@ -162,7 +170,7 @@ def eval_subset(examples: list[Example], limit: int | None) -> list[Example]:
                 open_.remove(k)
             if not left:
                 break
-    rng = random.Random(EVAL_SUBSET_SEED)
+    rng = random.Random(EVAL_SUBSET_SEED + seed)
     keep = sorted(i for k in sorted(strata) for i in rng.sample(strata[k], quota[k]))
     return [examples[i] for i in keep]
 

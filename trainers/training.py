@@ -117,8 +117,9 @@ def _batch_loss(items: list, batch: list[int], loss_fn, cfg: TrainConfig, autoca
 
 def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.Tensor], dev_fn: Callable[[], dict],
           cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None,
-          precision: Precision | None = None) -> TrainOutcome:
-    """Train the parameters of `model` that require grad on `items`; `loss_fn(batch)` is a batch mean."""
+          precision: Precision | None = None, tokens: int | None = None) -> TrainOutcome:
+    """Train the parameters of `model` that require grad on `items`; `loss_fn(batch)` is a batch mean.
+    `tokens`: the items' input tokens, for each epoch's training tokens per second."""
     reshard(model)  # after inference passes (CD's teacher) the root may still hold its gathered weights
     params = [p for p in model.parameters() if p.requires_grad]
     sharded = any(isinstance(p, DTensor) for p in params)
@@ -144,10 +145,13 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
             losses.append(total)
         if outcome.status == "diverged":
             break
+        trained = time.perf_counter() - start
         model.eval()
         dev = dev_fn()
         entry = {"epoch": epoch, "train_loss": round(sum(losses) / len(losses), 6), "dev_accuracy": dev["accuracy"],
                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(time.perf_counter() - start, 3)}
+        if tokens:
+            entry["tokens_per_second"] = round(tokens / max(trained, 1e-9), 1)
         outcome.history.append(entry)
         say(f"epoch {epoch}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, dev accuracy {dev['accuracy']:.3f}, "
             f"{entry['epoch_seconds']:.1f} s")

@@ -1,0 +1,58 @@
+"""The sweep on the Ray dashboard: Prometheus metrics from the driver, named after the sweep.
+
+    ray metrics launch-prometheus          # then Grafana, or the dashboard's Metrics tab, shows fewshot_*
+
+The driver's callbacks feed them as Tune reports: trials running and finished per sweep, cell and
+status; each running trial's epoch, dev accuracy and training tokens per second; each finished
+trial's peak memory and serving cost. Ray's metrics agent on the driver's node exports them with
+Ray's own (`--metrics-export-port`). The Train tab lists every trial's run when the cluster runs with
+RAY_TRAIN_ENABLE_STATE_TRACKING=1 (the cluster files and the local instance set it).
+"""
+from __future__ import annotations
+
+from ray.util import metrics
+
+PREFIX = "fewshot_"
+
+
+class SweepMetrics:
+    def __init__(self, sweep: str):
+        self.sweep = sweep
+        tags = ("sweep", "cell", "phase")
+        self.running = metrics.Gauge(f"{PREFIX}trials_running", "trials of the sweep running now", tag_keys=("sweep",))
+        self.finished = metrics.Counter(f"{PREFIX}trials_finished", "trials finished, by status",
+                                        tag_keys=("sweep", "cell", "phase", "status"))
+        self.epoch = metrics.Gauge(f"{PREFIX}trial_epoch", "last epoch a running trial reported", tag_keys=(*tags, "trial"))
+        self.dev = metrics.Gauge(f"{PREFIX}trial_dev_accuracy", "dev accuracy of a trial's last epoch",
+                                 tag_keys=(*tags, "trial"))
+        self.tokens = metrics.Gauge(f"{PREFIX}trial_tokens_per_second", "training tokens per second of a trial's last "
+                                    "epoch", tag_keys=(*tags, "trial"))
+        self.memory = metrics.Gauge(f"{PREFIX}trial_peak_memory_mib", "peak memory of a finished trial", tag_keys=tags)
+        self.serve = metrics.Gauge(f"{PREFIX}serve_ms_per_query", "serving cost of a finished replicate", tag_keys=tags)
+        self.now = 0
+
+    def _tags(self, config: dict, trial_id: str | None = None) -> dict:
+        out = {"sweep": self.sweep, "cell": config["cell"], "phase": config["phase"]}
+        return {**out, "trial": trial_id} if trial_id else out
+
+    def started(self) -> None:
+        self.now += 1
+        self.running.set(self.now, tags={"sweep": self.sweep})
+
+    def epoch_done(self, config: dict, trial_id: str, result: dict) -> None:
+        tags = self._tags(config, trial_id)
+        self.epoch.set(float(result.get("epoch", 0)), tags=tags)
+        if result.get("dev_accuracy") is not None:
+            self.dev.set(float(result["dev_accuracy"]), tags=tags)
+        if result.get("tokens_per_second"):
+            self.tokens.set(float(result["tokens_per_second"]), tags=tags)
+
+    def trial_done(self, config: dict, record: dict) -> None:
+        self.now = max(0, self.now - 1)
+        self.running.set(self.now, tags={"sweep": self.sweep})
+        self.finished.inc(tags={**self._tags(config), "status": record["status"]})
+        res = record.get("resources") or {}
+        if res.get("peak_memory_mib"):
+            self.memory.set(float(res["peak_memory_mib"]), tags=self._tags(config))
+        if (res.get("serving") or {}).get("ms_per_query"):
+            self.serve.set(float(res["serving"]["ms_per_query"]), tags=self._tags(config))

@@ -1,0 +1,159 @@
+"""The cluster path: a worker that would read other data fails naming both fingerprints; fixtures
+rebuilt where a node lacks them; worker groups checked against the nodes they can use; a sweep
+whose trials run on a second node that cannot see the results folder; results at a storage URI,
+resumed with failed trials retried; the sweep's metrics scraped from Ray's Prometheus export."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import cluster, identity, plan, preflight
+from orchestrator.preflight import model_identity
+from orchestrator.space import load_space
+from trainers import synthetic
+from trainers.models import load_config
+from trainers.tasks import load_task
+
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
+
+
+def sweep(*args, timeout=900, env=None):
+    return subprocess.run([sys.executable, "-m", "orchestrator", "sweep", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def records(folder):
+    return [json.loads(p.read_text()) for p in sorted((Path(folder) / "trials").glob("*.json"))]
+
+
+def test_a_worker_reading_other_data_fails_naming_its_node_and_both_fingerprints(tmp_path, tiny_opt):
+    data = synthetic.write_data(tmp_path / "data")
+    run = {"task": "rte", "model": tiny_opt, "data_dir": str(data)}
+    fingerprints = load_task("rte", str(data)).fingerprints
+    planned = {"data": dict(fingerprints), "model": model_identity(tiny_opt, load_config(tiny_opt))}
+    identity.check(run, planned)  # the same copy: nothing to say
+    path = data / "glue" / "rte" / "train.jsonl"
+    path.write_text(path.read_text().replace("a", "b", 1))  # another copy at the same path on this "node"
+    load_task.__globals__["_read_local"].cache_clear()
+    with pytest.raises(identity.IdentityError) as e:
+        identity.check(run, planned)
+    message = str(e.value)
+    assert socket.gethostname() in message and "glue/rte/train.jsonl" in message
+    assert fingerprints["glue/rte/train.jsonl"] in message  # the plan's ...
+    assert load_task("rte", str(data)).fingerprints["glue/rte/train.jsonl"] in message  # ... and this worker's
+    with pytest.raises(identity.IdentityError, match=r"model .* differs from the plan's on .*: local:"):
+        identity.check({**run, "data_dir": str(data)}, {"model": "local:not-this-one"})
+
+
+def test_fixtures_are_rebuilt_where_a_node_lacks_them_with_the_same_identity(tmp_path):
+    here = synthetic.make_model(tmp_path / "driver" / "opt", "opt")
+    there = tmp_path / "node" / "opt"
+    identity.ensure_fixtures({"models": [[str(there), "opt"]], "data": str(tmp_path / "node" / "data")})
+    assert model_identity(str(there), load_config(str(there))) == model_identity(str(here), load_config(str(here)))
+    assert (tmp_path / "node" / "data" / "glue").is_dir()
+
+
+def test_worker_groups_are_checked_against_the_nodes_they_can_use(tmp_path):
+    space = load_space("smoke", ["resources={workers: 2, cpus_per_worker: 4}"])
+    small = [{"CPU": 2.0, "GPU": 0.0, "gpu_memory_gb": None, "count": 1}] * 3  # 6 CPUs, but no node holds 4
+    with pytest.raises(preflight.PreflightError, match=r"2 worker\(s\) x 4 CPU / 0 GPU fit no set of nodes"):
+        preflight.check_cluster(space, small, [], "the cluster")
+    big_type = [{"CPU": 8.0, "GPU": 0.0, "gpu_memory_gb": None, "count": 2, "type": "cpu.large"}]
+    wait = preflight.check_cluster(space, small, big_type, "the cluster")  # fits once the autoscaler starts one
+    assert wait == [{"CPU": 4}, {"CPU": 4}]
+    assert preflight.check_cluster(space, small + big_type[:1], [], "the cluster") == []
+    r = plan.resources(space, plan.cells(space)[0], False)
+    assert cluster.fits(r, [{"CPU": 4, "GPU": 0, "count": 2}]) and not cluster.fits(r, [{"CPU": 4, "GPU": 0, "count": 1}])
+
+
+def test_gpu_memory_and_node_types_come_from_the_cluster_file(tmp_path):
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "cluster-aws.yaml", path)
+    types = cluster.node_types(path)
+    assert {t["type"] for t in types} == {"gpu.small", "gpu.large"}  # the head runs no trial
+    assert cluster.gpu_memory_gb(types) == 24 and max(t["GPU"] for t in types) == 8
+    assert cluster._memory({"accelerator_type:H100": 1}) == 80
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A head with no CPUs and a second raylet, in its own mount namespace, that runs every trial and
+    cannot see `tmp_path / "results"` (a tmpfs hides it there)."""
+    if not RAY or os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to hide the results folder from the second node")
+    results = tmp_path / "results"
+    results.mkdir()
+    port = _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}
+    started = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
+                              f"--dashboard-port={_free_port()}", f"--temp-dir={ray_tmp}"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    hide = f"mount -t tmpfs tmpfs {results} && exec {RAY} start --address=127.0.0.1:{port} --num-cpus=2 --block"
+    worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import ray
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the second node has joined when the cluster counts its CPUs
+            out = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}', "
+                                  "logging_level='ERROR'); print(ray.cluster_resources().get('CPU', 0))"],
+                                 capture_output=True, text=True, env=env, timeout=60)
+            if out.stdout.strip().splitlines()[-1:] == ["2.0"]:
+                break
+            time.sleep(1)
+        del ray
+        yield f"127.0.0.1:{port}", results, env
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_trials_on_a_node_that_cannot_see_the_results_folder_complete(two_nodes):
+    address, results, env = two_nodes
+    r = sweep("--space", "smoke", "--address", address, "--results", str(results), "--set", "search={}",
+              "--set", "data_seeds=[0]", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = records(results / "smoke")
+    assert len(recs) == 2 and all(rec["status"] == "completed" for rec in recs)
+    assert all(rec["env"]["host"] and rec["resources"]["serving"]["exclusive"] for rec in recs)
+
+
+def test_results_at_a_uri_are_mirrored_and_a_resume_retries_failed_trials(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the staging folder lives under it
+    uri = f"file://{tmp_path / 'bucket'}"
+    args = ["--space", "smoke", "--results", uri, "--set", "search={}", "--set", "data_seeds=[0]"]
+    first = sweep(*args, env={"HOME": str(tmp_path / "home")})
+    assert first.returncode == 0, first.stderr[-3000:]
+    remote = tmp_path / "bucket" / "smoke"
+    recs = records(remote)
+    assert len(recs) == 2 and (remote / "summary.md").exists() and (remote / "report" / "report.md").exists()
+    # a lost node: one trial's record says failed; the staging copy is gone (another machine resumes)
+    victim = next(p for p in sorted((remote / "trials").glob("*.json")))
+    rec = json.loads(victim.read_text())
+    victim.write_text(json.dumps({**rec, "status": "failed", "error": "ActorDiedError: the node was lost"}))
+    shutil.rmtree(tmp_path / "home")
+    again = sweep(*args, "--resume", env={"HOME": str(tmp_path / "home")})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "retrying 1 failed trial(s) of the earlier run" in again.stdout and "read the sweep's files from" in again.stdout
+    assert json.loads(victim.read_text())["status"] == "completed"
+    assert len(list((remote / "trials" / "retried").glob("*.json"))) == 1
+    summary = json.loads((remote / "summary.json").read_text())
+    retried = [c["retried"] for c in summary["cells"] if c["retried"]["trials"]]
+    assert retried == [{"trials": 1, "now": {"completed": 1}}]
