@@ -18,7 +18,8 @@ from typing import NamedTuple
 import ray.tune
 
 from orchestrator import results
-from trainers import settings
+from orchestrator.cells import variant_of
+from trainers import settings, spec
 from trainers.config import from_dict
 from trainers.records import build_record
 
@@ -31,7 +32,7 @@ class Kind(NamedTuple):
 
 
 def kind(phase: str, cell: str) -> Kind:
-    return Kind(phase, cell, cell.split("/")[1] if "/" in cell else cell)
+    return Kind(phase, cell, variant_of(cell))
 
 
 def fit(text: str, width: int) -> str:
@@ -176,7 +177,7 @@ class RecordWriter(ray.tune.Callback):
                 run = t.config.get("run") or {}
                 epochs, seen = run.get("train", {}).get("epochs"), len(self.history.get(t.trial_id, []))
                 where = f"{t.config['phase'][:6]} s{run.get('data_seed')}" + (
-                    f" epoch {seen}/{epochs}" if seen and epochs and run.get("method") != "icl" else "")
+                    f" epoch {seen}/{epochs}" if seen and epochs and spec.get(run.get("method", "icl")).trains else "")
                 running.append((t.config["cell"], where, time.time() - self.started[t.trial_id]))
         self.progress.heartbeat(running)
 

@@ -110,7 +110,9 @@ def _sweep(ns) -> int:
     if ns.dry_run:
         return _dry_run(space, address, prior)
     warnings = [line for line in power.plan_lines(space, prior) if line.startswith("warning")]
-    from orchestrator.driver import run_sweep  # imports Ray: only when a sweep really starts
+    from orchestrator.driver import (
+        run_sweep,  # imports Ray: only when a sweep really starts
+    )
     results = ns.results if storage.is_uri(ns.results) else Path(ns.results)
     return run_sweep(space, name=ns.name, resume=ns.resume, address=address, results_root=results,
                      max_trials=ns.max_trials, track=ns.track, warnings=warnings)
@@ -137,7 +139,9 @@ def _report(folder: Path) -> int:
     from orchestrator import results
     if not folder.is_dir() or not results.load_records(folder, set_aside=False):
         raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
-    from orchestrator.report import write_report  # imports matplotlib: only for a report
+    from orchestrator.report import (
+        write_report,  # imports matplotlib: only for a report
+    )
     path = write_report(folder)
     print(f"report: {path}")
     print(path.read_text().split("\n\n")[1].strip())  # the three sentences

@@ -19,17 +19,19 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from orchestrator.cells import Cell, variant_of
 from orchestrator.stats import bernoulli, cell_interval, collapsed, paired
+from trainers.records import Record
 
 SETS_SKIP = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
 
 
-def _block(rec: dict, name: str) -> dict:
+def _block(rec: Record, name: str) -> dict:
     m = rec.get("metrics") or {}
     return (m.get("in_domain") if name == "in_domain" else (m.get("ood") or {}).get(name)) or {}
 
 
-def correctness(rec: dict, name: str, full_vocab: bool = False) -> tuple[list[str] | None, np.ndarray]:
+def correctness(rec: Record, name: str, full_vocab: bool = False) -> tuple[list[str] | None, np.ndarray]:
     """(example ids or None, 0/1 vector) of one record on one set; rebuilt from accuracy and size
     when the record predates per-example results."""
     block = _block(rec, name)
@@ -88,14 +90,14 @@ def newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
     return reps.sort_values("time", kind="stable", na_position="first").drop_duplicates("data_seed", keep="last")
 
 
-def cell_accuracy(reps: pd.DataFrame, records: list[dict], name: str, full_vocab: bool = False) -> dict | None:
+def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_vocab: bool = False) -> dict | None:
     """A cell's accuracy on one set over its replicates: mean, std over seeds, and an interval with
     both the seeds' and the examples' noise."""
     per_seed = {int(row.data_seed): correctness(records[i], name, full_vocab)[1] for i, row in reps.iterrows()}
     return cell_interval({s: v for s, v in per_seed.items() if len(v)})
 
 
-def comparisons(table: pd.DataFrame, records: list[dict]) -> list[dict]:
+def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
     """Every pair of cells of the same task × model × shots, on each evaluation set: A − B over the
     data seeds both completed, read on the examples both scored."""
     if table.empty:
@@ -112,7 +114,7 @@ def comparisons(table: pd.DataFrame, records: list[dict]) -> list[dict]:
                          for i, r in ra.iterrows() if int(r.data_seed) in by_seed}
                 result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()})
                 if result:
-                    fell = [c.split("/")[1] for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
+                    fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
                             and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]
                     out.append({"a": a, "b": b, "set": name, **result, "collapsed": fell})
     return out
@@ -120,7 +122,7 @@ def comparisons(table: pd.DataFrame, records: list[dict]) -> list[dict]:
 
 def verdict_words(c: dict) -> str:
     """The verdict with the methods' names in place of a / b."""
-    a, b = c["a"].split("/")[1], c["b"].split("/")[1]
+    a, b = variant_of(c["a"]), variant_of(c["b"])
     return {"a better": f"{a} better", "b better": f"{b} better"}.get(c["verdict"], c["verdict"])
 
 
@@ -129,8 +131,8 @@ def comparison_lines(comps: list[dict]) -> list[str]:
     examples: inconclusive (3 seeds: p ≥ 0.25)'."""
     lines = []
     for c in comps:
-        task, a, *where = c["a"].split("/")
-        b = c["b"].split("/")[1]
+        cell = Cell.parse(c["a"])
+        task, a, where, b = cell.task, cell.variant, [cell.model_tag, f"{cell.shots}shot"], variant_of(c["b"])
         fell = f"; COLLAPSED on {c['set']}: {' and '.join(c['collapsed'])}" if c.get("collapsed") else ""
         lines.append(f"{a} − {b} ({', '.join([task, *where])}) on {c['set']}: {c['mean_diff']:+.3f} "
                      f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] over {c['n']} seed{'s' if c['n'] != 1 else ''}, "

@@ -22,9 +22,12 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from orchestrator.cells import Cell, variant_of  # noqa: E402
 from orchestrator.compare import ood_names  # noqa: E402
+from trainers.records import Record  # noqa: E402
+from trainers.tasks import task_definitions  # noqa: E402
 
-COLORS = {"icl": "#1f77b4", "cd": "#d62728", "pbft": "#2ca02c", "ft": "#9467bd"}
+COLORS = {"icl": "#1f77b4", "cd": "#d62728", "pbft": "#2ca02c", "ft": "#9467bd", "cartridge": "#ff7f0e"}
 FAMILY_STYLES = ["-", "--", ":", "-."]
 
 
@@ -33,7 +36,7 @@ class Skip(Exception):
 
 
 def variant(cell: str) -> str:
-    return cell.split("/")[1]
+    return variant_of(cell)
 
 
 def color(v: str) -> str:
@@ -159,6 +162,45 @@ def accuracy_vs_axis(reps: pd.DataFrame, cells: list[dict], out: Path, axis: str
     return written
 
 
+def cost_vs_shots(cells: list[dict], out: Path) -> list[Path]:
+    """Per task and model, against shots, per method: serving ms/query (median of timed passes, mean
+    over seeds, bars: its 95 % interval over seeds) and the key/value bytes each query attends to beside its own
+    tokens (ICL: the demonstrations'; a cartridge: its prefix's; weights-adapted students: none)."""
+    written = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["task"], c["model"]), []).append(c)
+    for (task, model), mine in sorted(groups.items()):
+        if len({c["shots"] for c in mine}) < 2:
+            continue
+        fig, (ax_ms, ax_kv) = plt.subplots(1, 2, figsize=(10, 4.0))
+        for v in sorted({variant(c["cell"]) for c in mine}):
+            rows = sorted((c for c in mine if variant(c["cell"]) == v), key=lambda c: c["shots"])
+            ms = [(c["shots"], c["serve_ms_per_query"]) for c in rows if c.get("serve_ms_per_query")]
+            kv = [(c["shots"], c["serve_kv_bytes_per_query"]["mean"] / 2 ** 20) for c in rows
+                  if c.get("serve_kv_bytes_per_query")]
+            if ms:
+                xs = [x for x, _ in ms]
+                means = [s["mean"] for _, s in ms]
+                lo = [s["mean"] - (s["ci95"] or (s["mean"], s["mean"]))[0] for _, s in ms]
+                hi = [(s["ci95"] or (s["mean"], s["mean"]))[1] - s["mean"] for _, s in ms]
+                ax_ms.errorbar(xs, means, yerr=[lo, hi], color=color(v), marker="o", capsize=3, label=v)
+            if kv:
+                ax_kv.plot([x for x, _ in kv], [y for _, y in kv], color=color(v), marker="o", label=v)
+        shots = sorted({c["shots"] for c in mine})
+        n = max((c["seeds"] for c in mine), default=0)
+        for ax, ylabel in ((ax_ms, "serving ms/query (alone on its node)"), (ax_kv, "KV MiB attended per query")):
+            ax.set(xlabel="shots (k)", ylabel=ylabel)
+            ax.set_xticks(shots)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{task}, {model_name(model)}: the cost of a query against shots (up to {n} seeds per point)", y=1.02)
+        written += _save(fig, out, f"cost_vs_shots_{task}_{model_name(model)}")
+    if not written:
+        raise Skip("one shot count per task and model in this sweep")
+    return written
+
+
 def id_vs_ood(reps: pd.DataFrame, cells: list[dict], out: Path) -> list[Path]:
     """In-domain against OOD accuracy, one point per replicate (the reference paper's view), chance marked."""
     written = []
@@ -271,20 +313,21 @@ def _short_range(p: dict) -> str:
     return text + (f" (+{p['never']} never)" if p["never"] else "")
 
 
-def hans_breakdown(records: list[dict], reps: pd.DataFrame, cells: list[dict], out: Path) -> list[Path]:
-    """Accuracy per HANS heuristic × label per cell (mean over replicates, with the examples behind
-    each square): collapse is a column of 1s and 0s."""
+def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict], out: Path, name: str) -> list[Path]:
+    """Accuracy per group × gold label of a grouped OOD set (HANS: its heuristics; the set's `groups`
+    in trainers/data/tasks.yaml) per cell, the mean over replicates with the examples behind each
+    square: collapse is a column of 1s and 0s."""
     keep = set(reps["trial_key"])
     acc: dict[str, dict[str, list[float]]] = {}
     count: dict[str, dict[str, int]] = {}
     for r in records:
-        block = (((r.get("metrics") or {}).get("ood") or {}).get("hans") or {}).get("breakdown")
+        block = (((r.get("metrics") or {}).get("ood") or {}).get(name) or {}).get("breakdown")
         if r.get("trial_key") in keep and block:
             for k, v in block.items():
                 acc.setdefault(r["cell"], {}).setdefault(k, []).append(v["accuracy"])
                 count.setdefault(r["cell"], {})[k] = count.get(r["cell"], {}).get(k, 0) + v.get("n", 0)
     if not acc:
-        raise Skip("no HANS breakdown in the records (no HANS set)")
+        raise Skip(f"no {name} breakdown in the records")
     names = sorted(acc)
     rows = sorted({k for c in acc.values() for k in c})
     grid = [[sum(acc[c].get(k, [float("nan")])) / max(1, len(acc[c].get(k, []))) for c in names] for k in rows]
@@ -293,17 +336,23 @@ def hans_breakdown(records: list[dict], reps: pd.DataFrame, cells: list[dict], o
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             ax.text(j, i, f"{v:.2f}\nn={count[names[j]].get(rows[i], 0)}", ha="center", va="center", fontsize=6.5)
-    labels = [f"{variant(c)}\n{c.split('/')[2]}" + ("\nCOLLAPSED" if "hans" in _cell_of(cells, c)["collapsed"] else "")
+    labels = [f"{variant(c)}\n{Cell.parse(c).model_tag}" + ("\nCOLLAPSED" if name in _cell_of(cells, c)["collapsed"] else "")
               for c in names]
     ax.set_xticks(range(len(names)), labels, fontsize=7, rotation=30)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     fig.colorbar(im, ax=ax, label="accuracy")
     seeds = max(len(v) for c in acc.values() for v in c.values())
-    ax.set_title(f"HANS accuracy per heuristic and gold label (mean over up to {seeds} seeds; n: examples over seeds)")
-    return _save(fig, out, "hans_breakdown")
+    column = task_definitions()["ood_sets"][name].get("group_column", "group")
+    ax.set_title(f"{name} accuracy per {column} and gold label (mean over up to {seeds} seeds; n: examples over seeds)")
+    return _save(fig, out, f"{name}_breakdown")
 
 
-def search(records: list[dict], out: Path) -> list[Path]:
+def grouped_sets() -> list[str]:
+    """The OOD sets whose definition names groups (HANS's heuristics): each gets a breakdown figure."""
+    return [n for n, d in task_definitions()["ood_sets"].items() if d.get("groups")]
+
+
+def search(records: list[Record], out: Path) -> list[Path]:
     """Per cell: every search trial's dev accuracy per epoch (pruned ones end in ×), and the searched
     value against the trial's final dev accuracy (a learning rate on a log axis, as it is searched)."""
     trials = [r for r in records if r.get("phase") == "search" and r.get("history")]
@@ -321,7 +370,7 @@ def search(records: list[dict], out: Path) -> list[Path]:
             if r["status"] == "pruned":
                 ax.scatter([h[-1]["epoch"]], [h[-1]["dev_accuracy"]], marker="x", color="black", zorder=3)
         n_dev = (mine[0].get("config") or {}).get("n_dev")
-        ax.set(title=f"{variant(cell)} · {cell.split('/')[2]}\n{len(mine)} trials, dev n = {n_dev}", xlabel="epoch",
+        ax.set(title=f"{variant(cell)} · {Cell.parse(cell).model_tag}\n{len(mine)} trials, dev n = {n_dev}", xlabel="epoch",
                ylabel="dev accuracy")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -348,8 +397,10 @@ def draw_all(table, reps, cells, pairs, records, out: Path) -> list[str]:
             ("In-domain vs OOD accuracy", lambda: id_vs_ood(reps, cells, out)),
             ("Accuracy vs shots", lambda: accuracy_vs_axis(reps, cells, out, "shots")),
             ("Serving cost vs accuracy", lambda: cost_accuracy(cells, out)),
+            ("Serving cost vs shots", lambda: cost_vs_shots(cells, out)),
             ("Break-even", lambda: break_even(pairs, out)),
-            ("HANS per heuristic and label", lambda: hans_breakdown(records, reps, cells, out)),
+            *((f"{name} per group and label", lambda name=name: group_breakdown(records, reps, cells, out, name))
+              for name in grouped_sets()),
             ("The search", lambda: search(records, out))]
     lines = []
     for title, draw in plan:

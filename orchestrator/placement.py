@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 
 from orchestrator.space import Space, SpaceError
+from trainers import spec
+from trainers.spec import Parallel
 
 MARGIN = 0.9  # of the device's memory, kept usable
 CONTEXT_GIB = 1.0  # CUDA context, NCCL buffers, allocator slack: outside torch's peak allocation
@@ -47,12 +49,14 @@ def _estimate(cfg, device: str, parallel: str, workers: int, checkpointing: bool
 def _options(cfg, fixed: str | None, limit: int):
     """(workers, parallel, gradient checkpointing) from the cheapest placement up: fewer GPUs first,
     and on the same GPUs recomputing activations before giving up."""
-    ckpt = [False, True] if cfg.method != "icl" and not cfg.train.grad_checkpointing else [cfg.train.grad_checkpointing]
-    if fixed != "fsdp":
-        yield from ((1, fixed or "ddp", c) for c in ckpt)
+    method = spec.get(cfg.method)
+    can_ckpt = method.trains and not method.kv_prefix  # peft's trained prefix does not combine with it
+    ckpt = [False, True] if can_ckpt and not cfg.train.grad_checkpointing else [cfg.train.grad_checkpointing]
+    if fixed != Parallel.FSDP:
+        yield from ((1, Parallel.of(fixed or "ddp").value, c) for c in ckpt)
     workers = 2
-    while workers <= limit and fixed != "ddp":
-        yield from ((workers, "fsdp", c) for c in ckpt)
+    while workers <= limit and fixed != Parallel.DDP and method.shardable:
+        yield from ((workers, Parallel.FSDP.value, c) for c in ckpt)
         workers *= 2
 
 

@@ -15,27 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.cells import Cell, model_tag  # noqa: F401 - model_tag: plan's public name
 from orchestrator.space import Space
 from trainers import spec
 from trainers.config import from_dict
-
-
-@dataclass(frozen=True)
-class Cell:
-    task: str
-    method: str
-    peft: str
-    model: str
-    shots: int
-
-    @property
-    def id(self) -> str:
-        variant = self.method if self.peft == "none" else f"{self.method}+{self.peft}"
-        return f"{self.task}/{variant}/{model_tag(self.model)}/{self.shots}shot"
-
-
-def model_tag(model: str) -> str:
-    return Path(model.rstrip("/")).name or model
+from trainers.spec import Parallel
 
 
 def cells(space: Space) -> list[Cell]:
@@ -69,10 +53,10 @@ def base_overrides(space: Space, cell: Cell) -> dict:
     if spec.get(cell.method).peft == ("none",):  # nothing to choose: the config's default stands
         out.pop("peft.kind")
     # resources: auto chose the cell's placement, or a size rule may shard the larger models
-    chosen = space.placement.get(cell.id) or requested(space, cell)
-    if chosen.get("parallel"):
-        out.setdefault("parallel", chosen["parallel"])
-    if chosen.get("grad_checkpointing"):
+    chosen = layout(space, cell)
+    if chosen.parallel is not None:
+        out.setdefault("parallel", chosen.parallel.value)
+    if chosen.grad_checkpointing:
         out["train.grad_checkpointing"] = True
     return out
 
@@ -132,9 +116,31 @@ def model_params(model: str) -> float | None:
     return None
 
 
-def requested(space: Space, cell: Cell) -> dict:
-    """Workers and per-worker CPUs/GPUs as the space asks (the first size rule that fits wins);
-    gpus_per_worker None means "one if the cluster has GPUs"."""
+@dataclass(frozen=True)
+class Layout:
+    """How a cell's trial is laid out, resolved once: its resources and, apart from them, how its
+    worker group holds the model. `gpus_per_worker` None: one if the cluster has GPUs; `parallel`
+    None: the run config's own (ddp unless fixed)."""
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float | None
+    parallel: Parallel | None = None
+    grad_checkpointing: bool = False
+
+    def resources(self, has_gpus: bool, in_process: bool = False) -> dict:
+        gpus = self.gpus_per_worker
+        gpus = (1 if gpus is None else gpus) if has_gpus else 0
+        return {"workers": self.workers, "cpus_per_worker": self.cpus_per_worker, "gpus_per_worker": gpus,
+                "in_process": in_process}
+
+
+def layout(space: Space, cell: Cell) -> Layout:
+    """The cell's layout: `resources: auto`'s placement (the memory plan's choice) when the space has
+    one, else what the space asks (the first size rule that fits the model wins)."""
+    if cell.id in space.placement:
+        p = space.placement[cell.id]
+        return Layout(p["workers"], p["cpus_per_worker"], p["gpus_per_worker"], Parallel.of(p["parallel"]),
+                      bool(p.get("grad_checkpointing")))
     r = {k: space.resources[k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")}
     size = model_params(cell.model)
     for rule in space.resources["by_model_size"] or []:
@@ -142,27 +148,28 @@ def requested(space: Space, cell: Cell) -> dict:
         if limit is None or (size is not None and size <= float(limit)):
             r.update({k: v for k, v in rule.items() if k != "max_params"})
             break
-    return r
+    parallel = r.pop("parallel", None)
+    return Layout(**r, parallel=None if parallel is None else Parallel.of(parallel))
+
+
+def requested(space: Space, cell: Cell) -> dict:
+    """Workers and per-worker CPUs/GPUs as the space asks, before the cluster is known."""
+    lay = layout(space, cell)
+    return {"workers": lay.workers, "cpus_per_worker": lay.cpus_per_worker, "gpus_per_worker": lay.gpus_per_worker}
 
 
 def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
     """What a trial of the cell reserves on this cluster. GPUs explicitly asked of a CPU-only
     cluster reach here only with --allow-cpu (preflight refuses them otherwise)."""
-    in_process = bool(space.resources.get("in_process"))
-    if space.placement:
-        return {**{k: space.placement[cell.id][k] for k in ("workers", "cpus_per_worker", "gpus_per_worker")},
-                "in_process": in_process}
-    r = requested(space, cell)
-    r.pop("parallel", None)  # a run setting (base_overrides), not a resource
-    if r["gpus_per_worker"] is None or not has_gpus:
-        r["gpus_per_worker"] = 1 if has_gpus and r["gpus_per_worker"] is None else 0
-    return {**r, "in_process": in_process}
+    # a placement was made for GPUs the memory plan saw: its GPUs stand
+    return layout(space, cell).resources(has_gpus or cell.id in space.placement, bool(space.resources.get("in_process")))
 
 
 def resolve_placement(space: Space, gpus: int, gpu_memory_gb: float | None = None) -> Space:
     """`resources: auto`: every cell's placement from the memory plan, or PlacementError (before Ray,
     or right after joining a cluster, from its nodes: `gpus` reachable, `gpu_memory_gb` each)."""
     import dataclasses
+
     from orchestrator import placement
     if not space.resources.get("auto"):
         return space

@@ -82,7 +82,7 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
     n = len(space.data_seeds)
     lines = [f"power: {n} data seeds; prior from {prior['source']}"]
     for task in space.tasks:
-        variants = {c.id.split("/")[1] for c in plan.cells(space) if c.task == task}
+        variants = {c.variant for c in plan.cells(space) if c.task == task}
         pairs = len(variants) * (len(variants) - 1) // 2 * len(space.models) * len(space.shots)
         m, how = eval_size(space, task)
         size = planned_detectable(n, prior["seed_sd"], prior["accuracy"], m) if n > 1 else float("nan")

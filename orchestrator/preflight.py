@@ -19,6 +19,7 @@ from pathlib import Path
 
 from orchestrator import hub, plan
 from orchestrator.space import Space, SpaceError
+from trainers import spec
 from trainers.config import from_dict
 from trainers.methods import validate
 from trainers.models import load_config, load_tokenizer
@@ -131,7 +132,7 @@ def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str
                 problems.append(f"{space.path}: shots: {cell.shots} shots of {cell.task}, data seed {seed}: {_one_line(e)}")
                 break
         drawn.add(key)
-        if cell.method != "ft":  # ft scores through its own head, not label words
+        if spec.get(cell.method).label_words:  # ft scores through its own head
             try:
                 label_token_ids(tokenizers[cell.model], get_prompt(task.family, cfg.pattern or task.default_pattern))
             except Exception as e:  # noqa: BLE001

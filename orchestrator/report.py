@@ -17,9 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator import figures
+from orchestrator.cells import Cell
 from orchestrator.compare import comparisons, completed_replicates, newest_per_seed, verdict_words
-from orchestrator.results import cell_stats, interval_text, load_records, mean_std, summary_table, title_of, to_markdown, \
-    trials_table
+from orchestrator.results import (cell_stats, interval_text, load_records, mean_std, summary_table, title_of,
+                                  to_markdown, trials_table)
+from trainers import spec
 
 GROUP = ("task", "model", "shots")
 
@@ -49,8 +51,8 @@ def break_even_pairs(cells: list[dict], reps: pd.DataFrame) -> list[dict]:
     every prompt, per data seed (each seed's trained replicate against that seed's ICL replicate)."""
     out = []
     for c in cells:
-        icl = next((i for i in cells if i["method"] == "icl" and all(i[k] == c[k] for k in GROUP)), None)
-        if c["method"] == "icl" or not icl or not c["serve_ms_per_query"] or not icl["serve_ms_per_query"]:
+        icl = next((i for i in cells if not spec.get(i["method"]).trains and all(i[k] == c[k] for k in GROUP)), None)
+        if not spec.get(c["method"]).trains or not icl or not c["serve_ms_per_query"] or not icl["serve_ms_per_query"]:
             continue
         mine, theirs = reps[reps["cell"] == c["cell"]], reps[reps["cell"] == icl["cell"]].set_index("data_seed")
         per_seed = {}
@@ -168,7 +170,7 @@ def tuning_note(table: pd.DataFrame) -> str:
 
 def _comparison_table(comps: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"A": figures.variant(c["a"]), "B": figures.variant(c["b"]),
-                          "where": c["a"].split("/", 1)[0] + ", " + "/".join(c["a"].split("/")[2:]), "set": c["set"],
+                          "where": (lambda cell: f"{cell.task}, {cell.model_tag}/{cell.shots}shot")(Cell.parse(c["a"])), "set": c["set"],
                           "A − B": f"{c['mean_diff']:+.3f}", "95 % interval": f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
                           "p": f"{c['p']:.3g}", "seeds": c["n"], "examples": c["examples"], "verdict": verdict_words(c),
                           "why": c["reason"], "collapsed": ", ".join(c.get("collapsed") or []) or "-"} for c in comps])

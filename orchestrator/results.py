@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.cells import Cell, variant_of
 from orchestrator.compare import cell_accuracy, comparison_lines, comparisons, newest_per_seed, ood_names
 from orchestrator.stats import collapsed, mean_ci
-from trainers.records import write_json_atomic
+from trainers import spec
+from trainers.records import Record, write_json_atomic
 
 RECORDS = "trials"
 CORRUPT = "corrupt"  # under trials/: records that did not parse
@@ -67,17 +69,15 @@ def _set_aside(path: Path, why: str, move: bool) -> None:
           file=sys.stderr)
 
 
-def cell_of(rec: dict) -> str:
-    c = rec["config"]
-    variant = c["method"] if c["method"] == "icl" or c["peft"]["kind"] == "none" else f"{c['method']}+{c['peft']['kind']}"
-    return rec.get("cell") or f"{c['task']}/{variant}/{Path(c['model'].rstrip('/')).name}/{c['shots']}shot"
+def cell_of(rec: Record) -> str:
+    return rec.get("cell") or Cell.of_config(rec["config"]).id
 
 
-def _row(rec: dict) -> dict:
+def _row(rec: Record) -> dict:
     c, m = rec["config"], rec.get("metrics") or {}
     res = rec.get("resources") or {}
     row = {"cell": cell_of(rec), "phase": rec.get("phase", "run"), "status": rec["status"], "trial_key": rec.get("trial_key"),
-           "task": c["task"], "method": c["method"], "peft": c["peft"]["kind"] if c["method"] != "icl" else "none",
+           "task": c["task"], "method": c["method"], "peft": Cell.of_config(c).peft,
            "model": c["model"], "shots": c["shots"], "data_seed": c["data_seed"], "seed": rec.get("seed", c.get("seed")),
            "lr": (rec.get("resolved") or {}).get("lr"),
            "epochs_run": len(rec.get("history") or []),
@@ -93,6 +93,7 @@ def _row(rec: dict) -> dict:
            "serve_cpu_ms_per_query": (res.get("serving") or {}).get("cpu_ms_per_query"),
            "serve_exclusive": (res.get("serving") or {}).get("exclusive"),
            "serve_peak_mib": (res.get("serving") or {}).get("peak_memory_mib"),
+           "serve_kv_bytes_per_query": (res.get("serving") or {}).get("kv_bytes_per_query"),
            "trainable_params": (rec.get("params") or {}).get("trainable"), "total_params": (rec.get("params") or {}).get("total"),
            "error": rec.get("error"),
            "time": (rec.get("env") or {}).get("time")}
@@ -117,7 +118,7 @@ def _row(rec: dict) -> dict:
     return row
 
 
-def best_search_trials(records: list[dict]) -> dict[str, dict]:
+def best_search_trials(records: list[Record]) -> dict[str, Record]:
     """Per cell, the completed search trial with the best final dev accuracy.
 
     Ties are common on a small dev split: the steadier trial (higher mean dev accuracy over its
@@ -133,7 +134,7 @@ def best_search_trials(records: list[dict]) -> dict[str, dict]:
     return {cell: rec for cell, (_, rec) in best.items()}
 
 
-def trials_table(records: list[dict]) -> pd.DataFrame:
+def trials_table(records: list[Record]) -> pd.DataFrame:
     return pd.DataFrame([_row(r) for r in records])
 
 
@@ -163,7 +164,7 @@ def _retried(cell: str, group: pd.DataFrame, retried: list[dict]) -> dict:
     return {"trials": len(keys), "now": {k: int(v) for k, v in now.items()}}
 
 
-def cell_stats(table: pd.DataFrame, records: list[dict], retried: list[dict] | None = None) -> list[dict]:
+def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[dict] | None = None) -> list[dict]:
     """Per cell, numbers only (summary.json): every accuracy with an interval over seeds and
     examples (`compare.cell_accuracy`; `records` are the table's rows' records, in its order); mean,
     std and t-interval over the replicates of prediction fractions, memory and time; the cell's
@@ -215,12 +216,13 @@ def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
             "adaptation_seconds": round(search_s + (rep_adapt["mean"] if rep_adapt else 0.0), 3),
             "serve_ms_per_query": stats(reps.get("serve_ms_per_query")), "serve_peak_mib": stats(reps.get("serve_peak_mib")),
             "serve_cpu_ms_per_query": stats(reps.get("serve_cpu_ms_per_query")),
+            "serve_kv_bytes_per_query": stats(reps.get("serve_kv_bytes_per_query")),
             # serving measured alone (a sweep's gate) in every replicate, or not: a shared machine's figures are noisy
             "serve_alone": bool(reps["serve_exclusive"].fillna(False).astype(bool).all()) if "serve_exclusive" in reps else False,
             "trial_seconds": round(float(group["trial_seconds"].fillna(0).sum()), 3) if "trial_seconds" in group else None,
             "ray_overhead_seconds": round(float(overhead.sum()), 3),
-            "labelled_examples": int(group.iloc[0]["shots"]) + (0 if group.iloc[0]["method"] == "icl"
-                                                                else int(group.iloc[0].get("n_dev") or 0))}
+            "labelled_examples": int(group.iloc[0]["shots"]) + (int(group.iloc[0].get("n_dev") or 0)
+                                                                if spec.get(group.iloc[0]["method"]).trains else 0)}
 
 
 def interval_text(st: dict | None, digits: int = 3) -> str:
@@ -250,12 +252,15 @@ def summary_table(cells: list[dict]) -> pd.DataFrame:
         row["dropped queries"] = c["dropped_queries"]
         row["truncated demos"] = (f"{c['demos_truncated']['mean']:.0f}/{c['shots']}, {c['tokens_cut']['mean']:.0f} tokens cut"
                                   if c["demos_truncated"] else "-")
-        row["labelled"] = (f"{c['shots']}" if c["method"] == "icl" else f"{c['shots']}+{c['labelled_examples'] - c['shots']} dev")
-        row["adapt s"] = f"{c['adaptation_seconds']:.0f}" if c["method"] != "icl" else "0"
+        trains = spec.get(c["method"]).trains
+        row["labelled"] = f"{c['shots']}+{c['labelled_examples'] - c['shots']} dev" if trains else f"{c['shots']}"
+        row["adapt s"] = f"{c['adaptation_seconds']:.0f}" if trains else "0"
         row["serve ms/q"] = mean_std(c["serve_ms_per_query"], 1) + ("" if c["serve_alone"] or not c["serve_ms_per_query"]
                                                                       else " (shared)")
         row["serve CPU ms/q"] = mean_std(c["serve_cpu_ms_per_query"], 1)
         row["serve MiB"] = mean_std(c["serve_peak_mib"], 0)
+        kv = c.get("serve_kv_bytes_per_query")
+        row["KV MiB/q"] = f"{kv['mean'] / 2 ** 20:.1f}" if kv else "-"  # what a query attends to beside its own tokens
         row["peak MiB"], row["seconds"] = mean_std(c["peak_memory_mib"], 0), mean_std(c["seconds"], 0)
         row["Ray overhead s"] = f"{c['ray_overhead_seconds']:.0f}"
         row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
@@ -276,7 +281,7 @@ def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
     names = lambda col: ", ".join(str(v) for v in sorted(set(table[col].dropna())))  # noqa: E731
     ood = ood_names(table)
     models = ", ".join(sorted({Path(str(m).rstrip("/")).name for m in table["model"]}))
-    methods = ", ".join(sorted({c.split("/")[1] for c in table["cell"] if "/" in c}))
+    methods = ", ".join(sorted({variant_of(c) for c in table["cell"] if "/" in c}))
     reps = table[table["phase"] != "search"]  # the search's held-out tuning seed is not a replicate
     seeds = (reps if len(reps) else table)["data_seed"].nunique()
     parts = [f"{names('task')}{' (OOD: ' + ', '.join(ood) + ')' if ood else ''}", models, methods,

@@ -20,9 +20,11 @@ import yaml
 
 from trainers import settings
 from trainers.config import ConfigError, did_you_mean, from_dict, valid_keys
-from trainers.spec import METHODS
 from trainers.models import ModelError, check_source
+from trainers.spec import METHODS, Parallel
 from trainers.tasks import ood_names, task_definitions, task_names
+
+PARALLEL_NAMES = tuple(p.value for p in Parallel)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -278,8 +280,8 @@ def _resources(c: _Checker, value) -> dict:
         workers = c.number("resources.workers", rule.get("workers", out["workers"]), 1, integer=True)
         gpus = c.number("resources.gpus_per_worker", rule.get("gpus_per_worker", out["gpus_per_worker"]), 0, allow_none=True) or 0
         c.number("resources.cpus_per_worker", rule.get("cpus_per_worker", out["cpus_per_worker"]), 0)
-        if rule.get("parallel", "ddp") not in ("ddp", "fsdp"):
-            c.fail("resources.by_model_size", f"parallel: expected ddp or fsdp, got {rule['parallel']!r}")
+        if rule.get("parallel", "ddp") not in PARALLEL_NAMES:
+            c.fail("resources.by_model_size", f"parallel: expected {' or '.join(PARALLEL_NAMES)}, got {rule['parallel']!r}")
         if 0 < gpus < 1 and workers > 1:
             c.fail("resources", "fractional GPUs work with one worker per trial only (several ranks on one GPU fail in NCCL)")
     return out

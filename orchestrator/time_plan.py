@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import time
 
+from trainers import spec
+
 RAY_OVERHEAD_S = 20.0  # a worker group's start and stop on a 2-core machine (results/bench/sweep_overhead.md: 17-20 s)
 EFFICIENCY = 0.35  # transformer layers at small batch reach this share of a large matmul's rate on CPU (fitted: quickstart)
 GPU_FLOPS = 100e12  # bf16 on a current data-centre GPU at moderate utilisation; a guess until a GPU run says otherwise
@@ -56,11 +58,12 @@ def trial_flops(run: dict, params: float, layers: int, kv_width: int, tokens: fl
         return forward * (context + n_queries * tokens) + n_queries * tokens * 4 * layers * kv_width * context
 
     dev = run.get("n_dev", 0)
-    if method == "icl":
+    traits = spec.get(method)
+    if not traits.trains:
         return with_context(dev + queries)
-    train_rows = run.get("n_unlabeled", 0) if method == "cd" else shots
+    train_rows = run.get("n_unlabeled", 0) if traits.distils else shots
     flops = epochs * (train_rows * tokens * per_step + dev * tokens * forward) + queries * tokens * forward
-    if method == "cd":  # the teacher labels the unlabelled inputs (and, in a replicate, scores every set)
+    if traits.distils:  # the teacher labels the unlabelled inputs (and, in a replicate, scores every set)
         flops += with_context(train_rows + dev + queries)
     return flops
 

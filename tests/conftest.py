@@ -66,3 +66,21 @@ def hub_schema_dir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray instance owned by this test module; sweeps reach it with --address. With its dashboard,
+    as `ray start` has: Ray Train's placement-group cleaner asks the state API, which lives there."""
+    import socket
+
+    import ray
+    import sweeps
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        sweeps.METRICS["port"] = s.getsockname()[1]
+    ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False,
+                   _metrics_export_port=sweeps.METRICS["port"])
+    yield ctx.address_info["gcs_address"]
+    ray.shutdown()

@@ -5,6 +5,7 @@ resumed with failed trials retried; the sweep's metrics scraped from Ray's Prome
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,10 +89,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """End a `ray start --block` and everything it started (its own session): never `ray stop`, which
+    would end every Ray instance on the machine, other tests' included."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
+        proc.wait(timeout=60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @pytest.fixture
 def two_nodes(tmp_path):
     """A head with no CPUs and a second raylet, in its own mount namespace, that runs every trial and
-    cannot see `tmp_path / "results"` (a tmpfs hides it there)."""
+    cannot see `tmp_path / "results"` (a tmpfs hides it there). Both in sessions of their own, so
+    tearing them down touches no other Ray instance on the machine."""
     if not RAY or os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare to hide the results folder from the second node")
     results = tmp_path / "results"
@@ -99,15 +115,13 @@ def two_nodes(tmp_path):
     port = _free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}
-    started = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
-                              f"--dashboard-port={_free_port()}", f"--temp-dir={ray_tmp}"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert started.returncode == 0, started.stderr[-2000:]
+    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
+                             f"--dashboard-port={_free_port()}", f"--temp-dir={ray_tmp}", "--block"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     hide = f"mount -t tmpfs tmpfs {results} && exec {RAY} start --address=127.0.0.1:{port} --num-cpus=2 --block"
     worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        import ray
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # the second node has joined when the cluster counts its CPUs
             out = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}', "
@@ -115,13 +129,12 @@ def two_nodes(tmp_path):
                                  capture_output=True, text=True, env=env, timeout=60)
             if out.stdout.strip().splitlines()[-1:] == ["2.0"]:
                 break
+            assert head.poll() is None, "the head node did not start"
             time.sleep(1)
-        del ray
         yield f"127.0.0.1:{port}", results, env
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop(worker)
+        _stop(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

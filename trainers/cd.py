@@ -18,10 +18,12 @@ is loaded. The record carries the teacher's own ICL accuracy beside the student'
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from trainers import adapters, context_fit, precision, sharding
+from trainers import context_fit, precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import ConfigError, RunConfig
 from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
@@ -30,11 +32,19 @@ from trainers.models import context_window, count_parameters, load_causal_lm, pi
 from trainers.prompts import label_token_ids
 from trainers.records import build_record
 from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
+from trainers.spec import Parallel
 from trainers.training import train
 
 
-def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec,
-                  meter: Meter) -> tuple[torch.Tensor, list, dict, dict]:
+@dataclass
+class TeacherPass:
+    targets: torch.Tensor        # (n, label words or vocabulary) teacher logits on the distilled inputs
+    inputs: list                 # the unlabelled inputs that fit beside the demonstrations, in target order
+    metrics: dict                # the teacher's own ICL metrics (dev; in-domain and OOD with final_eval)
+    fitted: context_fit.Fit      # the demonstrations as they fit the window, and what was cut
+
+
+def teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec, meter: Meter) -> TeacherPass:
     """Teacher logits on the unlabelled inputs (once), the teacher's own ICL metrics, and how the context fit."""
     with meter.phase("teacher_targets"):
         window = context_window(teacher, cfg.max_context)
@@ -57,7 +67,13 @@ def _teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec
         teacher_metrics = (evaluate_sets(predict, prep, cfg, who="teacher ")
                            if cfg.final_eval else {})
         teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-    return targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted.facts
+    return TeacherPass(targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted)
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logp: torch.Tensor, T: float) -> torch.Tensor:
+    """KL(teacher || student) summed over the batch, at temperature T, scaled by T² (Hinton et al. 2015)."""
+    student = F.log_softmax(student_logits / T, dim=-1)
+    return F.kl_div(student, teacher_logp, log_target=True, reduction="sum") * T * T
 
 
 def _load_teacher(cfg: RunConfig, student_tok, device, compute):
@@ -69,20 +85,11 @@ def _load_teacher(cfg: RunConfig, student_tok, device, compute):
     return sharding.prepare(teacher, cfg.parallel, device, compute, compute, cfg.offload)
 
 
-def _make_student(model, cfg: RunConfig, prec, device):
-    """The adapters (LoRA, BitFit) or all weights made trainable, fp32; sharded under fsdp."""
-    model, peft_facts = adapters.apply(model, cfg.peft)
-    prec.keep_trainable_fp32(model)  # a full student of its own teacher: upcast from the teacher's weights
-    if cfg.train.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return sharding.prepare(model, cfg.parallel, device, prec.compute, torch.float32, cfg.offload), peft_facts
-
-
 def _teacher_then_student(cfg: RunConfig, prep, meter: Meter):
     """Load, let the teacher label the unlabelled inputs once, then make the model the student.
     Under fsdp the student is made (and sharded) first: a module is sharded once, and fresh adapters
     (LoRA's B = 0, BitFit's zero biases) leave its function, so its teacher's targets, unchanged."""
-    sharded = cfg.parallel == "fsdp"
+    sharded = Parallel.of(cfg.parallel).sharded
     with meter.phase("load"):
         seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)
@@ -93,29 +100,30 @@ def _teacher_then_student(cfg: RunConfig, prep, meter: Meter):
                                     empty=sharding.builds_empty(cfg.parallel))
         label_ids = label_token_ids(tok, prep.prompt)
         if sharded:
-            model, peft_facts = _make_student(model, cfg, prec, meter.device)
+            model, peft_facts = sharding.make_trainable(model, cfg, prec, meter.device)
         teacher = model if own_teacher else _load_teacher(cfg, tok, meter.device, prec.compute)
         teacher_precision = precision.facts(teacher, prec, trained=False)
-    targets, inputs_kept, teacher_metrics, context_facts = _teacher_pass(cfg, prep, teacher, tok, label_ids, prec, meter)
+    taught = teacher_pass(cfg, prep, teacher, tok, label_ids, prec, meter)
     del teacher  # a separate teacher is freed before the student trains
     if not sharded:
         with meter.phase("load"):
-            model, peft_facts = _make_student(model, cfg, prec, meter.device)
-    facts = {"context": context_facts, **peft_facts,
+            model, peft_facts = sharding.make_trainable(model, cfg, prec, meter.device)
+    facts = {"context": taught.fitted.facts, **peft_facts,
              "precision": {"teacher": teacher_precision, "student": precision.facts(model, prec, trained=True)}}
-    return model, tok, label_ids, prec, (targets, inputs_kept, teacher_metrics), facts
+    return model, tok, label_ids, prec, taught, facts
 
 
 def run(cfg: RunConfig, report=None) -> dict:
     meter = Meter(pick_device(cfg.device))
     with meter.phase("load"):
         prep = prepare(cfg)
-    model, tok, label_ids, prec, (targets, inputs_kept, teacher_metrics), facts = _teacher_then_student(cfg, prep, meter)
+    model, tok, label_ids, prec, taught, facts = _teacher_then_student(cfg, prep, meter)
+    inputs_kept = taught.inputs
     prompt_ids = PromptIds(tok, prep.prompt, [])
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
     device, T = scorer.device, cfg.cd.temperature
     index = torch.tensor(label_ids, device=device)
-    teacher_logp = {id(ex): F.log_softmax(targets[i].to(device) / T, dim=-1) for i, ex in enumerate(inputs_kept)}
+    teacher_logp = {id(ex): F.log_softmax(taught.targets[i].to(device) / T, dim=-1) for i, ex in enumerate(inputs_kept)}
     items = list(inputs_kept) + (list(prep.draw.labelled) if cfg.cd.ce_weight > 0 else [])
     ids_of = {id(ex): ids for ex, ids in zip(items, prompt_ids.training_inputs(items, cfg.train.max_length))}
 
@@ -124,9 +132,8 @@ def run(cfg: RunConfig, report=None) -> dict:
         return answer_logits(model, ids, mask, last).float()
 
     def kl_to_teacher(batch, logits):
-        student = F.log_softmax((logits if cfg.cd.kl_over == "vocab" else logits[:, index]) / T, dim=-1)
         teacher = torch.stack([teacher_logp[id(ex)] for ex in batch])
-        return F.kl_div(student, teacher, log_target=True, reduction="sum") * T * T
+        return kl_divergence(logits if cfg.cd.kl_over == "vocab" else logits[:, index], teacher, T)
 
     def loss_fn(batch):
         logits = student_logits(batch)
@@ -167,7 +174,7 @@ def run(cfg: RunConfig, report=None) -> dict:
     with meter.phase("train"):
         outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(),
                         report_with_setup if report else None, prec, tokens=sum(map(len, ids_of.values())))
-    results = {"teacher": teacher_metrics}
+    results = {"teacher": taught.metrics}
     kl_after = None
     if outcome.status == "completed":
         if cfg.final_eval:

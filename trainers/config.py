@@ -17,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainers.spec import Parallel
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the allowed values."""
@@ -176,7 +178,7 @@ class RunConfig:
     device: str = field(default="auto", metadata=_help("device; auto: CUDA when available", choices=("auto", "cpu", "cuda")))
     parallel: str = field(default="ddp", metadata=_help(
         "how a worker group holds the model: a whole copy per rank, gradients summed (ddp), or a shard of every "
-        "decoder block per rank (fsdp: FSDP2, for models one device cannot hold)", choices=("ddp", "fsdp")))
+        "decoder block per rank (fsdp: FSDP2, for models one device cannot hold)", choices=tuple(p.value for p in Parallel)))
     offload: bool = field(default=False, metadata=_help(
         "fsdp only: keep the sharded parameters and optimizer state in CPU memory between uses"))
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -203,10 +205,10 @@ class RunConfig:
             _check_positive("eval_limit", self.eval_limit)
         if self.max_context is not None:
             _check_positive("max_context", self.max_context)
-        if self.parallel == "fsdp" and self.dtype == "float16":
+        if Parallel.of(self.parallel).sharded and self.dtype == "float16":
             raise ConfigError("--parallel fsdp runs in float32 or bfloat16 (fp16's loss scaling is not wired through "
                               "FSDP here); use --dtype bfloat16")
-        if self.offload and self.parallel != "fsdp":
+        if self.offload and not Parallel.of(self.parallel).sharded:
             raise ConfigError("--offload applies to --parallel fsdp only (ddp keeps a whole copy on every device)")
 
     def lr(self) -> float:

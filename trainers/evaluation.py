@@ -85,10 +85,13 @@ def evaluation_sets(prep, cfg) -> dict[str, tuple[list[Example], int]]:
             for name, examples in [("in_domain", prep.task.eval), *prep.task.ood.items()]}
 
 
-def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cfg, who: str = "", meter=None) -> dict:
+def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cfg, who: str = "", meter=None,
+                  kv_bytes_per_query: int = 0) -> dict:
     """In-domain and every OOD set, each without the examples the method was shown, in the meter's
     "evaluate" phase. With a `meter`, the serving cost is then measured on the in-domain examples
-    (`trainers.serving.measure`) and kept in the meter (`meter.serving`) for the record."""
+    (`trainers.serving.measure`) and kept in the meter (`meter.serving`) for the record, with the
+    key/value bytes each query attends to beside the query's own (ICL: its demonstrations'; a
+    cartridge: its prefix's; weights-adapted models: none)."""
     out = {}
     sets = evaluation_sets(prep, cfg)
     for name, (examples, overlap) in sets.items():
@@ -105,4 +108,6 @@ def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cf
         from trainers.serving import measure
         meter.serving = measure(predict, sets["in_domain"][0], meter, cfg.eval_batch_size, cfg.serve_queries,
                                 cfg.serve_repeats)
+        if meter.serving is not None:
+            meter.serving["kv_bytes_per_query"] = int(kv_bytes_per_query)
     return {"in_domain": out.pop("in_domain"), "ood": out}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers import adapters, precision, sharding
+from trainers import precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
@@ -60,14 +60,11 @@ def run(cfg: RunConfig, report=None) -> dict:
         prec = precision.resolve(cfg.dtype, meter.device)
         backbone, tok = load_backbone(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"),
                                       sharding.load_device(cfg.parallel, cfg.device), empty=sharding.builds_empty(cfg.parallel))
-        backbone, peft_facts = adapters.apply(backbone, cfg.peft)
-        model = HeadClassifier(backbone, len(prep.task.classes))  # beside the backbone (on meta there: buffers stay)
-        prec.keep_trainable_fp32(model)
-        if cfg.train.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = sharding.prepare(model, cfg.parallel, meter.device, prec.compute, torch.float32, cfg.offload)
+        window = context_window(backbone, cfg.max_context)
+        model, peft_facts = sharding.make_trainable(  # the head beside the backbone (on meta there: buffers stay)
+            backbone, cfg, prec, meter.device, wrap=lambda b: HeadClassifier(b, len(prep.task.classes)))
     prompt_ids = PromptIds(tok, prep.prompt, [])
-    scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(backbone, cfg.max_context), prec.autocast)
+    scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, window, prec.autocast)
     device = scorer.device
     classes = list(range(len(prep.task.classes)))
     encoded = prompt_ids.training_inputs(prep.draw.labelled, cfg.train.max_length)

@@ -15,6 +15,7 @@ from trainers import context_fit, precision, sharding
 from trainers.common import prepare
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
+from trainers.memory_plan import kv_bytes
 from trainers.metering import Meter
 from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
@@ -48,7 +49,9 @@ def run(cfg: RunConfig, report=None) -> dict:
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     if report:
         report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
-    results = evaluate_sets(predict, prep, cfg, meter=meter) if cfg.final_eval else {}
+    results = (evaluate_sets(predict, prep, cfg, meter=meter,
+                             kv_bytes_per_query=kv_bytes(model, len(fitted.prompt_ids.context)))
+               if cfg.final_eval else {})
     resolved = prep.resolved(cfg, context_tokens=len(fitted.prompt_ids.context), context=fitted.facts,
                              precision=precision.facts(model, prec, trained=False))
     return build_record(cfg, "completed", resolved=resolved, metrics={**results, "dev": dev},

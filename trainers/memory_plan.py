@@ -16,6 +16,9 @@ Parts, in bytes per worker:
   30 layers); Korthikanti et al. (2022) count 34 + 5 x heads x tokens / hidden, which includes
   dropout masks and the attention matrix that SDPA attention without dropout does not keep.
   The longest training input sets the length (every row of its batch is padded to it).
+- prefix (cartridge): p trained key/value positions per layer, fp32 with their AdamW state; the
+  frozen model stays in the compute dtype. The queries' activations are counted as for any student
+  (attending to p more positions adds a score row per position, small beside them: not counted).
 - kv_cache: ICL and the CD teacher keep the k demonstrations' keys and values for every layer
   (2 x layers x kv_heads x head_dim x context tokens), and each batch attends to them.
 - optimizer step (GPU): AdamW's foreach step holds one more fp32 copy of the trainable (shard) while
@@ -30,6 +33,9 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+
+from trainers import spec
+from trainers.spec import Parallel
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CPU_RUNTIME_MIB = 420  # measured here: python -c "import torch, transformers, peft" then a tokenizer and a task loaded
@@ -89,10 +95,25 @@ def shape_of(model: str) -> Shape:
     return shape_from_config(load_config(model))
 
 
-def trainable_params(shape: Shape, method: str, peft: str, lora_r: int = 8, classes: int = 2) -> int:
-    if method == "icl":
+def kv_bytes_per_token(shape: Shape, dtype_bytes: int) -> int:
+    """Key and value bytes one context token holds across the layers: what a query attends to per token."""
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes
+
+
+def kv_bytes(model, tokens: int) -> int:
+    """The key/value bytes of `tokens` context positions of a loaded model, in its compute dtype."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    return tokens * kv_bytes_per_token(shape_from_config(base.config), base.dtype.itemsize)
+
+
+def trainable_params(shape: Shape, method: str, peft: str, lora_r: int = 8, classes: int = 2,
+                     prefix_tokens: int = 0) -> int:
+    traits = spec.get(method).memory
+    if traits.trains == "none":
         return 0
-    head = shape.hidden * classes + classes if method == "ft" else 0
+    if traits.trains == "prefix":  # a key and a value per layer and prefix token
+        return prefix_tokens * 2 * shape.layers * shape.kv_heads * shape.head_dim
+    head = shape.hidden * classes + classes if traits.head else 0
     if peft == "lora":  # q and v projections: r x (in + out) each
         q_out, v_out = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
         return shape.layers * lora_r * (2 * shape.hidden + q_out + v_out) + head
@@ -119,31 +140,36 @@ def _kv_cache(shape: Shape, context: int, rows: int, query: int, compute_bytes: 
 def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp", workers: int = 1,
              dtype: str = "bfloat16", batch_size: int = 8, grad_accum: int = 1, max_length: int = 256,
              shots: int = 16, demo_tokens: int = 80, eval_batch_size: int = 8, checkpointing: bool = False,
-             device: str = "cuda", tokens: int | None = None, context_tokens: int | None = None) -> dict:
+             device: str = "cuda", tokens: int | None = None, context_tokens: int | None = None,
+             prefix_tokens: int = 0) -> dict:
     """Bytes per worker by part, and their sum (`peak`), for one run of `method`. `tokens`: the longest
     training input (default `max_length`, the worst case); `context_tokens`: the demonstrations'
-    length (default `shots` x `demo_tokens`, within the window)."""
+    length (default `shots` x `demo_tokens`, within the window); `prefix_tokens`: a cartridge's p."""
     cb = BYTES[dtype]
-    trainable = trainable_params(shape, method, peft)
-    train = method != "icl"
+    traits = spec.get(method).memory
+    trainable = trainable_params(shape, method, peft, prefix_tokens=prefix_tokens)
+    train = traits.trains != "none"
+    if Parallel.of(parallel).sharded and not spec.get(method).shardable:
+        raise ValueError(f"{method} does not run under fsdp: {spec.get(method).unsharded_why}")
     block = (shape.params - shape.root_params) / shape.layers
-    if parallel == "fsdp":
+    if Parallel.of(parallel).sharded:
         storage = 4 if train else cb
         weights = shape.params * storage / workers + (2 * block + shape.root_params) * cb
         state = trainable * ADAMW_STATE / workers
     else:  # trainable weights fp32 (full training: all of them), frozen ones in the compute dtype
-        frozen = shape.params if not train else 0 if peft == "none" else shape.params - trainable
+        frozen = (shape.params if traits.trains in ("none", "prefix") else 0 if peft == "none"
+                  else shape.params - trainable)
         weights = trainable * 4 + frozen * cb
         state = trainable * ADAMW_STATE
     length = min(tokens or max_length, max_length)
     context = context_tokens or min(shots * demo_tokens, shape.positions - max_length)
-    kv = _kv_cache(shape, context, eval_batch_size, length, cb) if method in ("icl", "cd") and context else 0.0
+    kv = _kv_cache(shape, context, eval_batch_size, length, cb) if traits.context_cache and context else 0.0
     acts = 0.0
     if train:
         rows = max(1, math.ceil(math.ceil(batch_size / workers) / grad_accum))
         # On a GPU, AdamW's foreach step holds one more fp32 copy of what it updates (the denominators);
         # activations are freed by then. On a CPU it steps one tensor at a time.
-        step = 4 * trainable / (workers if parallel == "fsdp" else 1) if device == "cuda" else 0.0
+        step = 4 * trainable / (workers if Parallel.of(parallel).sharded else 1) if device == "cuda" else 0.0
         acts = max(_activations(shape, rows, length, cb, checkpointing), step)
     logits = max(rows if train else 0, eval_batch_size) * shape.vocab * 4 * 3  # one position per row: logits, softmax, grad
     runtime = CPU_RUNTIME_MIB * MIB if device == "cpu" else 0
@@ -151,7 +177,7 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
     parts = {"weights": weights, "trainable_state": state, "activations": max(acts, kv), "logits": logits,
              "runtime": runtime}
     peak = sum(parts.values())
-    if parallel == "fsdp" and device == "cpu":  # rank 0 holds the whole checkpoint beside its shard while loading
+    if Parallel.of(parallel).sharded and device == "cpu":  # rank 0 holds the whole checkpoint beside its shard while loading
         peak = max(peak, runtime + shape.params * (cb if not train or peft != "none" else 4) + weights)
     return {"parts_mib": {k: round(v / MIB, 1) for k, v in parts.items()},
             "peak_mib": round(peak / MIB, 1), "trainable_params": trainable}
@@ -167,7 +193,8 @@ def for_config(cfg, device: str, dtype: str, workers: int, parallel: str | None 
                     cfg.train.batch_size, cfg.train.grad_accum, cfg.train.max_length, cfg.shots,
                     eval_batch_size=cfg.eval_batch_size, device=device,
                     checkpointing=cfg.train.grad_checkpointing if checkpointing is None else checkpointing,
-                    tokens=resolved.get("train_tokens"), context_tokens=context)
+                    tokens=resolved.get("train_tokens"), context_tokens=context,
+                    prefix_tokens=cfg.cartridge.tokens if spec.get(cfg.method).kv_prefix else 0)
 
 
 def for_run(cfg, measured_mib: float | None, resolved: dict | None = None) -> dict | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainers import adapters, precision, sharding
+from trainers import precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
 from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
@@ -50,11 +50,7 @@ def run(cfg: RunConfig, report=None) -> dict:
         model, tok = load_causal_lm(cfg.model, prec.training_load_dtype(cfg.peft.kind == "none"),
                                     sharding.load_device(cfg.parallel, cfg.device), empty=sharding.builds_empty(cfg.parallel))
         label_ids = label_token_ids(tok, prep.prompt)
-        model, peft_facts = adapters.apply(model, cfg.peft)
-        prec.keep_trainable_fp32(model)
-        if cfg.train.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = sharding.prepare(model, cfg.parallel, meter.device, prec.compute, torch.float32, cfg.offload)
+        model, peft_facts = sharding.make_trainable(model, cfg, prec, meter.device)
     prompt_ids = PromptIds(tok, prep.prompt, [])  # no demonstrations: the query after the tokenizer's BOS, if any
     scorer = ContextScorer(model, tok, cfg.eval_batch_size, False, context_window(model, cfg.max_context), prec.autocast)
     encoded = prompt_ids.training_inputs(prep.draw.labelled, cfg.train.max_length)

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import TypedDict
 
 from trainers import settings
 
@@ -100,9 +101,75 @@ def _jsonable(o):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
+class Serving(TypedDict, total=False):
+    """What one query costs the adapted model (trainers/serving.py)."""
+    ms_per_query: float                # median of the timed passes
+    ms_per_query_runs: list[float]
+    spread_ms: list[float]
+    cpu_ms_per_query: float
+    kv_bytes_per_query: int            # key/value bytes each query attends to (ICL: its context; cartridge: p)
+    queries: int
+    repeats: int
+    batch_size: int
+    exclusive: bool                    # alone on its node/device (a sweep's gate)
+    peak_memory_mib: float
+    start: float
+    end: float
+    node: str
+    device: str
+
+
+class EvalBlock(TypedDict, total=False):
+    """One evaluation set's metrics (trainers/evaluation.py)."""
+    accuracy: float
+    accuracy_full_vocab: float
+    pred_fraction: dict[str, float]
+    n_scored: int
+    n_dropped: int
+    n_excluded_shown: int
+    examples: dict                     # {ids, correct, pred[, correct_full_vocab]}: one character per example
+    breakdown: dict                    # "group/label" -> {accuracy, n}, for a grouped set (HANS)
+
+
+class Metrics(TypedDict, total=False):
+    in_domain: EvalBlock
+    ood: dict[str, EvalBlock]
+    dev: EvalBlock
+    teacher: dict                      # a distilling method's teacher: the same blocks
+
+
+class Record(TypedDict, total=False):
+    """The one JSON record of a run (`build_record`), and what a sweep adds to it (sweep .. trial_seconds)."""
+    schema: int
+    status: str                        # completed, diverged, failed; the sweep's pruned
+    method: str
+    task: str
+    model: str
+    shots: int
+    data_seed: int
+    seed: int
+    config: dict                       # RunConfig.to_dict(): what a run resolves from
+    resolved: dict                     # what the run met: lr, lengths, context fit, precision
+    metrics: Metrics
+    history: list[dict]                # per epoch: train_loss, dev_accuracy, epoch_seconds[, setup_seconds]
+    params: dict
+    resources: dict                    # phases, peak memory, adaptation_seconds, serving: Serving
+    extra: dict
+    error: str | None
+    env: dict
+    sweep: str
+    cell: str                          # orchestrator.cells.Cell id
+    phase: str                         # search, replicate
+    trial_key: str
+    identity: dict
+    searched: dict
+    trial_resources: dict
+    trial_seconds: float
+
+
 def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = None, resources: dict | None = None,
                  params: dict | None = None, history: list | None = None, extra: dict | None = None,
-                 error: str | None = None) -> dict:
+                 error: str | None = None) -> Record:
     """The one result record of a run; statuses: completed, diverged, failed (pruned: the sweep's).
     `resources` gains the run's costs (trainers.metering.costs): adaptation seconds, serving cost."""
     if resources and "phases" in resources:

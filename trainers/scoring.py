@@ -25,9 +25,11 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from trainers import settings
 from trainers.distributed import rank_and_world, shard, unshard
-from trainers.sharding import is_sharded, reshard
 from trainers.prompts import Prompt
+from trainers.sharding import is_sharded, reshard
 from trainers.tasks import Example
+
+PREFILL_CHUNK = 1024  # context tokens encoded per forward pass
 
 
 class TokenizationError(ValueError):
@@ -185,9 +187,20 @@ class ContextScorer:
     def _prefix_cache(self, context_ids: list[int]):
         if self._kept is not None and self._kept[0] == tuple(context_ids):
             return self._kept[1]
-        ids = torch.tensor([context_ids], dtype=torch.long, device=self.device)
-        return forward_with_cache(self.model, None, input_ids=ids, attention_mask=torch.ones_like(ids),
-                                  use_cache=True, logits_to_keep=1)[1]
+        return prefill(self.model, context_ids, self.device)
+
+
+def prefill(model, context_ids: list[int], device, chunk: int = PREFILL_CHUNK):
+    """The key/value cache of `context_ids`, encoded `chunk` tokens at a time: a many-shot context
+    (thousands of tokens) never holds a whole context x context attention matrix, only chunk x context."""
+    ids = torch.tensor([context_ids], dtype=torch.long, device=device)
+    cache = None
+    for start in range(0, ids.shape[1], chunk):
+        piece = ids[:, start:start + chunk]
+        mask = torch.ones((1, start + piece.shape[1]), dtype=torch.long, device=device)
+        _, cache = forward_with_cache(model, cache, input_ids=piece, attention_mask=mask, use_cache=True,
+                                      logits_to_keep=1)
+    return cache
 
 
 class _SharedPrefixLayer(DynamicLayer):

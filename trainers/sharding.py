@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from trainers.distributed import rank_and_world
+from trainers.spec import Parallel
+
 
 @contextlib.contextmanager
 def meta_parameters():
@@ -45,7 +47,7 @@ def meta_parameters():
 
 def builds_empty(parallel: str) -> bool:
     """Whether this rank builds the model empty (meta) and receives its weights from rank 0."""
-    return parallel == "fsdp" and rank_and_world()[0] != 0
+    return Parallel.of(parallel).sharded and rank_and_world()[0] != 0
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
@@ -119,15 +121,30 @@ def reshard(model: nn.Module) -> None:
 
 def load_device(parallel: str, device: str) -> str:
     """Where rank 0 reads the weights: host memory under fsdp (they move to the device shard by shard)."""
-    return "cpu" if parallel == "fsdp" else device
+    return "cpu" if Parallel.of(parallel).sharded else device
 
 
 def prepare(model: nn.Module, parallel: str, device: torch.device, compute: torch.dtype, storage: torch.dtype,
             offload: bool = False) -> nn.Module:
     """The model as the worker group holds it: unchanged (ddp), or sharded (fsdp)."""
-    if parallel == "ddp":
+    if not Parallel.of(parallel).sharded:
         return model
     return shard(model, device, compute, storage, offload)
+
+
+def make_trainable(model: nn.Module, cfg, prec, device: torch.device, wrap=None) -> tuple[nn.Module, dict]:
+    """The student every weight-training method makes from a loaded model, in the one order fsdp needs:
+    adapters (LoRA, BitFit; none: all weights) -> `wrap` (a head beside the backbone) -> trainable
+    weights fp32 -> gradient checkpointing -> shard. Adapters and heads exist before sharding so their
+    rank-0 initialisation travels with the weights; fp32 first so the shards hold fp32 masters."""
+    from trainers import adapters
+    model, peft_facts = adapters.apply(model, cfg.peft)
+    if wrap is not None:
+        model = wrap(model)
+    prec.keep_trainable_fp32(model)
+    if cfg.train.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return prepare(model, cfg.parallel, device, prec.compute, torch.float32, cfg.offload), peft_facts
 
 
 def full_state(model: nn.Module) -> dict:
