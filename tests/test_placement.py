@@ -56,6 +56,7 @@ CASES = [  # model, method, peft, GPU GB -> workers, GPUs per worker, parallel
     ("opt-30b", "icl", "none", 80, 1, 1, "ddp"),
     ("opt-30b", "icl", "none", 40, 2, 1, "fsdp"),
     ("opt-30b", "pbft", "lora", 80, 1, 1, "ddp"),
+    ("opt-1.3b", "cartridge", "none", 80, 1, 0.5, "ddp"),  # frozen model in bf16 + a small fp32 prefix
 ]
 
 
@@ -70,6 +71,22 @@ def test_auto_places_each_cell_on_the_fewest_gpus_that_hold_it(opt_dirs, model, 
     assert chosen["estimate_gib"] <= chosen["budget_gib"] < gb
     assert plan.resources(placed, cell, has_gpus=True)["workers"] == workers
     assert plan.run_config(placed, cell, 0, {}, True)["parallel"] == parallel
+
+
+def test_a_cartridge_is_planned_as_a_frozen_model_with_a_trained_prefix_and_never_sharded(opt_dirs):
+    from transformers import OPTConfig
+    shape = shape_from_config(OPTConfig(**opt_config(*OPT["opt-30b"])))
+    assert trainable_params(shape, "cartridge", "none", prefix_tokens=128) == 128 * 2 * 48 * 56 * 128  # K and V
+    plain = estimate(shape, "icl", "none", "ddp", 1)["parts_mib"]
+    cart = estimate(shape, "cartridge", "none", "ddp", 1, prefix_tokens=128)["parts_mib"]
+    assert cart["weights"] - plain["weights"] == pytest.approx(128 * 2 * 48 * 7168 * 4 / 2 ** 20, rel=0.01)
+    with pytest.raises(ValueError, match="cartridge does not run under fsdp"):
+        estimate(shape, "cartridge", "none", "fsdp", 2)
+    # 30b in bf16 does not fit 40 GB, and a cartridge cannot shard: refused, naming what was tried
+    space = load_space("ft_vs_icl", [f"models=[{opt_dirs['opt-30b']}]", "resources=auto", "resources.gpu_memory_gb=40",
+                                     "tasks=[rte]", "shots=[16]", "methods={cartridge: [none]}", "search={}"])
+    with pytest.raises(PlacementError, match="ddp"):
+        plan.resolve_placement(space, gpus=0)
 
 
 def test_opt_30b_full_fine_tuning_on_80gb_gpus_is_sharded_over_at_least_four(opt_dirs):

@@ -78,6 +78,11 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("cd", "trainers.cd:run", "a student without the demonstrations matches the teacher that has them",
                trains=True, peft=PEFT_KINDS, adaptation_phases=("teacher_targets", *TRAINING),
                memory=MemoryTraits(trains="peft", context_cache=True), defaults={"peft.kind": "lora"}, distils=True),
+    MethodSpec("cartridge", "trainers.cartridge:run", "CD into a trained key/value prefix of the frozen model",
+               trains=True, adaptation_phases=("teacher_targets", *TRAINING),
+               memory=MemoryTraits(trains="prefix", context_cache=True), defaults={"train.lr": 1e-3}, distils=True,
+               kv_prefix=True, shardable=False,
+               unsharded_why="its prefix lives in peft's prompt encoder, outside the decoder blocks fsdp shards"),
 ]}
 
 
