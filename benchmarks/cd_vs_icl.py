@@ -1,12 +1,18 @@
-"""Inference cost of a context-distilled student against ICL as the demonstrations grow.
+"""Inference cost of context distilled into weights (a LoRA student) or into a cache (a cartridge)
+against ICL as the demonstrations grow.
 
-    python -m benchmarks.cd_vs_icl                          # SmolLM2-135M, RTE, k = 0,4,16,32, 32 queries, CPU
-    python benchmarks/cd_vs_icl.py --shots 0,16 --queries 16 --device cuda
+    python -m benchmarks.cd_vs_icl                          # SmolLM2-135M, RTE, k = 16,64,96, 32 queries, CPU
+    python benchmarks/cd_vs_icl.py --shots 0,16 --queries 16 --device cuda --cartridge-tokens 32,128
 
 For every k the same validation queries (a fixed subset, as `--eval-limit` picks it) are scored
-three ways, through `label_word_predictions` as the project scores them: ICL after the k
-demonstrations the project's sampler draws, with the prefix key/value cache and without it
-(plain), and the CD student with no context at all. A CD student is the base model plus a LoRA
+through `label_word_predictions` as the project scores them: ICL after the k demonstrations the
+project's sampler draws, with the prefix key/value cache and without it (plain; `--no-plain` skips
+it, at thousands of context tokens it takes minutes per pass on a CPU), the CD student with no
+context at all, and a cartridge of p tokens per `--cartridge-tokens` (peft's CartridgeConfig, made
+by `trainers.cartridge.make_student` from the first p tokens of the largest k's demonstrations;
+untrained: its values change nothing about the cost, which does not depend on k). Each row also
+gives the key/value bytes a query attends to beside its own tokens (ICL: the context's; a
+cartridge: p tokens'; the LoRA student: none), from the model's shape. A CD student is the base model plus a LoRA
 adapter, so its cost does not depend on k; here the adapter is freshly applied by
 `trainers.adapters.apply(model, PeftConfig(kind='lora'))` and untrained (the weights change
 nothing about the cost), and left unmerged, as the project evaluates it (merged it would cost
@@ -33,28 +39,47 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from benchmarks import common
-from benchmarks.common import alternate, fmt, load_model, parser, ratio, run_config, table
-from trainers import adapters
+from benchmarks.common import alternate, load_model, parser, ratio, run_config, table
+from trainers import adapters, cartridge
 from trainers.common import prepare
 from trainers.config import PeftConfig
 from trainers.evaluation import label_word_predictions
+from trainers.memory_plan import kv_bytes
 from trainers.metering import Meter
 from trainers.models import max_positions
 from trainers.prompts import label_token_ids
 from trainers.scoring import ContextScorer, PromptIds
 from trainers.tasks import eval_subset
 
-PATHS = ("icl_cached", "icl_plain", "cd")
 # The plain path costs the most by far: run it once per repeat, the cheap paths on both sides of it.
 SANDWICH = ["cd", "icl_cached", "icl_plain", "icl_cached", "cd"]
 
 
+def paths(args) -> list[str]:
+    carts = [f"cartridge_p{p}" for p in cartridge_tokens(args)]
+    base = ["icl_cached", "cd"] if args.no_plain else ["icl_cached", "icl_plain", "cd"]
+    return base + carts
+
+
+def cartridge_tokens(args) -> list[int]:
+    return [int(p) for p in args.cartridge_tokens.split(",") if p]
+
+
+def order(args) -> list[str]:
+    sandwich = [s for s in SANDWICH if s in paths(args)]
+    carts = [p for p in paths(args) if p.startswith("cartridge")]
+    return (sandwich[:2] + carts + sandwich[2:] + carts[::-1]) * args.repeats
+
+
 def options():
     p = parser(__doc__, repeats=1)
-    p.add_argument("--shots", default="0,4,16,32",
+    p.add_argument("--shots", default="16,64,96",
                    help="numbers of demonstrations, comma-separated (default: %(default)s)")
     p.add_argument("--queries", type=int, default=32, help="validation queries scored per k (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="queries per forward pass (default: %(default)s)")
+    p.add_argument("--cartridge-tokens", default="32,128", help="cartridge prefix lengths p, comma-separated "
+                   "('' for none; default: %(default)s)")
+    p.add_argument("--no-plain", action="store_true", help="skip ICL without the prefix cache")
     return p
 
 
@@ -72,37 +97,49 @@ def measure(args, device: torch.device) -> dict:
     prompt, label_ids = base.prompt, label_token_ids(tok, base.prompt)
     examples = eval_subset(base.task.eval, args.queries)
     limit = max_positions(model)
-    scorers = {p: ContextScorer(model, tok, args.batch_size, use_cache=p == "icl_cached", max_positions=limit)
-               for p in PATHS}
+    contexts = {k: PromptIds(tok, prompt, prepare(run_config(args, k)).draw.labelled) for k in shots}
+    longest = contexts[max(shots)].context
+    set_adapters(model, False)  # the cartridges wrap the base model (LoRA off), as a cartridge student has it
+    carts = {f"cartridge_p{p}": cartridge.make_student(model, longest, p, frozen=1) for p in cartridge_tokens(args)}
+    models = {p: carts.get(p, model) for p in paths(args)}
+    scorers = {p: ContextScorer(models[p], tok, args.batch_size, use_cache=p == "icl_cached",
+                                max_positions=limit - int(p.removeprefix("cartridge_p")) if p in carts else limit)
+               for p in paths(args)}
     no_context = PromptIds(tok, prompt, [])
+    per_token = kv_bytes(model, 1)
 
     def score(path, context, subset):
         set_adapters(model, path == "cd")
+        prompt_ids = (no_context if path == "cd" else cartridge.BehindPrefix(context) if path in carts else context)
         with torch.inference_mode():
-            return label_word_predictions(scorers[path], no_context if path == "cd" else context, label_ids,
-                                          subset, desc=path)
+            return label_word_predictions(scorers[path], prompt_ids, label_ids, subset, desc=path)
 
-    first = PromptIds(tok, prompt, prepare(run_config(args, shots[0])).draw.labelled)
-    for path in PATHS:  # first calls pay for kernel selection and allocator growth: keep them out of the timing
-        score(path, first, examples[:args.batch_size])
+    for path in paths(args):  # first calls pay for kernel selection and allocator growth: keep them out of the timing
+        score(path, contexts[shots[0]], examples[:args.batch_size])
     meter, rows = Meter(device), []
     for k in shots:
-        context = PromptIds(tok, prompt, prepare(run_config(args, k)).draw.labelled)
-        runs = {p: (lambda p=p: score(p, context, examples)) for p in PATHS}
-        figures, preds = alternate(meter, runs, SANDWICH * args.repeats, tag=f"k{k}/")
-        rows.append(per_k(k, len(context.context), figures, preds))
+        context = contexts[k]
+        runs = {p: (lambda p=p: score(p, context, examples)) for p in paths(args)}
+        figures, preds = alternate(meter, runs, order(args), tag=f"k{k}/")
+        kv = {"icl_cached": len(context.context), "icl_plain": len(context.context), "cd": 0,
+              **{p: int(p.removeprefix("cartridge_p")) for p in carts}}
+        rows.append(per_k(k, len(context.context), figures, preds, {p: n * per_token for p, n in kv.items()}, paths(args)))
     return {"queries": len(examples), "batch_size": args.batch_size, "max_positions": limit,
-            "lora": {**facts, "trained": False, "merged": False}, "per_k": rows}
+            "kv_bytes_per_token": per_token, "lora": {**facts, "trained": False, "merged": False},
+            "cartridges": {p: {"trained": False, "initialised_from": f"first p tokens of the {max(shots)}-shot context"}
+                           for p in carts}, "per_k": rows}
 
 
-def per_k(k: int, context_tokens: int, figures: dict, preds: dict) -> dict:
+def per_k(k: int, context_tokens: int, figures: dict, preds: dict, kv: dict, names: list[str]) -> dict:
     row = {"k": k, "context_tokens": context_tokens}
-    for p in PATHS:
+    for p in names:
         n = len(preds[p].labels)
-        row[p] = {**figures[p], "queries_scored": n, "queries_dropped": preds[p].n_dropped,
+        row[p] = {**figures[p], "queries_scored": n, "queries_dropped": preds[p].n_dropped, "kv_bytes_per_query": kv[p],
                   "ms_per_query": round(1000 * figures[p]["seconds"] / n, 3) if n else None,
                   "cpu_ms_per_query": round(1000 * figures[p]["cpu_seconds"] / n, 3) if n else None}
-    for p in ("icl_cached", "icl_plain"):
+    for p in names:
+        if p == "cd":
+            continue
         have = row[p]["ms_per_query"] is not None and row["cd"]["ms_per_query"] is not None
         row[f"time_ratio_{p}_over_cd"] = ratio(row[p]["ms_per_query"], row["cd"]["ms_per_query"]) if have else None
         row[f"memory_ratio_{p}_over_cd"] = ratio(row[p]["peak_mib"], row["cd"]["peak_mib"])
@@ -111,25 +148,30 @@ def per_k(k: int, context_tokens: int, figures: dict, preds: dict) -> dict:
 
 def render(f: dict) -> str:
     rows = f["per_k"]
-    time = table(["k", "context tokens", "ICL cached ms/query", "ICL plain ms/query", "CD student ms/query",
-                  "ICL cached / CD", "ICL plain / CD", "CPU ms/query cached / plain / CD"],
-                 [[r["k"], r["context_tokens"], r["icl_cached"]["ms_per_query"], r["icl_plain"]["ms_per_query"],
-                   r["cd"]["ms_per_query"], r["time_ratio_icl_cached_over_cd"], r["time_ratio_icl_plain_over_cd"],
-                   " / ".join(fmt(r[p]["cpu_ms_per_query"]) for p in PATHS)] for r in rows])
-    memory = table(["k", "ICL cached peak MiB", "ICL plain peak MiB", "CD student peak MiB", "ICL cached / CD",
-                    "ICL plain / CD", "working MiB cached / plain / CD"],
-                   [[r["k"], r["icl_cached"]["peak_mib"], r["icl_plain"]["peak_mib"], r["cd"]["peak_mib"],
-                     r["memory_ratio_icl_cached_over_cd"], r["memory_ratio_icl_plain_over_cd"],
-                     " / ".join(str(r[p]["working_mib"]) for p in PATHS)] for r in rows])
-    dropped = [f"k={r['k']}: {r['icl_plain']['queries_dropped']}" for r in rows if r["icl_plain"]["queries_dropped"]]
-    notes = [f"- {f['queries']} queries per k, batch {f['batch_size']}; CD student = base model + untrained, unmerged "
-             f"LoRA on {', '.join(f['lora'].get('lora_targets', []))}, no context (its cost does not depend on k)",
+    names = [p for p in rows[0] if isinstance(rows[0][p], dict)]
+    others = [p for p in names if p != "cd"]
+    time = table(["k", "context tokens", *[f"{p} ms/query" for p in names], *[f"{p} / cd" for p in others]],
+                 [[r["k"], r["context_tokens"], *[r[p]["ms_per_query"] for p in names],
+                   *[r[f"time_ratio_{p}_over_cd"] for p in others]] for r in rows])
+    kv = table(["k", *[f"{p} KV MiB/query" for p in names]],
+               [[r["k"], *[round(r[p]["kv_bytes_per_query"] / 2 ** 20, 2) for p in names]] for r in rows])
+    memory = table(["k", *[f"{p} peak MiB" for p in names], *[f"{p} / cd" for p in others]],
+                   [[r["k"], *[r[p]["peak_mib"] for p in names], *[r[f"memory_ratio_{p}_over_cd"] for p in others]]
+                    for r in rows])
+    dropped = [f"k={r['k']} {p}: {r[p]['queries_dropped']}" for r in rows for p in names if r[p]["queries_dropped"]]
+    notes = [f"- {f['queries']} queries per k, batch {f['batch_size']}; cd = base model + untrained, unmerged "
+             f"LoRA on {', '.join(f['lora'].get('lora_targets', []))}, no context (its cost does not depend on k); "
+             f"cartridge_pN = the base model behind an N-token trained-KV prefix (untrained here; its cost does not "
+             f"depend on k)",
+             f"- key/value bytes per context token: {f['kv_bytes_per_token']:,}",
              f"- queries dropped for exceeding {f['max_positions']} positions: {', '.join(dropped) or 'none'}"]
-    return "Time per query\n\n" + time + "\n\nPeak memory (weights included)\n\n" + memory + "\n\n" + "\n".join(notes)
+    return ("Time per query\n\n" + time + "\n\nKey/value bytes a query attends to beside its own tokens\n\n" + kv
+            + "\n\nPeak memory (weights included)\n\n" + memory + "\n\n" + "\n".join(notes))
 
 
 def title(args, device: torch.device) -> str:
-    return f"CD student vs ICL inference cost: {args.task}, k = {args.shots}, {Path(args.model).name} on {device.type}"
+    return (f"ICL vs CD into weights (LoRA) vs into a cache (cartridge), inference cost: {args.task}, k = {args.shots}, "
+            f"{Path(args.model).name} on {device.type}")
 
 
 def main(argv: list[str] | None = None) -> dict:
