@@ -93,3 +93,16 @@ def test_icl_records_the_kv_bytes_of_its_whole_context(tiny_opt, data_dir):
 def test_what_a_cartridge_cannot_combine_with_is_refused_in_one_line(tiny_llama, data_dir, over, message):
     with pytest.raises(ConfigError, match=message):
         validate(config(tiny_llama, data_dir, **over))
+
+
+def test_a_long_context_prefilled_in_chunks_scores_as_one_pass(tiny_llama):
+    from trainers.scoring import answer_logits, batch_cache, collate, prefill
+    model, tok = load_causal_lm(tiny_llama, "float32", "cpu")
+    model.eval()
+    context = list(range(5, 5 + 70))
+    query = [[7, 8, 9, 10], [11, 12]]
+    ids, mask, last = collate(query, tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        whole = answer_logits(model, ids, mask, last, batch_cache(prefill(model, context, "cpu", chunk=4096), 2))
+        chunked = answer_logits(model, ids, mask, last, batch_cache(prefill(model, context, "cpu", chunk=16), 2))
+    assert torch.allclose(whole, chunked, atol=1e-5), (whole - chunked).abs().max()
