@@ -23,7 +23,9 @@ if __package__ in (None, ""):
 
 from benchmarks.common import DEFAULT_DATA, DEFAULT_MODEL, ROOT, fmt, publish, table
 
-VARIANTS = {"icl": ["none"], "ft": ["none", "lora", "bitfit"], "pbft": ["none", "lora", "bitfit"], "cd": ["none", "lora", "bitfit"]}
+from trainers import spec  # noqa: E402
+
+VARIANTS = {name: list(m.peft) for name, m in spec.METHODS.items()}  # every registered method, cartridge included
 
 
 def one_run(args, method: str, peft: str, out: Path) -> dict:
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.path.expanduser(DEFAULT_MODEL))
     p.add_argument("--data-dir", default=DEFAULT_DATA)
-    p.add_argument("--methods", default=",".join(VARIANTS))
+    p.add_argument("--methods", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--peft", default="none,lora,bitfit")
     p.add_argument("--shots", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for method in ns.methods.split(","):
+            if method not in VARIANTS:
+                p.error(f"unknown method {method!r}; valid: {', '.join(VARIANTS)}")
             for peft in [v for v in VARIANTS[method] if v in ns.peft.split(",")]:
                 rec = one_run(ns, method, peft, Path(tmp) / f"{method}-{peft}.json")
                 plan = rec["resources"]["memory_plan"]

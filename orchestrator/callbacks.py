@@ -211,6 +211,9 @@ class RecordWriter(ray.tune.Callback):
             self.metrics.trial_done(c, rec)
         self.written += 1
         self.progress.line(rec, seconds, trial.trial_id)
+        self.history.pop(trial.trial_id, None)
+        self.started.pop(trial.trial_id, None)
+        forget_results(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -232,6 +235,21 @@ class RecordWriter(ray.tune.Callback):
                            error=message.splitlines()[-1][:600] if message else "trial process died without an error from Ray",
                            extra={"traceback": "\n".join((message or "").splitlines()[-30:])})
         self._write(trial, rec)
+
+
+# What Tune's own end of a run (its ResultGrid, the trackers' last step) reads of a finished trial
+_KEPT = ("epoch", "dev_accuracy", "training_iteration", "done", "trial_id", "time_total_s")
+
+
+def forget_results(trial) -> None:
+    """Tune keeps every Trial object until the sweep ends, each with its last result (the record's
+    text and a copy of the trial's config inside), running statistics of every numeric key and a
+    cached JSON of both. Once the record is on disk the searcher and the scheduler have had the result
+    and nothing reads the rest: keep a few keys, so the driver stays flat over thousands of trials.
+    Assigning (not mutating) the metadata's fields also drops Tune's cached JSON of them."""
+    meta = trial.run_metadata
+    meta.last_result = {k: v for k, v in (meta.last_result or {}).items() if k in _KEPT}
+    meta.metric_analysis, meta.metric_n_steps = {}, {}
 
 
 def _staged_error(trial) -> str | None:

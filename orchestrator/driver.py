@@ -31,6 +31,9 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: our lines only
 # A failed trial's final report has no dev accuracy; the searcher and the pruner handle that.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Tune's default CSV/JSON/TensorBoard loggers write a second copy of every result beside our records and
+# keep state per trial to the sweep's end (ray-project/ray#64231): off, the driver grew 130 MiB per 1,000 trials, not 172
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import optuna  # noqa: E402
 import ray  # noqa: E402

@@ -1,4 +1,5 @@
-"""The report's figures, each a pure function of a sweep's records (PNG and SVG, matplotlib Agg).
+"""The report's accuracy figures and the helpers every figure shares (the cost figures are in
+`orchestrator/cost_figures.py`), each a pure function of a sweep's records (PNG and SVG, matplotlib Agg).
 
     python -m orchestrator report results/acceptance/sizes_cpu      # writes report/*.png, *.svg
 
@@ -11,7 +12,6 @@ different families are never joined by a line as if they were one scaling curve.
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -70,11 +70,11 @@ def _accuracy(c: dict, set_name: str) -> dict | None:
     return c["in_domain_accuracy"] if set_name == "in_domain" else (c["ood_accuracy"] or {}).get(set_name)
 
 
-def _hollow(c: dict, set_name: str | None = None) -> bool:
+def hollow(c: dict, set_name: str | None = None) -> bool:
     return bool(c["collapsed"]) if set_name is None else set_name in c["collapsed"]
 
 
-def _n_text(cells: list[dict], set_name: str = "in_domain") -> str:
+def n_text(cells: list[dict], set_name: str = "in_domain") -> str:
     """'n = 3 seeds × 64 examples' (ranges when cells differ)."""
     stats = [_accuracy(c, set_name) for c in cells]
     stats = [s for s in stats if s]
@@ -86,7 +86,7 @@ def _n_text(cells: list[dict], set_name: str = "in_domain") -> str:
     return f"n = {fmt(seeds)} seeds × {fmt(per)} examples"
 
 
-def _log_x(ax, ticks: dict | None = None) -> None:
+def log_x(ax, ticks: dict | None = None) -> None:
     """A log x axis labelled in plain numbers (or at `ticks`: value -> label), no minor labels."""
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -96,7 +96,7 @@ def _log_x(ax, ticks: dict | None = None) -> None:
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def save(fig, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     for p in paths:
         fig.savefig(p, dpi=150 if p.suffix == ".png" else None, bbox_inches="tight")
@@ -108,7 +108,7 @@ def _groups(reps: pd.DataFrame, by: list[str]):
     return reps.groupby(by, sort=True) if len(reps) else []
 
 
-def _point(ax, x, y, ci, v: str, hollow: bool, marker: str = "o", size: float = 6, label: str | None = None):
+def point(ax, x, y, ci, v: str, hollow: bool, marker: str = "o", size: float = 6, label: str | None = None):
     lo, hi = ci or (y, y)
     ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], color=color(v), marker=marker, ms=size, capsize=3,
                 mfc="none" if hollow else color(v), label=label, ls="none")
@@ -139,16 +139,16 @@ def accuracy_vs_axis(reps: pd.DataFrame, cells: list[dict], out: Path, axis: str
                         if not st:
                             continue
                         ax.scatter([x] * len(cr), cr[col], color=color(v), alpha=0.3, s=12, linewidths=0)
-                        _point(ax, x, st["mean"], st["ci95"], v, _hollow(c, _set_name(col)))
+                        point(ax, x, st["mean"], st["ci95"], v, hollow(c, _set_name(col)))
                         line.append((x, st["mean"]))
                     if len(line) > 1:
                         xs, ys = zip(*sorted(line))
                         ax.plot(xs, ys, color=color(v), ls=FAMILY_STYLES[f_i % len(FAMILY_STYLES)], lw=1)
                 ax.plot([], [], color=color(v), marker="o", label=v)
-            ax.set(xlabel=xlabel, ylabel="accuracy", title=f"{label}\n{_n_text(mine, _set_name(col))}")
+            ax.set(xlabel=xlabel, ylabel="accuracy", title=f"{label}\n{n_text(mine, _set_name(col))}")
             if axis == "size":
                 sizes = group.drop_duplicates("model").set_index("model_params")["model"]
-                _log_x(ax, {n: f"{model_name(m)}\n{n / 1e6:.0f}M" for n, m in sizes.items()})
+                log_x(ax, {n: f"{model_name(m)}\n{n / 1e6:.0f}M" for n, m in sizes.items()})
             else:
                 ax.set_xticks(sorted(group["shots"].unique()))
             ax.axhline(0.5, color="grey", lw=0.6, ls=":")
@@ -156,48 +156,9 @@ def accuracy_vs_axis(reps: pd.DataFrame, cells: list[dict], out: Path, axis: str
         axes[0][0].legend(fontsize=8)
         what = f"{other} shots" if axis == "size" else model_name(other)
         fig.suptitle(f"{task}: accuracy vs {xlabel} ({what}); hollow: collapsed; lines join one model family only", y=1.05)
-        written += _save(fig, out, f"{name}_{task}_{what.replace(' ', '')}")
+        written += save(fig, out, f"{name}_{task}_{what.replace(' ', '')}")
     if not written:
         raise Skip(f"one {'model size' if axis == 'size' else 'shot count'} per task in this sweep")
-    return written
-
-
-def cost_vs_shots(cells: list[dict], out: Path) -> list[Path]:
-    """Per task and model, against shots, per method: serving ms/query (median of timed passes, mean
-    over seeds, bars: its 95 % interval over seeds) and the key/value bytes each query attends to beside its own
-    tokens (ICL: the demonstrations'; a cartridge: its prefix's; weights-adapted students: none)."""
-    written = []
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for c in cells:
-        groups.setdefault((c["task"], c["model"]), []).append(c)
-    for (task, model), mine in sorted(groups.items()):
-        if len({c["shots"] for c in mine}) < 2:
-            continue
-        fig, (ax_ms, ax_kv) = plt.subplots(1, 2, figsize=(10, 4.0))
-        for v in sorted({variant(c["cell"]) for c in mine}):
-            rows = sorted((c for c in mine if variant(c["cell"]) == v), key=lambda c: c["shots"])
-            ms = [(c["shots"], c["serve_ms_per_query"]) for c in rows if c.get("serve_ms_per_query")]
-            kv = [(c["shots"], c["serve_kv_bytes_per_query"]["mean"] / 2 ** 20) for c in rows
-                  if c.get("serve_kv_bytes_per_query")]
-            if ms:
-                xs = [x for x, _ in ms]
-                means = [s["mean"] for _, s in ms]
-                lo = [s["mean"] - (s["ci95"] or (s["mean"], s["mean"]))[0] for _, s in ms]
-                hi = [(s["ci95"] or (s["mean"], s["mean"]))[1] - s["mean"] for _, s in ms]
-                ax_ms.errorbar(xs, means, yerr=[lo, hi], color=color(v), marker="o", capsize=3, label=v)
-            if kv:
-                ax_kv.plot([x for x, _ in kv], [y for _, y in kv], color=color(v), marker="o", label=v)
-        shots = sorted({c["shots"] for c in mine})
-        n = max((c["seeds"] for c in mine), default=0)
-        for ax, ylabel in ((ax_ms, "serving ms/query (alone on its node)"), (ax_kv, "KV MiB attended per query")):
-            ax.set(xlabel="shots (k)", ylabel=ylabel)
-            ax.set_xticks(shots)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{task}, {model_name(model)}: the cost of a query against shots (up to {n} seeds per point)", y=1.02)
-        written += _save(fig, out, f"cost_vs_shots_{task}_{model_name(model)}")
-    if not written:
-        raise Skip("one shot count per task and model in this sweep")
     return written
 
 
@@ -220,10 +181,10 @@ def id_vs_ood(reps: pd.DataFrame, cells: list[dict], out: Path) -> list[Path]:
             lims = [min(0.3, rows_min(group, col)), max(0.8, rows_max(group, col))]
             ax.plot(lims, lims, color="grey", lw=0.6, ls="--")
             ax.set(xlabel="in-domain accuracy", ylabel=f"{label} accuracy", xlim=lims, ylim=lims,
-                   title=f"{task}: in-domain vs {label}\n{_n_text(mine, _set_name(col))}; points: replicates")
+                   title=f"{task}: in-domain vs {label}\n{n_text(mine, _set_name(col))}; points: replicates")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1))
-            written += _save(fig, out, f"id_vs_ood_{task}_{_set_name(col)}")
+            written += save(fig, out, f"id_vs_ood_{task}_{_set_name(col)}")
     if not written:
         raise Skip("no OOD set in this sweep")
     return written
@@ -235,82 +196,6 @@ def rows_min(group: pd.DataFrame, col: str) -> float:
 
 def rows_max(group: pd.DataFrame, col: str) -> float:
     return float(max(group["in_domain_accuracy"].max(), group[col].max())) + 0.05
-
-
-def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both lower cost and higher accuracy."""
-    return [i for i, (c, a) in enumerate(points)
-            if not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for c2, a2 in points)]
-
-
-MARKERS = "o^sDvP*X"
-
-
-def cost_accuracy(cells: list[dict], out: Path) -> list[Path]:
-    """Serving ms/query and serving peak memory against in-domain accuracy, Pareto front dashed; a
-    legend names each point (colour: method, shape: model) instead of labels that collide."""
-    rows = [c for c in cells if c["serve_ms_per_query"] and c["in_domain_accuracy"]]
-    if len(rows) < 2:
-        raise Skip("fewer than two cells with a serving cost (records from before serving was metered?)")
-    models = sorted({c["model"] for c in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6))
-    fig.subplots_adjust(wspace=0.3)
-    for ax, key, xlabel in ((axes[0], "serve_ms_per_query", "serving ms / query (median)"),
-                            (axes[1], "serve_peak_mib", "serving peak memory (MiB)")):
-        pts = [(c[key]["mean"], c["in_domain_accuracy"]["mean"]) for c in rows]
-        for c, (x, y) in zip(rows, pts):
-            v = variant(c["cell"])
-            label = f"{v} · {model_name(c['model'])} · {c['task']} {c['shots']}-shot" + (" (collapsed)" if c["collapsed"] else "")
-            _point(ax, x, y, c["in_domain_accuracy"]["ci95"], v, _hollow(c), MARKERS[models.index(c["model"]) % len(MARKERS)],
-                   7, label)
-        line = sorted(pts[i] for i in pareto(pts))
-        ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=0.8, ls="--", label="Pareto front")
-        ax.set(xlabel=xlabel, ylabel="in-domain accuracy")
-        xs = [p[0] for p in pts]
-        if max(xs) > 5 * min(xs):  # a log axis only when the costs span orders of magnitude
-            _log_x(ax)
-        ax.margins(0.12)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1))
-    alone = all(c["serve_alone"] for c in rows)
-    fig.suptitle(f"What it costs to serve, and what it buys ({_n_text(rows)}; bars: 95 % interval; hollow: collapsed"
-                 + ("" if alone else "; some serving measured beside other trials") + ")", y=1.02, fontsize=10)
-    return _save(fig, out, "cost_accuracy")
-
-
-def break_even(pairs: list[dict], out: Path) -> list[Path]:
-    """Total seconds against queries served: ICL (per-query cost × N) against each trained method
-    (adaptation + per-query cost × N), one panel per task × model × shots; the band is the range of
-    break-even points over the data seeds, not one exact crossing."""
-    if not pairs:
-        raise Skip("no trained method beside ICL with a serving cost in the same task × model × shots")
-    keys = sorted({p["where"] for p in pairs})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.4 * len(keys), 4.2), squeeze=False)
-    for ax, where in zip(axes[0], keys):
-        mine = [p for p in pairs if p["where"] == where]
-        top = max([(p["range"] or (0, 0))[1] for p in mine] + [1000]) * 3
-        n = [10 ** (i / 20) for i in range(0, int(20 * math.log10(top)) + 1)]
-        ax.plot(n, [mine[0]["icl_ms"] / 1000 * x for x in n], color=color("icl"), label="icl")
-        for p in mine:
-            ax.plot(n, [p["adapt_s"] + p["ms"] / 1000 * x for x in n], color=color(p["method"]), label=p["named"])
-            if p["range"]:
-                lo, hi = p["range"]
-                ax.axvspan(lo * 0.97, hi * 1.03, color=color(p["method"]), alpha=0.15)
-                ax.annotate(_short_range(p), (math.sqrt(lo * hi), 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                            fontsize=7, color=color(p["method"]), xytext=(2, 0), textcoords="offset points")
-        seeds = max(len(p["per_seed"]) for p in mine)
-        ax.set(xscale="log", yscale="log", xlabel="queries served", ylabel="total seconds (adaptation + serving)",
-               title=f"{where}\nband: break-even over {seeds} data seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Break-even: adapting once against paying for the demonstrations at every query", y=1.05)
-    return _save(fig, out, "break_even")
-
-
-def _short_range(p: dict) -> str:
-    lo, hi = p["range"]
-    text = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
-    return text + (f" (+{p['never']} never)" if p["never"] else "")
 
 
 def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict], out: Path, name: str) -> list[Path]:
@@ -344,7 +229,7 @@ def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict]
     seeds = max(len(v) for c in acc.values() for v in c.values())
     column = task_definitions()["ood_sets"][name].get("group_column", "group")
     ax.set_title(f"{name} accuracy per {column} and gold label (mean over up to {seeds} seeds; n: examples over seeds)")
-    return _save(fig, out, f"{name}_breakdown")
+    return save(fig, out, f"{name}_breakdown")
 
 
 def grouped_sets() -> list[str]:
@@ -383,33 +268,9 @@ def search(records: list[Record], out: Path) -> list[Path]:
                        marker="x" if r["status"] == "pruned" else "o", color=color(variant(cell)))
         xs = [r["searched"][key] for r in used]
         if xs and min(xs) > 0 and (key.endswith("lr") or max(xs) > 5 * min(xs)):
-            _log_x(ax)
+            log_x(ax)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.0e}"))
         ax.set(xlabel=key or "-", ylabel="last dev accuracy")
         ax.grid(alpha=0.3)
     fig.suptitle("The search: dev accuracy per epoch (× pruned) and the searched value", y=1.01)
-    return _save(fig, out, "search")
-
-
-def draw_all(table, reps, cells, pairs, records, out: Path) -> list[str]:
-    """Every figure, as report.md's sections: its images, or the reason it was skipped."""
-    plan = [("Accuracy vs model size", lambda: accuracy_vs_axis(reps, cells, out, "size")),
-            ("In-domain vs OOD accuracy", lambda: id_vs_ood(reps, cells, out)),
-            ("Accuracy vs shots", lambda: accuracy_vs_axis(reps, cells, out, "shots")),
-            ("Serving cost vs accuracy", lambda: cost_accuracy(cells, out)),
-            ("Serving cost vs shots", lambda: cost_vs_shots(cells, out)),
-            ("Break-even", lambda: break_even(pairs, out)),
-            *((f"{name} per group and label", lambda name=name: group_breakdown(records, reps, cells, out, name))
-              for name in grouped_sets()),
-            ("The search", lambda: search(records, out))]
-    lines = []
-    for title, draw in plan:
-        try:
-            if reps.empty:
-                raise Skip("no completed replicate")
-            paths = draw()
-        except Skip as why:
-            lines.append(f"### {title}\n\nskipped: {why}\n")
-            continue
-        lines.append(f"### {title}\n\n" + "".join(f"![{title}]({p.name})\n" for p in paths if p.suffix == ".png"))
-    return lines
+    return save(fig, out, "search")

@@ -6,7 +6,7 @@ A pure function of the folder's records (it moves and changes none of them), so 
 time; the sweep runs it at its end. The words follow the verdicts (`orchestrator/stats.py`): a
 method is "best" only where it beat every other method of its task × model × shots significantly;
 otherwise the report names the "highest mean" and the verdict against the runner-up. A collapsed
-cell carries its flag wherever it is named. Figures are in `orchestrator/figures.py`; a figure whose
+cell carries its flag wherever it is named. Figures are in `orchestrator/figures.py` and `orchestrator/cost_figures.py`; a figure whose
 axis the sweep lacks is skipped with its reason, written where it would have been.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import figures
+from orchestrator import cost_figures, figures
 from orchestrator.cells import Cell
 from orchestrator.compare import comparisons, completed_replicates, newest_per_seed, verdict_words
 from orchestrator.results import (cell_stats, interval_text, load_records, mean_std, summary_table, title_of,
@@ -196,7 +196,7 @@ def write_report(folder: Path) -> Path:
             "## Break-even against ICL\n", to_markdown(even_t),
             "## Paired differences over shared data seeds and examples\n", to_markdown(_comparison_table(comps)),
             "## Summary per cell\n", to_markdown(summary_table(cells)), _PROTOCOL, "## Figures\n",
-            *figures.draw_all(table, reps, cells, pairs, records, out)]
+            *draw_all(table, reps, cells, pairs, records, out)]
     path = out / "report.md"
     path.write_text("\n".join(text))
     return path
@@ -234,3 +234,27 @@ everywhere scores 0.5. Accuracy restricted to the label words is the headline; a
 vocabulary (a top token that is not a label word counts wrong, the reference paper's ICL metric) is
 the "(full vocab)" column.
 """
+
+
+def draw_all(table, reps, cells, pairs, records, out: Path) -> list[str]:
+    """Every figure, as report.md's sections: its images, or the reason it was skipped."""
+    plan = [("Accuracy vs model size", lambda: figures.accuracy_vs_axis(reps, cells, out, "size")),
+            ("In-domain vs OOD accuracy", lambda: figures.id_vs_ood(reps, cells, out)),
+            ("Accuracy vs shots", lambda: figures.accuracy_vs_axis(reps, cells, out, "shots")),
+            ("Serving cost vs accuracy", lambda: cost_figures.cost_accuracy(cells, out)),
+            ("Serving cost vs shots", lambda: cost_figures.cost_vs_shots(cells, out)),
+            ("Break-even", lambda: cost_figures.break_even(pairs, out)),
+            *((f"{name} per group and label", lambda name=name: figures.group_breakdown(records, reps, cells, out, name))
+              for name in figures.grouped_sets()),
+            ("The search", lambda: figures.search(records, out))]
+    lines = []
+    for title, draw in plan:
+        try:
+            if reps.empty:
+                raise figures.Skip("no completed replicate")
+            paths = draw()
+        except figures.Skip as why:
+            lines.append(f"### {title}\n\nskipped: {why}\n")
+            continue
+        lines.append(f"### {title}\n\n" + "".join(f"![{title}]({p.name})\n" for p in paths if p.suffix == ".png"))
+    return lines

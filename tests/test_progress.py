@@ -62,3 +62,40 @@ def test_a_heartbeat_shows_every_running_trial_on_its_own_line(capsys):
     quiet = Progress(Counter({kind("search", PBFT): 3}), heartbeat_s=3600)
     quiet.heartbeat([(PBFT, "epoch 2/4", 75.0)])
     assert capsys.readouterr().out == ""
+
+
+def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(tmp_path, capsys):
+    """Tune keeps every trial object for the whole sweep: once a record is on disk, neither its text,
+    nor the copy of the config in Tune's last result, nor Tune's running statistics of every metric
+    (nor their cached JSON) may stay in the driver's memory, nor the writer's own per-trial state."""
+    import json
+    from types import SimpleNamespace
+
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from orchestrator.callbacks import RecordWriter
+    from trainers.config import RunConfig
+    from trainers.records import build_record
+
+    run = RunConfig(method="icl", model="m").to_dict()
+    rec = build_record(RunConfig(method="icl", model="m"), "completed", resolved={}, history=[], metrics={})
+    config = {"cell": ICL, "phase": "replicate", "trial_key": "k1", "identity": None, "searched": {}, "resources": {},
+              "run": run}
+    meta = _TrainingRunMetadata()  # Tune's own per-trial results holder
+    meta.last_result = {"epoch": 1, "dev_accuracy": 0.5, "training_iteration": 2, "config": config,
+                        "record": json.dumps(rec)}
+    for step, name in enumerate(("epoch", "dev_accuracy", "time_this_iter_s")):
+        meta.update_metric(name, 0.5, step=step + 1)
+    before = meta.get_json_state()  # cached, as Tune's experiment checkpoint leaves it
+    trial = SimpleNamespace(trial_id="t1", run_metadata=meta, last_result=meta.last_result, config=config)
+    writer = RecordWriter("s", tmp_path, Progress(Counter({kind("replicate", ICL): 1}), width=100))
+    writer.on_trial_start(0, [trial], trial)
+    writer.on_trial_result(0, [trial], trial, {"epoch": 1, "dev_accuracy": 0.5})
+    writer.on_trial_complete(0, [trial], trial)
+    written = json.loads((tmp_path / "trials" / "k1.json").read_text())
+    assert written["status"] == "completed" and written["trial_key"] == "k1"
+    assert meta.last_result == {"epoch": 1, "dev_accuracy": 0.5, "training_iteration": 2}
+    assert meta.metric_analysis == {} and meta.metric_n_steps == {}
+    after = meta.get_json_state()
+    assert '"record"' in before and '"record"' not in after and '"run"' not in after and len(after) < len(before) / 4
+    assert writer.history == {} and writer.started == {} and writer.written == 1

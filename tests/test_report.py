@@ -140,14 +140,14 @@ def test_report_command_refuses_a_folder_without_records(tmp_path, capsys):
 
 
 def test_cost_vs_shots_draws_ms_and_kv_bytes_per_method_or_says_why_not(tmp_path):
-    from orchestrator import figures
+    from orchestrator import cost_figures, figures
     cells = [{"cell": f"rte/{v}/m/{k}shot", "task": "rte", "model": "/models/m", "shots": k, "seeds": 3,
               "serve_ms_per_query": {"mean": ms * k, "std": 1.0, "n": 3, "ci95": (ms * k - 1, ms * k + 1)},
               "serve_kv_bytes_per_query": {"mean": kv * k, "std": 0.0, "n": 3, "ci95": None}}
              for v, ms, kv in [("icl", 1.0, 2 ** 20), ("cartridge", 0.1, 0), ("cd+lora", 0.1, 0)] for k in (16, 64)]
-    written = figures.cost_vs_shots(cells, tmp_path)
+    written = cost_figures.cost_vs_shots(cells, tmp_path)
     assert sorted(p.name for p in written) == ["cost_vs_shots_rte_m.png", "cost_vs_shots_rte_m.svg"]
     svg = (tmp_path / "cost_vs_shots_rte_m.svg").read_text()
     assert all(v in svg for v in ("icl", "cartridge", "cd+lora")) and "KV MiB attended per query" in svg
     with pytest.raises(figures.Skip, match="one shot count"):
-        figures.cost_vs_shots([c for c in cells if c["shots"] == 16], tmp_path)
+        cost_figures.cost_vs_shots([c for c in cells if c["shots"] == 16], tmp_path)
