@@ -12,7 +12,8 @@ context at all, and a cartridge of p tokens per `--cartridge-tokens` (peft's Car
 by `trainers.cartridge.make_student` from the first p tokens of the largest k's demonstrations;
 untrained: its values change nothing about the cost, which does not depend on k). Each row also
 gives the key/value bytes a query attends to beside its own tokens (ICL: the context's; a
-cartridge: p tokens'; the LoRA student: none), from the model's shape. A CD student is the base model plus a LoRA
+cartridge: p tokens'; the LoRA student: none), from the model's shape (a sliding-window layer
+holds only its window: `trainers.memory_plan.kv_positions`). A CD student is the base model plus a LoRA
 adapter, so its cost does not depend on k; here the adapter is freshly applied by
 `trainers.adapters.apply(model, PeftConfig(kind='lora'))` and untrained (the weights change
 nothing about the cost), and left unmerged, as the project evaluates it (merged it would cost
@@ -106,7 +107,6 @@ def measure(args, device: torch.device) -> dict:
                                 max_positions=limit - int(p.removeprefix("cartridge_p")) if p in carts else limit)
                for p in paths(args)}
     no_context = PromptIds(tok, prompt, [])
-    per_token = kv_bytes(model, 1)
 
     def score(path, context, subset):
         set_adapters(model, path == "cd")
@@ -123,9 +123,9 @@ def measure(args, device: torch.device) -> dict:
         figures, preds = alternate(meter, runs, order(args), tag=f"k{k}/")
         kv = {"icl_cached": len(context.context), "icl_plain": len(context.context), "cd": 0,
               **{p: int(p.removeprefix("cartridge_p")) for p in carts}}
-        rows.append(per_k(k, len(context.context), figures, preds, {p: n * per_token for p, n in kv.items()}, paths(args)))
+        rows.append(per_k(k, len(context.context), figures, preds, {p: kv_bytes(model, n) for p, n in kv.items()}, paths(args)))
     return {"queries": len(examples), "batch_size": args.batch_size, "max_positions": limit,
-            "kv_bytes_per_token": per_token, "lora": {**facts, "trained": False, "merged": False},
+            "kv_bytes_per_token": kv_bytes(model, 1), "lora": {**facts, "trained": False, "merged": False},
             "cartridges": {p: {"trained": False, "initialised_from": f"first p tokens of the {max(shots)}-shot context"}
                            for p in carts}, "per_k": rows}
 
@@ -163,7 +163,7 @@ def render(f: dict) -> str:
              f"LoRA on {', '.join(f['lora'].get('lora_targets', []))}, no context (its cost does not depend on k); "
              f"cartridge_pN = the base model behind an N-token trained-KV prefix (untrained here; its cost does not "
              f"depend on k)",
-             f"- key/value bytes per context token: {f['kv_bytes_per_token']:,}",
+             f"- key/value bytes per context token in every layer: {f['kv_bytes_per_token']:,} (a sliding-window layer keeps only its window)",
              f"- queries dropped for exceeding {f['max_positions']} positions: {', '.join(dropped) or 'none'}"]
     return ("Time per query\n\n" + time + "\n\nKey/value bytes a query attends to beside its own tokens\n\n" + kv
             + "\n\nPeak memory (weights included)\n\n" + memory + "\n\n" + "\n".join(notes))

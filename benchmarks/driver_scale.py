@@ -5,8 +5,8 @@ search with its Optuna studies, the pruning scheduler, records, tables, callback
 
 Every trial is the smoke space's pbft cell with a searched learning rate; its Tune function reports
 one epoch and a made-up record at once, in place of a Ray Train worker group, so what is measured is
-the driver: its resident memory growth per 1,000 trials (sampled as trials finish) and its own CPU
-seconds per trial (the driver process's user + system time over the sweep, less Ray's start-up).
+the driver: its resident memory growth per 1,000 trials (sampled as each trial finishes; the
+least-squares slope over the search's trials after its first tenth) and its own CPU seconds per trial (the driver process's user + system time over the sweep, less Ray's start-up).
 Aims: at most 50 MiB per 1,000 trials and 0.5 s per trial.
 """
 from __future__ import annotations
@@ -33,17 +33,26 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope: RSS moves in allocator-sized steps, so two end points alone mislead."""
+    if len(xs) < 2:
+        return 0.0
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-9, sum((x - mx) ** 2 for x in xs))
+
+
 def fake_trainable(finished, storage_path, limits):
     """A Tune function trainable that reports one epoch and a record at once (no worker group)."""
     import ray.tune
 
     def run(config):
+        from orchestrator.trial import run_of
         from trainers.config import from_dict
         from trainers.records import build_record
         lr = config["searched"].get("train.lr", 0.01)
         dev = round(min(1.0, 0.5 + lr * 10), 4)
         ray.tune.report({"epoch": 1, "dev_accuracy": dev})
-        rec = build_record(from_dict(config["run"]), "completed", resolved={}, history=[{"epoch": 1, "dev_accuracy": dev}],
+        rec = build_record(from_dict(run_of(config)), "completed", resolved={}, history=[{"epoch": 1, "dev_accuracy": dev}],
                            metrics={"dev": {"accuracy": dev}})
         ray.tune.report({"epoch": 1, "dev_accuracy": dev, "record": json.dumps(rec)})
 
@@ -74,9 +83,10 @@ def measure(trials: int, concurrent: int) -> dict:
         driver.Progress.line = original_line
     wall = time.perf_counter() - start
     n = len(samples)
-    first = samples[min(len(samples) - 1, max(0, n // 10))]  # after Ray's start-up and the first trials
-    last = samples[-1]
-    growth = (last[1] - first[1]) / max(1, last[0] - first[0]) * 1000
+    # the search's trials after its first tenth (Ray's start-up, first imports), not the replicate's own experiment
+    steady = samples[min(n - 1, max(0, trials // 10)):trials] or samples[-1:]
+    first, last = steady[0], steady[-1]
+    growth = _slope([s[0] for s in steady], [s[1] for s in steady]) * 1000
     cpu = (last[2] - first[2]) / max(1, last[0] - first[0])
     return {"trials": n, "exit": code, "wall_seconds": round(wall, 1), "rss_start_mib": round(samples[0][1], 1),
             "rss_end_mib": round(last[1], 1), "rss_growth_mib_per_1000_trials": round(growth, 1),

@@ -19,6 +19,7 @@ import ray.tune
 
 from orchestrator import results
 from orchestrator.cells import variant_of
+from orchestrator.trial import run_of
 from trainers import settings, spec
 from trainers.config import from_dict
 from trainers.records import build_record
@@ -163,9 +164,13 @@ class RecordWriter(ray.tune.Callback):
         self.written = 0
         self.history: dict[str, list] = {}
         self.started: dict[str, float] = {}
+        self.shown: dict[str, tuple[str, int | None]] = {}  # a running trial's heartbeat label and its epochs
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
+        run = run_of(trial.config)
+        self.shown[trial.trial_id] = (f"{trial.config['phase'][:6]} s{run['data_seed']}",
+                                      run["train"]["epochs"] if spec.get(run["method"]).trains else None)
         self.progress.started(trial.trial_id, kind(trial.config["phase"], trial.config["cell"]))
         if self.metrics:
             self.metrics.started()
@@ -174,10 +179,8 @@ class RecordWriter(ray.tune.Callback):
         running = []
         for t in trials:
             if t.status == "RUNNING" and t.trial_id in self.started:
-                run = t.config.get("run") or {}
-                epochs, seen = run.get("train", {}).get("epochs"), len(self.history.get(t.trial_id, []))
-                where = f"{t.config['phase'][:6]} s{run.get('data_seed')}" + (
-                    f" epoch {seen}/{epochs}" if seen and epochs and spec.get(run.get("method", "icl")).trains else "")
+                (where, epochs), seen = self.shown[t.trial_id], len(self.history.get(t.trial_id, []))
+                where += f" epoch {seen}/{epochs}" if seen and epochs else ""
                 running.append((t.config["cell"], where, time.time() - self.started[t.trial_id]))
         self.progress.heartbeat(running)
 
@@ -213,6 +216,7 @@ class RecordWriter(ray.tune.Callback):
         self.progress.line(rec, seconds, trial.trial_id)
         self.history.pop(trial.trial_id, None)
         self.started.pop(trial.trial_id, None)
+        self.shown.pop(trial.trial_id, None)
         forget_results(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -221,7 +225,7 @@ class RecordWriter(ray.tune.Callback):
             rec = json.loads(last["record"])
         elif trial.trial_id in self.pruned:  # stopped by the pruner before its final report
             history = self.history.get(trial.trial_id, [])
-            rec = build_record(from_dict(trial.config["run"]), "pruned", resolved={}, history=history,
+            rec = build_record(from_dict(run_of(trial.config)), "pruned", resolved={}, history=history,
                                extra={"pruned_after_epoch": len(history)})
         else:  # stopped because the sweep was interrupted: no record, so a resume runs it again
             return
@@ -231,7 +235,7 @@ class RecordWriter(ray.tune.Callback):
         """The Tune trial itself died (its process, not the method): Ray's error from the trial's
         local staging copy (the synced copy may not be there yet), else from the pickled exception."""
         message = _staged_error(trial)
-        rec = build_record(from_dict(trial.config["run"]), "failed", resolved={}, history=self.history.get(trial.trial_id, []),
+        rec = build_record(from_dict(run_of(trial.config)), "failed", resolved={}, history=self.history.get(trial.trial_id, []),
                            error=message.splitlines()[-1][:600] if message else "trial process died without an error from Ray",
                            extra={"traceback": "\n".join((message or "").splitlines()[-30:])})
         self._write(trial, rec)

@@ -84,7 +84,7 @@ def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phas
     fixtures = None
     if space.fixtures == "synthetic":  # rebuilt by a worker whose node does not see the driver's folder
         fixtures = {"models": [[m, Path(m).name] for m in space.models], "data": space.data_dir}
-    return {"cell": cell_id, "phase": phase, "run": run, "searched": params, "trial_key": plan.trial_key(run, identity),
+    return {"cell": cell_id, "phase": phase, "run": json.dumps(run, separators=(",", ":")), "searched": params, "trial_key": plan.trial_key(run, identity),
             "identity": identity, "resources": plan.resources(space, cell, has_gpus), "fixtures": fixtures,
             "sweep": space.name}
 

@@ -30,6 +30,13 @@ from ray.tune.integration.ray_train import TuneReportCallback
 TRIAL_MEMORY = 2**20  # the Tune-level driver only waits on its worker group: reserve no CPU for it
 
 
+def run_of(config: dict) -> dict:
+    """The trial's resolved run config. Tune's config carries it as one compact JSON string: Tune keeps
+    every trial's config to the sweep's end (twice, pickled, hex-encoded, and flattened key by key),
+    and one string is a fraction of a nested dict's cost there."""
+    return json.loads(config["run"])
+
+
 def _failed_record(run: dict, error: BaseException) -> dict:
     from trainers.config import from_dict
     from trainers.records import build_record
@@ -108,7 +115,7 @@ def _describe_failure(error: BaseException, start_timeout_s: float) -> str:
 
 def _run_name(config: dict, trial_id: str) -> str:
     cell = config["cell"].replace("/", ".").replace("+", "-")
-    return f"{config.get('sweep', 'sweep')}.{cell}.{config['phase']}.s{config['run']['data_seed']}.{trial_id}"
+    return f"{config.get('sweep', 'sweep')}.{cell}.{config['phase']}.s{run_of(config)['data_seed']}.{trial_id}"
 
 
 def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> None:
@@ -125,7 +132,7 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
     r = config["resources"]
     use_gpu = r["gpus_per_worker"] > 0
     per_worker = {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if use_gpu else {})}
-    loop_config = {"run": config["run"], "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu,
+    loop_config = {"run": run_of(config), "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu,
                    "gate": limits.get("gate"), "trial": config["trial_key"], "trial_started": trial_started,
                    "identity": config.get("identity"), "fixtures": config.get("fixtures"), "in_process": in_process(r)}
     if in_process(r):  # one worker, in this Tune trial's own process and resources: no worker group to start
@@ -152,7 +159,7 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
     except Exception as e:  # noqa: BLE001 - recorded, with Ray's type and message
         from trainers.config import from_dict
         from trainers.records import build_record
-        rec = build_record(from_dict(config["run"]), "failed", resolved={},
+        rec = build_record(from_dict(run_of(config)), "failed", resolved={},
                            error=_describe_failure(e, limits["worker_start_timeout_s"]),
                            extra={"traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__)[-8:])})
         ray.tune.report({"epoch": 1, "record": json.dumps(rec)})

@@ -100,3 +100,41 @@ def test_cli_usage_errors_are_one_line_with_exit_2(args, message, tiny_opt):
     r = cli("--model", tiny_opt, *args) if "--model" not in args else cli(*args)
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _tiny_gemma3():
+    """A Gemma-3-shaped model: five sliding-window layers (window 8) and one full-attention layer."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=2,
+                           num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=512,
+                           layer_types=["sliding_attention"] * 5 + ["full_attention"])
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def test_a_sliding_window_model_scores_behind_its_prefix_cache_as_in_one_pass():
+    """Gemma 3 keeps only its window in five layers' caches: a many-shot context prefilled in chunks
+    (shorter and longer than the window) must still score each query as the whole text in one pass."""
+    from trainers.scoring import answer_logits, batch_cache, collate, prefill
+    model = _tiny_gemma3()
+    context, queries = list(range(5, 45)), [[7, 8, 9, 10], [11, 12]]
+    with torch.no_grad():
+        truth = torch.stack([model(input_ids=torch.tensor([context + q])).logits[0, -1] for q in queries])
+        ids, mask, last = collate(queries, 0, "cpu")
+        for chunk in (3, 16, 4096):
+            cached = answer_logits(model, ids, mask, last, batch_cache(prefill(model, context, "cpu", chunk=chunk), 2))
+            assert torch.allclose(cached, truth, atol=1e-5), (chunk, (cached - truth).abs().max())
+
+
+@pytest.mark.parametrize("arch", ["tiny_llama", "gemma3"])
+def test_kv_bytes_per_query_are_what_the_prefix_cache_holds(arch, request):
+    """The record's KV bytes per query are the bytes of the context's real cache: every position in a
+    full-attention model, only the window in Gemma 3's sliding layers (not 6x the window's worth)."""
+    from trainers.memory_plan import kv_bytes
+    from trainers.scoring import prefill
+    model = _tiny_gemma3() if arch == "gemma3" else load_causal_lm(request.getfixturevalue(arch), "float32", "cpu")[0]
+    for tokens in (5, 40):
+        with torch.no_grad():
+            cache = prefill(model, list(range(5, 5 + tokens)), "cpu")
+        held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+        assert kv_bytes(model, tokens) == held, (tokens, kv_bytes(model, tokens), held)

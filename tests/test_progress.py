@@ -77,7 +77,7 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
     from trainers.config import RunConfig
     from trainers.records import build_record
 
-    run = RunConfig(method="icl", model="m").to_dict()
+    run = json.dumps(RunConfig(method="icl", model="m").to_dict())  # as the driver packs it
     rec = build_record(RunConfig(method="icl", model="m"), "completed", resolved={}, history=[], metrics={})
     config = {"cell": ICL, "phase": "replicate", "trial_key": "k1", "identity": None, "searched": {}, "resources": {},
               "run": run}
@@ -97,5 +97,5 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
     assert meta.last_result == {"epoch": 1, "dev_accuracy": 0.5, "training_iteration": 2}
     assert meta.metric_analysis == {} and meta.metric_n_steps == {}
     after = meta.get_json_state()
-    assert '"record"' in before and '"record"' not in after and '"run"' not in after and len(after) < len(before) / 4
+    assert '"record"' in before and '"record"' not in after and '"trial_key"' not in after and len(after) < len(before) / 4
     assert writer.history == {} and writer.started == {} and writer.written == 1

@@ -100,10 +100,22 @@ def kv_bytes_per_token(shape: Shape, dtype_bytes: int) -> int:
     return 2 * shape.layers * shape.kv_heads * shape.head_dim * dtype_bytes
 
 
+def kv_positions(cfg, tokens: int) -> list[int]:
+    """Per layer, the context positions its key/value cache keeps (and a query attends to) after
+    `tokens` of context: all of them, except in a sliding-window layer (five of Gemma 3's six), whose
+    cache keeps only the last `sliding_window - 1`, as transformers' caches do."""
+    cfg = getattr(cfg, "text_config", None) or cfg
+    layers = shape_from_config(cfg).layers
+    types = getattr(cfg, "layer_types", None) or ["full_attention"] * layers
+    window = getattr(cfg, "sliding_window", None)
+    return [min(tokens, window - 1) if t == "sliding_attention" and window else tokens for t in types]
+
+
 def kv_bytes(model, tokens: int) -> int:
     """The key/value bytes of `tokens` context positions of a loaded model, in its compute dtype."""
     base = getattr(model, "get_base_model", lambda: model)()
-    return tokens * kv_bytes_per_token(shape_from_config(base.config), base.dtype.itemsize)
+    shape = shape_from_config(base.config)
+    return sum(kv_positions(base.config, tokens)) * kv_bytes_per_token(shape, base.dtype.itemsize) // shape.layers
 
 
 def trainable_params(shape: Shape, method: str, peft: str, lora_r: int = 8, classes: int = 2,
