@@ -174,26 +174,30 @@ def main(name: str, argv: list[str] | None, options: Callable[[], argparse.Argum
     and environment as JSON."""
     argv = sys.argv[1:] if argv is None else argv
     args = options().parse_args(argv)
+    module = name
+    if os.path.expanduser(args.model) != os.path.expanduser(DEFAULT_MODEL):  # beside the default model's files, not over them
+        name = f"{name}_{Path(args.model).name}"
     device = pick_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     load_before, started = os.getloadavg(), time.perf_counter()
     figures = measure(args, device)
     run = {"wall_seconds": round(time.perf_counter() - started, 1), "load_average_at_start": load_before}
-    command = " ".join([f"python -m benchmarks.{name}", *argv])
+    command = " ".join([f"python -m benchmarks.{module}", *argv])
     env = _environment(device)
     machine = (f"- machine: {env.get('gpu', device.type)}, {env['torch_threads']} torch threads on "
                f"{env['cpu_count']} CPUs; "
                f"1-minute load average {load_before[0]:.1f} at start, {env['load_average_at_end'][0]:.1f} at end; "
                f"{run['wall_seconds']:.0f} s in all")
     text = f"# {title(args, device)}\n\n    {command}\n\n{render(figures)}\n{machine}\n"
-    publish(name, Path(args.out_dir), text, {"benchmark": name, "command": command, "args": vars(args),
+    publish(name, Path(args.out_dir), text, {"benchmark": module, "command": command, "args": vars(args),
                                              "figures": figures, "run": run, "env": env})
     return figures
 
 
 def publish(name: str, out: Path, text: str, record: dict) -> None:
-    """Print the Markdown report and write it beside the JSON record: results/bench/<name>.{md,json}."""
+    """Print the Markdown report and write it beside the JSON record: results/bench/<name>.{md,json}
+    (<name>_<model folder> for a model other than the default)."""
     print("\n" + text)
     write_json_atomic(out / f"{name}.json", record)
     (out / f"{name}.md").write_text(text)
