@@ -47,7 +47,7 @@ from orchestrator.dashboard import SweepMetrics  # noqa: E402
 from orchestrator.pruning import OptunaPrunerScheduler  # noqa: E402
 from orchestrator.search import CellSearcher, ConfigList, journal, open_study, retry  # noqa: E402
 from orchestrator.space import Space  # noqa: E402
-from orchestrator.trial import trainable  # noqa: E402
+from orchestrator.trial import pack_run, trainable  # noqa: E402
 
 # Tune's own per-trial chatter (TensorBoard hyperparameter notes, metrics of trials that an
 # interrupt stopped before their first report) says nothing the records do not; its "Resume
@@ -84,7 +84,7 @@ def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phas
     fixtures = None
     if space.fixtures == "synthetic":  # rebuilt by a worker whose node does not see the driver's folder
         fixtures = {"models": [[m, Path(m).name] for m in space.models], "data": space.data_dir}
-    return {"cell": cell_id, "phase": phase, "run": json.dumps(run, separators=(",", ":")), "searched": params, "trial_key": plan.trial_key(run, identity),
+    return {"cell": cell_id, "phase": phase, "run": pack_run(run), "searched": params, "trial_key": plan.trial_key(run, identity),
             "identity": identity, "resources": plan.resources(space, cell, has_gpus), "fixtures": fixtures,
             "sweep": space.name}
 

@@ -30,11 +30,22 @@ from ray.tune.integration.ray_train import TuneReportCallback
 TRIAL_MEMORY = 2**20  # the Tune-level driver only waits on its worker group: reserve no CPU for it
 
 
+def pack_run(run: dict) -> str:
+    """A resolved run config as Tune's trial config carries it: one compact JSON string of the fields
+    that differ from RunConfig's defaults. Tune keeps every trial's config to the sweep's end (twice,
+    pickled and hex-encoded, once flattened key by key, once in the trial's name): a nested dict of
+    every field cost the driver about 8 KB a trial there."""
+    from trainers.config import RunConfig
+    defaults = RunConfig(method=run["method"], model=run["model"]).to_dict()
+    diff = {k: ({kk: vv for kk, vv in v.items() if defaults[k].get(kk) != vv} if isinstance(v, dict) else v)
+            for k, v in run.items() if v != defaults.get(k)}
+    return json.dumps({"method": run["method"], "model": run["model"], **diff}, separators=(",", ":"))
+
+
 def run_of(config: dict) -> dict:
-    """The trial's resolved run config. Tune's config carries it as one compact JSON string: Tune keeps
-    every trial's config to the sweep's end (twice, pickled, hex-encoded, and flattened key by key),
-    and one string is a fraction of a nested dict's cost there."""
-    return json.loads(config["run"])
+    """The trial's whole resolved run config, every field, from its packed form (`pack_run`)."""
+    from trainers.config import from_dict
+    return from_dict(json.loads(config["run"])).to_dict()
 
 
 def _failed_record(run: dict, error: BaseException) -> dict:

@@ -100,6 +100,22 @@ def test_cells_trials_and_keys(tmp_path):
     assert "5 search trials + 4 replicate trials = 9 trials" in plan.describe(space, False)
 
 
+@pytest.mark.parametrize("name", ["cd_vs_icl", "ft_vs_icl"])
+def test_a_trial_config_packs_its_run_small_and_unpacks_it_whole(name):
+    """Tune keeps every trial's config for the whole sweep: the run travels as the fields that differ
+    from the defaults, and the trial gets every field back, equal to the plan's, in every cell."""
+    from orchestrator.driver import _trial_config
+    from orchestrator.trial import run_of
+    space = load_space(name, [])
+    for cell in plan.cells(space):
+        for phase, seed in (("search", None), ("replicate", space.data_seeds[-1])):
+            config = _trial_config(space, False, cell.id, {"train.lr": 3e-4}, phase, seed)
+            whole = plan.run_config(space, cell, space.tuning_data_seed if seed is None else seed, {"train.lr": 3e-4},
+                                    final_eval=phase == "replicate")
+            assert run_of(config) == whole, cell.id
+            assert len(config["run"]) < 300 < len(str(whole)), (cell.id, config["run"])
+
+
 def test_resources_follow_model_size_rules(tmp_path):
     rules = {"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 1,
              "by_model_size": [{"max_params": 4e8, "gpus_per_worker": 0.5}, {"max_params": None, "workers": 2}]}
