@@ -115,6 +115,13 @@ _HELD: dict = {}  # the driver's handles: a named actor lives as long as a handl
 
 def start(sweep: str) -> str:
     """The driver's gate for this sweep (owned by the driver: it ends with it); returns its name."""
+    held = _HELD.get(name(sweep))
+    if held is not None:  # a second sweep of this name in one Ray session: replacing the owner's handle would end the actor
+        try:
+            ray.get(held.ping.remote())
+            return name(sweep)
+        except ray.exceptions.RayError:  # that session ended (ray.shutdown), and the actor with it
+            pass
     gate = Gate.options(name=name(sweep), namespace=NAMESPACE, get_if_exists=True).remote()
     ray.get(gate.ping.remote())
     _HELD[name(sweep)] = gate

@@ -210,3 +210,13 @@ def test_the_sweeps_metrics_reach_rays_prometheus_export(cluster, tmp_path):
     assert proc.returncode == 0, err[-3000:]
     assert 'cell="rte/' in lines[0] and float(lines[0].rsplit(" ", 1)[1]) >= 1
     assert any(ln.startswith("ray_fewshot_trial_dev_accuracy") for ln in _scrape(METRICS["port"]).splitlines())
+
+
+def test_a_second_sweep_of_one_name_in_one_ray_session_finds_its_gate(cluster):
+    """Two sweeps named alike in one Ray session (a benchmark, a notebook) share the gate actor: the second
+    start must not drop the owner's handle, which would end the actor under the first one's trials."""
+    from orchestrator import gate
+    for _ in range(2):
+        name = gate.start("twice")
+    actor = ray.get_actor(name, namespace=gate.NAMESPACE)
+    assert ray.get(actor.ping.remote())
