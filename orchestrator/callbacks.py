@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -207,12 +208,21 @@ class RecordWriter(ray.tune.Callback):
         timeline = (rec.get("resources") or {}).get("timeline")
         if timeline is not None:
             timeline.update(driver_started=self.started.get(trial.trial_id), driver_ended=time.time())
-        path = results.write_record(self.sweep_dir, rec)
-        if self.on_written:
-            self.on_written(path)
-        if self.metrics:
-            self.metrics.trial_done(c, rec)
+        # Tune swallows an exception raised here ("Error stopping trial"): say what happened instead
+        try:
+            path = results.write_record(self.sweep_dir, rec)
+        except OSError as e:
+            print(f"error: the record of {c['cell']} ({c['phase']}, {rec['status']}) could not be written: {e}; "
+                  "free the folder and run the sweep again with --resume: this trial runs again", file=sys.stderr, flush=True)
+            return
         self.written += 1
+        try:
+            if self.on_written:
+                self.on_written(path)
+            if self.metrics:
+                self.metrics.trial_done(c, rec)
+        except Exception as e:  # noqa: BLE001 -- the record is on disk; a mirror or the dashboard failing loses nothing
+            print(f"warning: after writing {path}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         self.progress.line(rec, seconds, trial.trial_id)
         self.history.pop(trial.trial_id, None)
         self.started.pop(trial.trial_id, None)

@@ -99,3 +99,46 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
     after = meta.get_json_state()
     assert '"record"' in before and '"record"' not in after and '"trial_key"' not in after and len(after) < len(before) / 4
     assert writer.history == {} and writer.started == {} and writer.written == 1
+
+
+def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_nothing(tmp_path, capsys, monkeypatch):
+    """Tune swallows what a callback raises: the writer itself must say a record was not written
+    (and not count it), and a mirror that fails after the record is on disk must not lose its count."""
+    import json
+    from types import SimpleNamespace
+
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from orchestrator import results
+    from orchestrator.callbacks import RecordWriter
+    from trainers.config import RunConfig
+    from trainers.records import build_record
+
+    def finished(key):
+        rec = build_record(RunConfig(method="icl", model="m"), "completed", resolved={}, history=[], metrics={})
+        config = {"cell": ICL, "phase": "replicate", "trial_key": key, "identity": None, "searched": {},
+                  "resources": {}, "run": json.dumps({"method": "icl", "model": "m"})}
+        meta = _TrainingRunMetadata()
+        meta.last_result = {"record": json.dumps(rec)}
+        return SimpleNamespace(trial_id=key, last_result=meta.last_result, config=config, run_metadata=meta)
+
+    def mirror_down(path):
+        raise ConnectionError("bucket unreachable")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    writer = RecordWriter("s", tmp_path, Progress(Counter({kind("replicate", ICL): 2}), width=100), on_written=mirror_down)
+    real_write = results.write_record
+    monkeypatch.setattr(results, "write_record", disk_full)
+    lost = finished("k1")
+    writer.on_trial_start(0, [lost], lost)
+    writer.on_trial_complete(0, [lost], lost)
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "No space left" in err and "--resume" in err and writer.written == 0
+    monkeypatch.setattr(results, "write_record", real_write)
+    kept = finished("k2")
+    writer.on_trial_start(0, [kept], kept)
+    writer.on_trial_complete(0, [kept], kept)
+    assert "bucket unreachable" in capsys.readouterr().err and writer.written == 1
+    assert json.loads((tmp_path / "trials" / "k2.json").read_text())["trial_key"] == "k2"
