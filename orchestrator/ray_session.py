@@ -37,6 +37,16 @@ def in_job() -> bool:
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
+def job_env_keys() -> set[str]:
+    """The variables a `ray job submit --runtime-env-json` already sets for every process of the job:
+    Ray refuses a ray.init that names any of them again, and they reach the trials without it."""
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    except json.JSONDecodeError:
+        return set()
+    return set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+
+
 def address_from_env(address: str | None) -> str | None:
     """--address, else the cluster a Ray job (or the user's RAY_ADDRESS) points at, else None: start one."""
     return address or os.environ.get("RAY_ADDRESS") or None
@@ -70,6 +80,8 @@ def _free_port() -> int:
 def start_ray(address: str | None, space) -> str:
     """Start a local instance (address None) or join `address`; returns the dashboard URL."""
     env = trial_env(space)
+    for key in job_env_keys():  # the job's own value, the same one this process read
+        env.pop(key, None)
     runtime_env: dict = {"env_vars": env}
     if address is None and not ray.is_initialized():
         # Ray's own helpers inside the trials (the placement-group cleaner among them) find their
