@@ -170,3 +170,55 @@ def test_results_at_a_uri_are_mirrored_and_a_resume_retries_failed_trials(tmp_pa
     summary = json.loads((remote / "summary.json").read_text())
     retried = [c["retried"] for c in summary["cells"] if c["retried"]["trials"]]
     assert retried == [{"trials": 1, "now": {"completed": 1}}]
+
+
+@pytest.fixture
+def head(tmp_path):
+    """A one-node cluster from `ray start` in a session of its own, with its own job agent port (a second
+    Ray instance on the host, the other test process's, holds Ray's default one). Token auth off, said
+    explicitly: this process's Ray reads its auth mode once, and a token left in ~/.ray would turn it on."""
+    if not RAY:
+        pytest.skip("needs the ray command")
+    dashboard, ray_tmp = _free_port(), tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    proc = subprocess.Popen([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
+                             f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={_free_port()}",
+                             f"--temp-dir={ray_tmp}", "--block"], env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        _stop(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_its_commit(head, tmp_path):
+    """The guide's `ray job submit --runtime-env-json '{"env_vars": {"FEWSHOT_GIT_COMMIT": ...}}'`: Ray refuses
+    a ray.init that names a job's variable again, so the driver must leave the job's own to the job."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from orchestrator.ray_session import EXCLUDES
+
+    def submit():  # until the head's dashboard and job agent are up (refused connections, "No available agent")
+        try:
+            return JobSubmissionClient(head).submit_job(
+                entrypoint=f"{sys.executable} -m orchestrator sweep --space smoke --results {tmp_path} --name submitted "
+                           "--set 'search={}' --set 'data_seeds=[0]'",
+                runtime_env={"working_dir": str(Path(__file__).resolve().parents[1]), "excludes": EXCLUDES,
+                             "env_vars": {"FEWSHOT_GIT_COMMIT": "feedc0de", "FEWSHOT_PROGRESS": "0"}})
+        except (ConnectionError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "No available agent" not in str(e) and "Failed to connect" not in str(e):
+                raise
+            return None
+
+    deadline = time.monotonic() + 180
+    while not (job := submit()):
+        assert time.monotonic() < deadline, "the head's job agent did not come up within 180 s"
+        time.sleep(1)
+    client = JobSubmissionClient(head)
+    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
+    while (status := client.get_job_status(job)) not in done:
+        assert time.monotonic() < deadline + 600, "the submitted sweep did not end within 10 min"
+        time.sleep(1)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+    recs = records(tmp_path / "submitted")
+    assert len(recs) == 2 and {rec["env"]["git_commit"] for rec in recs} == {"feedc0de"}

@@ -221,22 +221,3 @@ def test_a_second_sweep_of_one_name_in_one_ray_session_finds_its_gate(cluster):
     actor = ray.get_actor(name, namespace=gate.NAMESPACE)
     assert ray.get(actor.ping.remote())
 
-
-def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_its_commit(cluster, tmp_path):
-    """The guide's `ray job submit --runtime-env-json '{"env_vars": {"FEWSHOT_GIT_COMMIT": ...}}'`: Ray refuses
-    a ray.init that names a job's variable again, so the driver must leave the job's own to the job."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    from orchestrator.ray_session import EXCLUDES
-    root = Path(__file__).resolve().parents[1]
-    client = JobSubmissionClient(METRICS["dashboard"])
-    job = client.submit_job(
-        entrypoint=f"{sys.executable} -m orchestrator sweep --space smoke --results {tmp_path} --name submitted "
-                   "--set 'search={}' --set 'data_seeds=[0]'",
-        runtime_env={"working_dir": str(root), "excludes": EXCLUDES,
-                     "env_vars": {"FEWSHOT_GIT_COMMIT": "feedc0de", "FEWSHOT_PROGRESS": "0"}})
-    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
-    status = poll(lambda: client.get_job_status(job) in done and client.get_job_status(job), 600, "the job's end")
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
-    recs = list(records(tmp_path / "submitted").values())
-    assert len(recs) == 2 and {rec["env"]["git_commit"] for rec in recs} == {"feedc0de"}
