@@ -82,6 +82,5 @@ def cluster():
         sweeps.METRICS["port"] = s.getsockname()[1]
     ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False,
                    _metrics_export_port=sweeps.METRICS["port"])
-    sweeps.METRICS["dashboard"] = f"http://{ctx.dashboard_url}"  # the Jobs API, for `ray job submit`
     yield ctx.address_info["gcs_address"]
     ray.shutdown()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sweeps import poll
 
 from orchestrator import cluster, identity, plan, preflight
 from orchestrator.preflight import model_identity
@@ -198,27 +199,24 @@ def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_it
 
     from orchestrator.ray_session import EXCLUDES
 
-    def submit():  # until the head's dashboard and job agent are up (refused connections, "No available agent")
+    def submit():  # None until the head's dashboard and job agent are up (refused connections, "No available agent")
         try:
             return JobSubmissionClient(head).submit_job(
                 entrypoint=f"{sys.executable} -m orchestrator sweep --space smoke --results {tmp_path} --name submitted "
                            "--set 'search={}' --set 'data_seeds=[0]'",
                 runtime_env={"working_dir": str(Path(__file__).resolve().parents[1]), "excludes": EXCLUDES,
                              "env_vars": {"FEWSHOT_GIT_COMMIT": "feedc0de", "FEWSHOT_PROGRESS": "0"}})
-        except (ConnectionError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and "No available agent" not in str(e) and "Failed to connect" not in str(e):
-                raise
+        except ConnectionError:
             return None
+        except RuntimeError as e:
+            if "No available agent" in str(e) or "Failed to connect" in str(e):
+                return None
+            raise
 
-    deadline = time.monotonic() + 180
-    while not (job := submit()):
-        assert time.monotonic() < deadline, "the head's job agent did not come up within 180 s"
-        time.sleep(1)
+    job = poll(submit, 180, "the head's job agent accepting the job")
     client = JobSubmissionClient(head)
     done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
-    while (status := client.get_job_status(job)) not in done:
-        assert time.monotonic() < deadline + 600, "the submitted sweep did not end within 10 min"
-        time.sleep(1)
+    status = poll(lambda: client.get_job_status(job) in done and client.get_job_status(job), 600, "the submitted sweep's end")
     assert status == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
     recs = records(tmp_path / "submitted")
     assert len(recs) == 2 and {rec["env"]["git_commit"] for rec in recs} == {"feedc0de"}
