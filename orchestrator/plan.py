@@ -69,7 +69,7 @@ def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eva
 
 
 PATH_FIELDS = (("model",), ("data_dir",), ("cd", "teacher_model"))
-LATER_DEFAULTS = {"parallel": "ddp", "offload": False}
+LATER_DEFAULTS = {("parallel",): "ddp", ("offload",): False, ("ood_limit",): None, ("cd", "teacher_eval"): True}
 
 
 def trial_identity(space: Space, run: dict) -> dict:
@@ -91,9 +91,12 @@ def trial_key(run: dict, identity: dict) -> str:
     it points to, so a moved model, data or results folder keeps its keys. A finished key is never
     run again."""
     body = json.loads(json.dumps(run))
-    for key, default in LATER_DEFAULTS.items():  # added after sweeps existed: at their default, keys stay as they were
-        if body.get(key) == default:
-            body.pop(key)
+    for path, default in LATER_DEFAULTS.items():  # added after sweeps existed: at their default, keys stay as they were
+        section = body
+        for part in path[:-1]:
+            section = section.get(part) or {}
+        if path[-1] in section and section[path[-1]] == default:
+            section.pop(path[-1])
     for path in PATH_FIELDS:
         d = body
         for part in path[:-1]:
@@ -191,11 +194,12 @@ def describe(space: Space, has_gpus: bool) -> str:
     lines.append(f"  {'cell':<52} {'search':>6} {'replicates':>10}  resources per trial")
     for cell in cells(space):
         n_search = space.budget if searched(space, cell) else 0
-        r = resources(space, cell, has_gpus)
+        r = requested(space, cell)  # what the trial asks; a machine without GPUs is judged below the table
+        gpus = "1 GPU if the cluster has one" if r["gpus_per_worker"] is None else f"{r['gpus_per_worker']:g} GPU"
         total_search, total_rep = total_search + n_search, total_rep + len(space.data_seeds)
         params = ", ".join(searched(space, cell)) or "-"
         lines.append(f"  {cell.id:<52} {n_search:>6} {len(space.data_seeds):>10}  {r['workers']} worker(s) x "
-                     f"{r['cpus_per_worker']} CPU, {r['gpus_per_worker']} GPU   searching: {params}")
+                     f"{r['cpus_per_worker']:g} CPU, {gpus}   searching: {params}")
         if space.placement:
             p = space.placement[cell.id]
             lines.append(f"  {'':<52} {'':>6} {'':>10}  {p['parallel']}{' + checkpointing' if p['grad_checkpointing'] else ''}"

@@ -45,9 +45,11 @@ def cpu_flops(threads: int = 1) -> float:
 def trial_flops(run: dict, params: float, layers: int, kv_width: int, tokens: float, sets: dict[str, int]) -> float:
     """Floating-point operations of one trial. `run`: the resolved config (nested dict); `tokens`: the
     mean prompt tokens of one example; `sets`: evaluation set sizes (in-domain and OOD) before --eval-limit."""
-    limit = run.get("eval_limit")
-    final = run.get("final_eval", True)
-    queries = sum(min(n, limit) if limit else n for n in sets.values()) if final else 0
+    def limited(name: str, n: int) -> int:
+        limit = run.get("eval_limit") if name == "in_domain" else run.get("ood_limit") or run.get("eval_limit")
+        return min(n, limit) if limit else n
+
+    queries = sum(limited(name, n) for name, n in sets.items()) if run.get("final_eval", True) else 0
     method, shots, train = run["method"], run["shots"], run.get("train") or {}
     epochs = train.get("epochs", 1)
     per_step = 6 * params if (run.get("peft") or {}).get("kind", "none") == "none" else 4 * params

@@ -65,7 +65,7 @@ def teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec,
 
     with meter.phase("teacher_eval"):  # reported beside the student, not part of CD's cost: it repeats ICL
         teacher_metrics = (evaluate_sets(predict, prep, cfg, who="teacher ")
-                           if cfg.final_eval else {})
+                           if cfg.final_eval and cfg.cd.teacher_eval else {})
         teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     return TeacherPass(targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted)
 

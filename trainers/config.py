@@ -120,6 +120,9 @@ class CDConfig:
         "weight of a cross-entropy term on the gold labels of the k demonstrations (0: off)"))
     teacher_model: str | None = field(default=None, metadata=_help(
         "teacher model (hub id or folder); default: the student's own base model, as in context distillation"))
+    teacher_eval: bool = field(default=True, metadata=_help(
+        "score the teacher on the evaluation sets too (with its own base model it repeats the ICL cell of the same data "
+        "seed: false saves that time; the teacher's dev score is kept)"))
 
     def __post_init__(self):
         _validate_choices(self)
@@ -157,6 +160,8 @@ class RunConfig:
     data_dir: str | None = field(default=None, metadata=_help(
         "local folder in the hub's schema (as ../shared/data); default: $FEWSHOT_DATA_DIR, else the hub"))
     eval_limit: int | None = field(default=None, metadata=_help("score at most N examples of each evaluation set (a fixed random subset)"))
+    ood_limit: int | None = field(default=None, metadata=_help(
+        "score at most N examples of each OOD set (the data seed's stratified subset); default: eval_limit"))
     n_dev: int = field(default=32, metadata=_help("size of the labelled dev split used for model selection and pruning"))
     n_unlabeled: int = field(default=64, metadata=_help("unlabelled inputs drawn for context distillation"))
     eval_batch_size: int = field(default=8, metadata=_help("queries scored per forward pass"))
@@ -203,6 +208,8 @@ class RunConfig:
         _check_positive("serve_repeats", self.serve_repeats)
         if self.eval_limit is not None:
             _check_positive("eval_limit", self.eval_limit)
+        if self.ood_limit is not None:
+            _check_positive("ood_limit", self.ood_limit)
         if self.max_context is not None:
             _check_positive("max_context", self.max_context)
         if Parallel.of(self.parallel).sharded and self.dtype == "float16":
@@ -210,6 +217,10 @@ class RunConfig:
                               "FSDP here); use --dtype bfloat16")
         if self.offload and not Parallel.of(self.parallel).sharded:
             raise ConfigError("--offload applies to --parallel fsdp only (ddp keeps a whole copy on every device)")
+
+    def limit_of(self, set_name: str) -> int | None:
+        """At most how many examples of one evaluation set are scored ("in_domain", or an OOD set's name)."""
+        return self.eval_limit if set_name == "in_domain" or self.ood_limit is None else self.ood_limit
 
     def lr(self) -> float:
         return self.train.lr if self.train.lr is not None else self.peft.default_lr()

@@ -80,8 +80,8 @@ def label_word_predictions(scorer: ContextScorer, prompt_ids: PromptIds, label_i
 
 def evaluation_sets(prep, cfg) -> dict[str, tuple[list[Example], int]]:
     """name -> (examples to score, how many were left out because they were shown): in-domain, then
-    OOD; with --eval-limit, the data seed's own stratified subset of each."""
-    return {name: without_overlap(eval_subset(examples, cfg.eval_limit, cfg.data_seed), prep.draw.labelled)
+    OOD; with --eval-limit (--ood-limit), the data seed's own stratified subset of each."""
+    return {name: without_overlap(eval_subset(examples, cfg.limit_of(name), cfg.data_seed), prep.draw.labelled)
             for name, examples in [("in_domain", prep.task.eval), *prep.task.ood.items()]}
 
 
