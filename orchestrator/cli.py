@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-cpu", action="store_true", help="run trials that ask for GPUs on CPUs when the cluster has none")
     s.add_argument("--prior", metavar="DIR", help="an earlier sweep's folder: the power estimate (printed by --dry-run and "
                                                   "at the start) takes its seed spread and accuracy from those records")
+    s.add_argument("--detect", type=float, metavar="D",
+                   help="with --dry-run: the seeds x evaluation-size designs that detect an in-domain difference of D "
+                        "(e.g. 0.05) with 80 %% power, and what each costs (from --prior's spread and seconds when given)")
     s.add_argument("--track", metavar="mlflow[=URI]|wandb[=PROJECT]|tensorboard", action="append", default=[],
                    help="also log every trial (config, epochs, final metrics, record) to a tracker (repeatable); "
                         "mlflow without URI: results/<sweep>/mlruns")
@@ -107,8 +110,12 @@ def _sweep(ns) -> int:
         prior = power.prior_from(Path(ns.prior)) if ns.prior else None
     except (ValueError, OSError) as e:
         raise SpaceError(f"--prior {ns.prior}: {e}") from None
+    if ns.detect is not None and not 0 < ns.detect < 1:
+        raise SpaceError(f"--detect {ns.detect}: give a difference in accuracy between 0 and 1, e.g. --detect 0.05")
+    if ns.detect is not None and not ns.dry_run:
+        raise SpaceError("--detect plans a design: add --dry-run (nothing runs)")
     if ns.dry_run:
-        return _dry_run(space, address, prior)
+        return _dry_run(space, address, prior, ns.detect)
     warnings = [line for line in power.plan_lines(space, prior) if line.startswith("warning")]
     from orchestrator.driver import (
         run_sweep,  # imports Ray: only when a sweep really starts
@@ -118,7 +125,7 @@ def _sweep(ns) -> int:
                      max_trials=ns.max_trials, track=ns.track, warnings=warnings)
 
 
-def _dry_run(space, address: str | None, prior: dict | None = None) -> int:
+def _dry_run(space, address: str | None, prior: dict | None = None, detect: float | None = None) -> int:
     """The plan, with the cells' configurations checked, and what it can detect; nothing loaded, so it
     works without the hub. Data, models and draws are checked when the sweep starts (preflight), before Ray."""
     from orchestrator import plan, power, preflight
@@ -126,6 +133,9 @@ def _dry_run(space, address: str | None, prior: dict | None = None) -> int:
     totals = preflight.local_totals()
     print(plan.describe(space, has_gpus=totals["GPU"] > 0))
     print("\n" + "\n".join(power.plan_lines(space, prior)))
+    if detect is not None:
+        slots = space.max_concurrent_trials or max(1, int(totals["CPU"] // max(space.resources["cpus_per_worker"], 1e-9)))
+        print("\n" + "\n".join(power.design_lines(space, prior, detect, totals["GPU"] > 0, slots)))
     if address is None:
         try:
             preflight.check_resources(space, totals, "this machine")

@@ -63,11 +63,20 @@ MARKERS = "o^sDvP*X"
 
 
 def cost_accuracy(cells: list[dict], out: Path) -> list[Path]:
-    """Serving ms/query and serving peak memory against in-domain accuracy, Pareto front dashed; a
+    """Per task, serving ms/query and serving peak memory against in-domain accuracy, the task's own
+    Pareto front dashed (a front across tasks would compare accuracies of different questions); a
     legend names each point (colour: method, shape: model) instead of labels that collide."""
-    rows = [c for c in cells if c["serve_ms_per_query"] and c["in_domain_accuracy"]]
-    if len(rows) < 2:
-        raise Skip("fewer than two cells with a serving cost (records from before serving was metered?)")
+    written = []
+    for task in sorted({c["task"] for c in cells}):
+        rows = [c for c in cells if c["task"] == task and c["serve_ms_per_query"] and c["in_domain_accuracy"]]
+        if len(rows) >= 2:
+            written += _cost_accuracy_task(task, rows, out)
+    if not written:
+        raise Skip("fewer than two cells of one task with a serving cost (records from before serving was metered?)")
+    return written
+
+
+def _cost_accuracy_task(task: str, rows: list[dict], out: Path) -> list[Path]:
     models = sorted({c["model"] for c in rows})
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6))
     fig.subplots_adjust(wspace=0.3)
@@ -76,12 +85,12 @@ def cost_accuracy(cells: list[dict], out: Path) -> list[Path]:
         pts = [(c[key]["mean"], c["in_domain_accuracy"]["mean"]) for c in rows]
         for c, (x, y) in zip(rows, pts):
             v = variant(c["cell"])
-            label = f"{v} · {model_name(c['model'])} · {c['task']} {c['shots']}-shot" + (" (collapsed)" if c["collapsed"] else "")
-            point(ax, x, y, c["in_domain_accuracy"]["ci95"], v, hollow(c), MARKERS[models.index(c["model"]) % len(MARKERS)],
-                   7, label)
+            fell = hollow(c, "in_domain")
+            label = f"{v} · {model_name(c['model'])} · {c['shots']}-shot" + (" (collapsed in domain)" if fell else "")
+            point(ax, x, y, c["in_domain_accuracy"]["ci95"], v, fell, MARKERS[models.index(c["model"]) % len(MARKERS)], 7, label)
         line = sorted(pts[i] for i in pareto(pts))
-        ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=0.8, ls="--", label="Pareto front")
-        ax.set(xlabel=xlabel, ylabel="in-domain accuracy")
+        ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=0.8, ls="--", label=f"Pareto front ({task})")
+        ax.set(xlabel=xlabel, ylabel=f"{task} in-domain accuracy")
         xs = [p[0] for p in pts]
         if max(xs) > 5 * min(xs):  # a log axis only when the costs span orders of magnitude
             log_x(ax)
@@ -89,9 +98,10 @@ def cost_accuracy(cells: list[dict], out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1))
     alone = all(c["serve_alone"] for c in rows)
-    fig.suptitle(f"What it costs to serve, and what it buys ({n_text(rows)}; bars: 95 % interval; hollow: collapsed"
-                 + ("" if alone else "; some serving measured beside other trials") + ")", y=1.02, fontsize=10)
-    return save(fig, out, "cost_accuracy")
+    fig.suptitle(f"{task}: what it costs to serve, and what it buys ({n_text(rows)}; bars: 95 % interval; hollow: "
+                 f"collapsed in domain" + ("" if alone else "; some serving measured beside other trials") + ")",
+                 y=1.02, fontsize=10)
+    return save(fig, out, f"cost_accuracy_{task}")
 
 
 def break_even(pairs: list[dict], out: Path) -> list[Path]:

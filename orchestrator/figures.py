@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 
 from orchestrator.cells import Cell, variant_of  # noqa: E402
 from orchestrator.compare import ood_names  # noqa: E402
+from orchestrator.stats import COLLAPSE  # noqa: E402
 from trainers.records import Record  # noqa: E402
 from trainers.tasks import task_definitions  # noqa: E402
 
@@ -70,8 +71,15 @@ def _accuracy(c: dict, set_name: str) -> dict | None:
     return c["in_domain_accuracy"] if set_name == "in_domain" else (c["ood_accuracy"] or {}).get(set_name)
 
 
-def hollow(c: dict, set_name: str | None = None) -> bool:
-    return bool(c["collapsed"]) if set_name is None else set_name in c["collapsed"]
+def hollow(c: dict, set_name: str) -> bool:
+    """A cell's marker for one set is hollow when a seed collapsed on that set (each set its own)."""
+    return set_name in c["collapsed"]
+
+
+def seed_collapsed(row, set_name: str) -> bool:
+    """One replicate (a row of the replicate table) answered one class ≥ 90 % of the time on a set."""
+    top = row.get(f"{set_name}_pred_top")
+    return top is not None and top == top and float(top) >= COLLAPSE
 
 
 def n_text(cells: list[dict], set_name: str = "in_domain") -> str:
@@ -171,17 +179,24 @@ def id_vs_ood(reps: pd.DataFrame, cells: list[dict], out: Path) -> list[Path]:
         for col, label in sets_of(group)[1:]:
             fig, ax = plt.subplots(figsize=(5.6, 4.6))
             for cell, rows in group.groupby("cell"):
-                c, v, m = _cell_of(cells, cell), variant(cell), model_name(rows["model"].iloc[0])
+                v, m = variant(cell), model_name(rows["model"].iloc[0])
                 marker = "o" if rows["model_params"].iloc[0] == group["model_params"].min() else "s"
-                ax.scatter(rows["in_domain_accuracy"], rows[col], edgecolors=color(v), marker=marker, alpha=0.85,
-                           facecolors="none" if c["collapsed"] else color(v),
-                           label=f"{v} · {m} · {rows['shots'].iloc[0]} shots" + (" (collapsed)" if c["collapsed"] else ""))
+                # each point is one seed: hollow when that seed collapsed on either set this figure plots
+                fell = [seed_collapsed(r, "in_domain") or seed_collapsed(r, _set_name(col)) for _, r in rows.iterrows()]
+                legend = f"{v} · {m} · {rows['shots'].iloc[0]} shots" + (f" ({sum(fell)} collapsed)" if any(fell) else "")
+                for hollow_seed in (False, True):
+                    pick = [f == hollow_seed for f in fell]
+                    if any(pick):
+                        ax.scatter(rows["in_domain_accuracy"][pick], rows[col][pick], edgecolors=color(v), marker=marker,
+                                   alpha=0.85, facecolors="none" if hollow_seed else color(v), label=legend)
+                        legend = None
             ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (balanced subsets)")
             ax.axvline(0.5, color="grey", lw=0.8, ls=":")
             lims = [min(0.3, rows_min(group, col)), max(0.8, rows_max(group, col))]
             ax.plot(lims, lims, color="grey", lw=0.6, ls="--")
             ax.set(xlabel="in-domain accuracy", ylabel=f"{label} accuracy", xlim=lims, ylim=lims,
-                   title=f"{task}: in-domain vs {label}\n{n_text(mine, _set_name(col))}; points: replicates")
+                   title=f"{task}: in-domain vs {label}\n{n_text(mine, _set_name(col))}; points: replicates "
+                         f"(hollow: that seed collapsed)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1))
             written += save(fig, out, f"id_vs_ood_{task}_{_set_name(col)}")
@@ -221,8 +236,8 @@ def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict]
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             ax.text(j, i, f"{v:.2f}\nn={count[names[j]].get(rows[i], 0)}", ha="center", va="center", fontsize=6.5)
-    labels = [f"{variant(c)}\n{Cell.parse(c).model_tag}" + ("\nCOLLAPSED" if name in _cell_of(cells, c)["collapsed"] else "")
-              for c in names]
+    labels = [f"{Cell.parse(c).task}\n{variant(c)}\n{Cell.parse(c).model_tag} {Cell.parse(c).shots}-shot"
+              + ("\nCOLLAPSED" if name in _cell_of(cells, c)["collapsed"] else "") for c in names]
     ax.set_xticks(range(len(names)), labels, fontsize=7, rotation=30)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     fig.colorbar(im, ax=ax, label="accuracy")
@@ -255,7 +270,9 @@ def search(records: list[Record], out: Path) -> list[Path]:
             if r["status"] == "pruned":
                 ax.scatter([h[-1]["epoch"]], [h[-1]["dev_accuracy"]], marker="x", color="black", zorder=3)
         n_dev = (mine[0].get("config") or {}).get("n_dev")
-        ax.set(title=f"{variant(cell)} · {Cell.parse(cell).model_tag}\n{len(mine)} trials, dev n = {n_dev}", xlabel="epoch",
+        where = Cell.parse(cell)
+        ax.set(title=f"{where.task}: {variant(cell)} · {where.model_tag} · {where.shots}-shot\n{len(mine)} trials, dev n = {n_dev}",
+               xlabel="epoch",
                ylabel="dev accuracy")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

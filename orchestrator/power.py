@@ -1,17 +1,19 @@
-"""Power before spending: the smallest difference a planned sweep can detect, and whether its seeds
-can reach significance at all.
+"""Power before spending: the smallest difference a planned sweep's verdict rule detects, whether its
+seeds can reach significance at all, and (with --detect) the seeds × evaluation-size designs that
+reach 80 % power for a difference, with what each costs.
 
     python -m orchestrator sweep --space cd_vs_icl --dry-run                    # from the stated prior
-    python -m orchestrator sweep --space cd_vs_icl --dry-run --prior results/sizes_cpu   # from a past sweep
+    python -m orchestrator sweep --space decided_rte_cpu --dry-run --prior results/acceptance/task_matrix_cpu --detect 0.05
 
-Per task, every pair of methods of a model × shots is compared over the planned data seeds, each on
-that seed's evaluation examples. The smallest true difference found with 80 % power at two-sided 5 %
-is (t_{0.975, n-1} + z_{0.8}) · sd / √n, where sd, the spread of one seed's difference, holds the
-spread across few-shot draws (`seed_sd`) and the evaluation noise of two methods scored on m
-examples (2 p (1 - p) / m, independent errors). The prior is stated: `seed_sd` 0.05 (the reference
-paper's seed-to-seed spread is often 5–10 points) and accuracy 0.6, unless `--prior DIR` reads both
-from an earlier sweep's records. Fewer than 6 seeds can never reach p < 0.05 with the exact
-sign-flip test the summary uses; the plan says so before any GPU hour is spent.
+One seed's paired difference between two methods varies by σ² = σ²_seed + σ²_example / m: the
+few-shot draw's spread (`seed_sd`) plus the evaluation noise of m examples, σ²_example being the
+variance of one example's paired difference (a -1/0/+1 outcome). The smallest difference detected
+with 80 % power is `stats.detectable(n, σ)`: the verdict rule itself (sign-flip p < 0.05 and a
+t-interval excluding 0) simulated over n seeds, not a normal formula, which overstates the rule's
+power at few seeds. The prior is stated: `seed_sd` 0.05 (the reference paper's seed-to-seed spread is
+often 5–10 points), accuracy 0.6 with independent errors (σ²_example = 2 p (1 - p)), unless `--prior
+DIR` measures both from an earlier sweep's per-seed paired differences, and its seconds per trial.
+Fewer than 6 seeds can never reach p < 0.05 with the sign-flip test: the plan says so, with no number.
 """
 from __future__ import annotations
 
@@ -20,77 +22,236 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.stats import MIN_SEEDS, min_p, planned_detectable
+from orchestrator.stats import MIN_SEEDS, detectable, examples_variance, min_p
 
-DEFAULT_SEED_SD, DEFAULT_ACCURACY, ASSUMED_EVAL = 0.05, 0.6, 277  # 277: RTE's validation set, when no limit is set
+DEFAULT_SEED_SD, DEFAULT_ACCURACY = 0.05, 0.6
+MAX_SEEDS = 200  # a design search stops here
+EVAL_PHASES = ("evaluate", "teacher_eval")  # a replicate's phases whose work grows with the evaluation sets
 
 
 def prior_from(folder: Path) -> dict:
-    """seed_sd and accuracy from an earlier sweep's comparisons: the spread of its per-seed paired
-    differences less their own evaluation noise, and its mean accuracy."""
-    from orchestrator.compare import aligned, comparisons
+    """seed_sd, example_sd and accuracy from an earlier sweep's in-domain comparisons (the per-seed
+    paired differences' spread less their own evaluation noise, pooled over comparisons), and the
+    seconds its trials took (`seconds`: per task, method and model, what a replicate costs apart
+    from its evaluation and per evaluated query; a search trial's)."""
+    from orchestrator.compare import aligned, comparisons, completed_replicates, newest_per_seed
     from orchestrator.results import load_records, trials_table
+    folder = Path(folder)
+    if not folder.exists():
+        raise ValueError("does not exist; give an earlier sweep's results folder (e.g. results/acceptance/task_matrix_cpu)")
+    if not folder.is_dir():
+        raise ValueError("is a file; give an earlier sweep's results folder")
     records = load_records(folder, set_aside=False)
+    if not records:
+        raise ValueError("holds no result records; give an earlier sweep's results folder")
     table = trials_table(records)
-    comps = [c for c in comparisons(table, records) if c["n"] > 1]
+    comps = [c for c in comparisons(table, records) if c["n"] > 1 and c["set"] == "in_domain"]
     if not comps:
-        raise ValueError(f"{folder} has no comparison over two or more data seeds to take a prior from")
-    accs = table[(table["phase"] != "search") & (table["status"] == "completed")]["in_domain_accuracy"].dropna()
-    p = float(accs.mean()) if len(accs) else DEFAULT_ACCURACY
-    variances, sizes = [], []
+        raise ValueError("has no in-domain comparison over two or more data seeds to take a prior from")
+    reps = completed_replicates(table)
+    seed_vars, example_vars = [], []
     for c in comps:
-        ra = table[(table["cell"] == c["a"]) & (table["phase"] != "search") & (table["status"] == "completed")]
-        rb = table[(table["cell"] == c["b"]) & (table["phase"] != "search") & (table["status"] == "completed")]
-        diffs, ms = [], []
+        ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c["a"], c["b"]))
+        diffs, noise = [], []
         for s in c["seeds"]:
-            ia, ib = ra.index[ra["data_seed"] == s], rb.index[rb["data_seed"] == s]
-            if len(ia) and len(ib):
-                a, b = aligned(records[ia[-1]], records[ib[-1]], c["set"])
-                diffs.append(float((a - b).mean()))
-                ms.append(len(a))
-        if len(diffs) > 1:
-            variances.append(float(np.var(diffs, ddof=1)))
-            sizes.append(float(np.mean(ms)))
-    m = float(np.mean(sizes)) if sizes else ASSUMED_EVAL
-    seed_var = max(0.0, float(np.median(variances)) - 2 * p * (1 - p) / m) if variances else DEFAULT_SEED_SD ** 2
-    return {"seed_sd": math.sqrt(seed_var), "accuracy": p, "source": f"the records of {folder}"}
+            a, b = aligned(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], "in_domain")
+            diffs.append(float((a - b).mean()))
+            noise.append(examples_variance(a - b))
+            example_vars.append(noise[-1] * len(a))
+        seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)))
+    accs = reps["in_domain_accuracy"].dropna()
+    return {"seed_sd": math.sqrt(max(0.0, float(np.mean(seed_vars)))), "example_sd": math.sqrt(float(np.mean(example_vars))),
+            "accuracy": float(accs.mean()), "comparisons": len(comps), "seconds": _seconds(table, records),
+            "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
+                      f"{len({s for c in comps for s in c['seeds']})} data seeds)"}
+
+
+def _seconds(table, records) -> dict:
+    """(task, variant, model tag) -> {"fixed", "per_query", "search"}: a replicate's seconds less its
+    evaluation, its evaluation's seconds per scored query (CD's teacher included), a search trial's."""
+    from orchestrator.cells import Cell
+    out: dict = {}
+    for cell, group in table.groupby("cell"):
+        c = Cell.parse(cell)
+        fixed, per_query = [], []
+        for i, row in group[(group["phase"] != "search") & (group["status"] == "completed")].iterrows():
+            rec = records[i]
+            phases = (rec.get("resources") or {}).get("phases") or {}
+            scored = sum(int(b.get("n_scored") or 0) for b in [(rec["metrics"] or {}).get("in_domain") or {},
+                                                                *((rec["metrics"] or {}).get("ood") or {}).values()])
+            spent = sum((phases.get(p) or {}).get("seconds") or 0.0 for p in EVAL_PHASES)
+            if scored and row["trial_seconds"] == row["trial_seconds"]:
+                fixed.append(float(row["trial_seconds"]) - spent)
+                per_query.append(spent / scored)
+        search = group[group["phase"] == "search"]["trial_seconds"].dropna()
+        if fixed:
+            out[(c.task, c.variant, c.model_tag)] = {"fixed": float(np.mean(fixed)), "per_query": float(np.mean(per_query)),
+                                                     "search": float(search.mean()) if len(search) else 0.0}
+    return out
 
 
 def default_prior() -> dict:
-    return {"seed_sd": DEFAULT_SEED_SD, "accuracy": DEFAULT_ACCURACY,
-            "source": f"the stated prior (seed spread {DEFAULT_SEED_SD}, accuracy {DEFAULT_ACCURACY})"}
+    return {"seed_sd": DEFAULT_SEED_SD, "example_sd": math.sqrt(2 * DEFAULT_ACCURACY * (1 - DEFAULT_ACCURACY)),
+            "accuracy": DEFAULT_ACCURACY, "seconds": {},
+            "source": f"the stated prior (seed spread {DEFAULT_SEED_SD}, accuracy {DEFAULT_ACCURACY}, independent errors)"}
 
 
-def eval_size(space, task: str) -> tuple[int, str]:
-    """Examples per evaluation set: --eval-limit, else the local file's rows, else an assumption said as such."""
-    limit = space.fixed.get("eval_limit")
-    if limit:
-        return int(limit), f"eval_limit {limit}"
+def seed_spread(prior: dict, m: int) -> float:
+    """The standard deviation of one seed's paired difference scored on m examples."""
+    return math.sqrt(prior["seed_sd"] ** 2 + prior["example_sd"] ** 2 / m)
+
+
+def set_size(space, task: str, name: str) -> tuple[int, str]:
+    """(rows of one evaluation set, where that number comes from): the local file's rows, else the
+    official split's size from the task definitions."""
+    from trainers.tasks import task_definitions
+    defs = task_definitions()
+    split = defs["tasks"][task]["eval"] if name == "in_domain" else defs["ood_sets"][name]["split"]
     if space.data_dir:
-        from trainers.tasks import task_spec
-        path = Path(space.data_dir) / task_spec(task)["eval"]["local"]
+        path = Path(space.data_dir) / split["local"]
         if path.is_file():
-            with path.open() as f:
+            with path.open("rb") as f:
                 return sum(1 for _ in f), f"{path.name}'s rows"
-    return ASSUMED_EVAL, f"assumed {ASSUMED_EVAL} (no eval_limit; the set's size is known once its data loads)"
+    size = int(split.get("size") or 0)
+    if name == "hans":  # one heuristic of three unless the space asks for more
+        wanted = space.tasks[task].get("hans_heuristics") or ["lexical_overlap"]
+        size = size if "all" in wanted else size * len(wanted) // 3
+    return size, "the official split's rows"
+
+
+def eval_size(space, task: str, name: str = "in_domain", limit: int | None = None) -> tuple[int, str]:
+    """(examples each seed scores on one set, how that is known): the space's limit (or `limit`) within
+    the set's size."""
+    size, how = set_size(space, task, name)
+    if limit is None:
+        limit = space.fixed.get("eval_limit") if name == "in_domain" else (
+            space.fixed.get("ood_limit") or space.fixed.get("eval_limit"))
+    if limit and (not size or limit < size):
+        which = "eval_limit" if name == "in_domain" or not space.fixed.get("ood_limit") else "ood_limit"
+        return int(limit), f"{which} {limit}: each seed its own subset"
+    return size, f"the whole set ({how}): every seed scores the same examples"
+
+
+def _pairs(space, task: str) -> int:
+    from orchestrator import plan
+    variants = {c.variant for c in plan.cells(space) if c.task == task}
+    return len(variants) * (len(variants) - 1) // 2 * len(space.models) * len(space.shots)
 
 
 def plan_lines(space, prior: dict | None = None) -> list[str]:
-    """The dry run's power section: per task, how many comparisons and the smallest detectable difference."""
-    from orchestrator import plan
+    """The dry run's power section: per task and evaluation set, the smallest difference the verdict
+    rule detects with 80 % power, or that it has no power at all."""
     prior = prior or default_prior()
     n = len(space.data_seeds)
-    lines = [f"power: {n} data seeds; prior from {prior['source']}"]
+    lines = [f"power: {n} data seeds; prior from {prior['source']}: seed spread {prior['seed_sd']:.3f}, "
+             f"one example's paired-difference spread {prior['example_sd']:.2f}"]
     for task in space.tasks:
-        variants = {c.variant for c in plan.cells(space) if c.task == task}
-        pairs = len(variants) * (len(variants) - 1) // 2 * len(space.models) * len(space.shots)
-        m, how = eval_size(space, task)
-        size = planned_detectable(n, prior["seed_sd"], prior["accuracy"], m) if n > 1 else float("nan")
-        lines.append(f"  {task}: {pairs} paired comparison(s) per evaluation set, {m} examples each ({how}): "
-                     f"differences of {size:.3f} or more are detected with 80 % power" if n > 1 else
-                     f"  {task}: {pairs} paired comparison(s); one seed: no test across seeds")
+        for name in ["in_domain", *(space.tasks[task].get("ood") or [])]:
+            m, how = eval_size(space, task, name)
+            where = f"  {task} {'in domain' if name == 'in_domain' else 'on ' + name}: {_pairs(space, task)} paired comparison(s), "
+            if n < MIN_SEEDS:
+                lines.append(where + f"{m} examples each: no power — with {n} seed{'s' if n != 1 else ''} the sign-flip "
+                                     f"test cannot reach p < 0.05 (its smallest p is {min_p(n):.4g})")
+                continue
+            size = detectable(n, seed_spread(prior, m))
+            lines.append(where + f"{m} examples each ({how}): differences of {size:.3f} or more are detected with 80 % "
+                                 f"power by the verdict rule (simulated)")
     if n < MIN_SEEDS:
         lines.append(f"warning: with {n} data seed(s) no comparison can reach p < 0.05 (the sign-flip test's smallest p "
                      f"is {min_p(n):.4g}): every verdict will be 'inconclusive'; use at least {MIN_SEEDS} data seeds "
                      f"(--set 'data_seeds=[{', '.join(map(str, range(MIN_SEEDS)))}]') for a verdict")
+    return lines
+
+
+def seeds_needed(prior: dict, m: int, target: float) -> int | None:
+    """The fewest seeds whose rule detects `target` with 80 % power at m examples per seed (None: more than MAX_SEEDS)."""
+    sd = seed_spread(prior, m)
+    if detectable(MAX_SEEDS, sd) > target:
+        return None
+    lo, hi = MIN_SEEDS, MAX_SEEDS  # detectable falls with n: the first n at or under target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if detectable(mid, sd) <= target else (mid + 1, hi)
+    return lo
+
+
+def _replicate_seconds(space, cell, prior: dict, m: int, m_ood: list[int], has_gpus: bool) -> tuple[float | None, bool]:
+    """(planned seconds of one replicate of `cell` scoring m in-domain and m_ood OOD examples, whether
+    measured): the prior's measured cost of the same task, method and model, else the time plan."""
+    measured = prior["seconds"].get((cell.task, cell.variant, cell.model_tag))
+    if measured:
+        return measured["fixed"] + measured["per_query"] * (m + sum(m_ood)), True
+    from orchestrator import plan, time_plan
+    from trainers.memory_plan import shape_of
+    if not Path(cell.model).expanduser().is_dir():  # a hub id: the dry run loads nothing, so its shape is unknown here
+        return None, False
+    try:
+        shape = shape_of(cell.model)
+    except Exception:  # noqa: BLE001 - a folder without a readable config: no estimate
+        return None, False
+    run = plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=True)
+    sets = {"in_domain": m, **{name: k for name, k in zip(space.tasks[cell.task].get("ood") or [], m_ood)}}
+    r = plan.resources(space, cell, has_gpus)
+    return time_plan.trial_seconds(run, shape, None, sets, r["cpus_per_worker"], r["gpus_per_worker"]), False
+
+
+def _search_seconds(space, cell, prior: dict, has_gpus: bool) -> float:
+    from orchestrator import plan, time_plan
+    if not plan.searched(space, cell):
+        return 0.0
+    measured = prior["seconds"].get((cell.task, cell.variant, cell.model_tag))
+    if measured and measured["search"]:
+        return space.budget * measured["search"]
+    if not Path(cell.model).expanduser().is_dir():
+        return 0.0
+    return space.budget * time_plan.planned(space, has_gpus).get(("search", cell.id), 0.0)
+
+
+def _clock(seconds: float) -> str:
+    h, rest = divmod(int(round(seconds)), 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def design_lines(space, prior: dict | None, target: float, has_gpus: bool, slots: int) -> list[str]:
+    """Per task, the seeds × evaluation-size designs whose verdict rule detects an in-domain
+    difference of `target` with 80 % power, and what each costs in planned time, cheapest named."""
+    from orchestrator import plan
+    prior = prior or default_prior()
+    lines = [f"design: seeds and evaluation size to detect an in-domain difference of {target:.3f} with 80 % power "
+             f"(prior from {prior['source']}; {slots} trial(s) at a time)"]
+    for task in space.tasks:
+        size, _ = set_size(space, task, "in_domain")
+        cells = [c for c in plan.cells(space) if c.task == task]
+        oods = space.tasks[task].get("ood") or []
+        search = sum(_search_seconds(space, c, prior, has_gpus) for c in cells)
+        options = []
+        for m in sorted({k for k in (32, 64, 128, 256, 512) if k < size} | {size}):
+            n = seeds_needed(prior, m, target)
+            m_ood = [eval_size(space, task, o, None if space.fixed.get("ood_limit") else m)[0] for o in oods]
+            costs = [_replicate_seconds(space, c, prior, m, m_ood, has_gpus) for c in cells]
+            per_seed = None if any(s is None for s, _ in costs) else sum(s for s, _ in costs)
+            total = None if n is None or per_seed is None else (n * per_seed + search) / max(1, slots)
+            options.append((m, n, total, all(k for _, k in costs)))
+        lines.append(f"  {task} ({len(cells)} cells; OOD sets at {'ood_limit ' + str(space.fixed['ood_limit']) if space.fixed.get('ood_limit') else 'the same limit'}):")
+        lines.append(f"    {'examples per seed':<44} {'seeds':>6} {'replicates':>10}  planned time")
+        for m, n, total, measured in options:
+            what = f"{m} (the whole set: shared by every seed)" if m == size else f"{m} (each seed its own subset)"
+            lines.append(f"    {what:<44} {n if n else '>' + str(MAX_SEEDS):>6} {n * len(cells) if n else '-':>10}  "
+                         + (f"{_clock(total)} ({'measured cost' if measured else 'planned cost'})" if total else "-"))
+        priced = [o for o in options if o[2] is not None]
+        if not priced:
+            best = min((o for o in options if o[1]), key=lambda o: o[1], default=None)
+            lines.append("    no cost known before the models load (hub ids): give --prior DIR, an earlier sweep of these "
+                         "cells, for measured seconds")
+            if best:
+                limit = "" if best[0] == size else f" --set fixed.eval_limit={best[0]}"
+                lines.append(f"    to run the design with the fewest seeds: --set 'data_seeds=[{', '.join(map(str, range(best[1])))}]'{limit}")
+        if priced:
+            best, fewest = min(priced, key=lambda o: o[2]), min(priced, key=lambda o: o[0])
+            lever = (f"; evaluation size is the cheaper lever here: {fewest[1]} seeds x {fewest[0]} examples would take "
+                     f"{_clock(fewest[2])}" if best[0] > fewest[0] else
+                     "; more seeds on small evaluation subsets are the cheaper lever here" if len(priced) > 1 else "")
+            lines.append(f"    cheapest: {best[1]} seeds x {best[0]} examples, {_clock(best[2])}{lever}")
+            limit = "" if best[0] == size else f" --set fixed.eval_limit={best[0]}"
+            lines.append(f"    to run it: --set 'data_seeds=[{', '.join(map(str, range(best[1])))}]'{limit}")
     return lines

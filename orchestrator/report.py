@@ -19,8 +19,9 @@ import pandas as pd
 from orchestrator import cost_figures, figures
 from orchestrator.cells import Cell
 from orchestrator.compare import comparisons, completed_replicates, newest_per_seed, verdict_words
-from orchestrator.results import (cell_stats, interval_text, load_records, mean_std, summary_table, title_of,
-                                  to_markdown, trials_table)
+from orchestrator.results import (cell_stats, collapse_text, interval_text, load_records, mean_std, summary_table,
+                                  title_of, to_markdown, trials_table)
+from orchestrator.stats import mean_ci
 from trainers import spec
 
 GROUP = ("task", "model", "shots")
@@ -40,33 +41,57 @@ def _where(c: dict) -> str:
 
 
 def _named(c: dict) -> str:
-    """A cell's method, with its COLLAPSED flag wherever it is named."""
-    fell = [s.replace("in_domain", "in domain") for s in c["collapsed"]]
-    return figures.variant(c["cell"]) + (f" (COLLAPSED on {' and '.join(fell)})" if fell else "")
+    """A cell's method, with its COLLAPSED flags (and in how many seeds) wherever it is named."""
+    fell = [collapse_text(c, s)[len("COLLAPSED "):].replace(" seeds", "") for s in c["collapsed"]]
+    return figures.variant(c["cell"]) + (f" (COLLAPSED {' and '.join(fell)} seeds)" if fell else "")
+
+
+def serve_difference(reps: pd.DataFrame, a: str, b: str) -> dict | None:
+    """b − a serving ms/query over the data seeds both measured (the same queries for both: the seed's
+    own evaluation sample): mean, t-interval over seeds, and whether it excludes 0 ("measurable")."""
+    ms = {c: reps[reps["cell"] == c].set_index("data_seed")["serve_ms_per_query"].dropna() for c in (a, b)}
+    seeds = sorted(set(ms[a].index) & set(ms[b].index))
+    st = mean_ci([float(ms[b][s] - ms[a][s]) for s in seeds])
+    if not st:
+        return None
+    lo, hi = st["ci95"] or (None, None)
+    return {**st, "seeds": seeds, "measurable": lo is not None and (lo > 0 or hi < 0)}
+
+
+def _ms_interval(d: dict, unit: str = "ms") -> str:
+    """'+9.0 [-2.1, +20.2] ms over 3 seeds'."""
+    if d["ci95"] is None:
+        return f"{d['mean']:+.1f} {unit} (1 seed: no interval)"
+    return f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] {unit} over {d['n']} seeds"
 
 
 def break_even_pairs(cells: list[dict], reps: pd.DataFrame) -> list[dict]:
-    """Per task × model × shots, each trained cell against ICL: the queries after which adapting once
-    (the cell's search and this replicate's adaptation) costs less than carrying the demonstrations in
-    every prompt, per data seed (each seed's trained replicate against that seed's ICL replicate)."""
+    """Per task × model × shots, each trained cell against ICL: the per-query saving over the data
+    seeds (ICL's ms − the cell's, per seed, with its interval) and, where that saving is measurable
+    (its interval excludes 0), the queries after which adapting once (the cell's search and this
+    replicate's adaptation) costs less than carrying the demonstrations in every prompt, per seed."""
     out = []
     for c in cells:
         icl = next((i for i in cells if not spec.get(i["method"]).trains and all(i[k] == c[k] for k in GROUP)), None)
         if not spec.get(c["method"]).trains or not icl or not c["serve_ms_per_query"] or not icl["serve_ms_per_query"]:
             continue
+        saving = serve_difference(reps, c["cell"], icl["cell"])  # ICL's ms − the cell's: positive when it saves
         mine, theirs = reps[reps["cell"] == c["cell"]], reps[reps["cell"] == icl["cell"]].set_index("data_seed")
         per_seed = {}
         for _, r in mine.iterrows():
             if r["data_seed"] not in theirs.index or pd.isna(r["serve_ms_per_query"]):
                 continue
-            saving = (theirs.loc[r["data_seed"], "serve_ms_per_query"] - r["serve_ms_per_query"]) / 1000
+            save_s = (theirs.loc[r["data_seed"], "serve_ms_per_query"] - r["serve_ms_per_query"]) / 1000
             adapt = c["search_seconds"] + (r["adaptation_seconds"] or 0)
-            per_seed[int(r["data_seed"])] = math.ceil(adapt / saving) if saving > 0 else None
+            per_seed[int(r["data_seed"])] = math.ceil(adapt / save_s) if save_s > 0 else None
         finite = sorted(v for v in per_seed.values() if v is not None)
+        pays = bool(saving and saving["measurable"] and saving["mean"] > 0)
         out.append({"where": _where(c), "method": figures.variant(c["cell"]), "cell": c["cell"], "named": _named(c),
                     "adapt_s": c["adaptation_seconds"], "ms": c["serve_ms_per_query"]["mean"],
-                    "icl_ms": icl["serve_ms_per_query"]["mean"], "per_seed": per_seed,
-                    "range": (finite[0], finite[-1]) if finite else None, "never": sum(v is None for v in per_seed.values()),
+                    "icl_ms": icl["serve_ms_per_query"]["mean"], "per_seed": per_seed, "saving": saving,
+                    "dearer": bool(saving and saving["measurable"] and saving["mean"] < 0),
+                    "range": (finite[0], finite[-1]) if finite and pays else None,
+                    "never": sum(v is None for v in per_seed.values()),
                     "alone": c["serve_alone"] and icl["serve_alone"]})
     return out
 
@@ -95,8 +120,13 @@ def _best(cells: list[dict], comps: list[dict]) -> tuple[str, pd.DataFrame]:
         word = "best" if best else "highest mean"
         row = {"task × model × shots": where, word if best else "highest mean in domain": _named(top),
                "accuracy [95 % interval]": interval_text(top["in_domain_accuracy"]), "collapsed": ", ".join(top["collapsed"]) or "-"}
+        lo, hi = top["in_domain_accuracy"]["ci95"] or (0.0, 0.0)
+        # an interval over most of [0, 1]: what the design cannot tell comes before the number
+        vague = (f"{top['in_domain_accuracy']['n']} seed{'s' if top['in_domain_accuracy']['n'] != 1 else ''} place no "
+                 f"method's accuracy closer than a {hi - lo:.2f}-wide interval and cannot tell the methods apart: "
+                 if hi - lo >= 0.5 else "")
         text = (f"on {where}, {_named(top)} is best in domain at {interval_text(top['in_domain_accuracy'])}" if best else
-                f"on {where}, {_named(top)} has the highest mean in domain, {interval_text(top['in_domain_accuracy'])}")
+                f"on {where}, {vague}{_named(top)} has the highest mean in domain, {interval_text(top['in_domain_accuracy'])}")
         if against and against[0]:
             a, runner = against[0], mine[1]
             row.update({"runner-up": _named(runner), "difference [95 %]": f"{a['diff']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}]",
@@ -109,33 +139,65 @@ def _best(cells: list[dict], comps: list[dict]) -> tuple[str, pd.DataFrame]:
     return sentence, pd.DataFrame(rows)
 
 
-def _serving(cells: list[dict]) -> tuple[str, pd.DataFrame]:
-    rows, parts = [], []
-    for c in cells:
-        rows.append({"cell": c["cell"], "serve ms/query": mean_std(c["serve_ms_per_query"], 1),
-                     "serve CPU ms/query": mean_std(c["serve_cpu_ms_per_query"], 1),
-                     "measured alone": "yes" if c["serve_alone"] else "no (beside other trials)",
-                     "serve peak MiB": mean_std(c["serve_peak_mib"], 0), "adaptation s (search + one replicate)":
-                     f"{c['search_seconds']:.0f} + {(c['replicate_adaptation_seconds'] or {}).get('mean', 0):.0f}",
-                     "Ray overhead s (all trials)": f"{c['ray_overhead_seconds']:.0f}",
-                     "labelled examples used": c["labelled_examples"]})
+def collapse_note(cells: list[dict]) -> str:
+    """What COLLAPSED means, with the first flagged cell's seeds as the example, under the sentences."""
+    c = next((c for c in cells if c["collapsed"] and (c.get("collapse") or {}).get(c["collapsed"][0])), None)
+    if not c:
+        return ""
+    name = c["collapsed"][0]
+    info = c["collapse"][name]
+    seeds = ", ".join(f"seed {s} answered {info['classes'].get(s, 'one class')} {100 * share:.0f} % of the time"
+                      for s, share in sorted(info["shares"].items()))
+    return (f"COLLAPSED on a set: a seed answered one class at least 90 % of the time there, so on a balanced set it "
+            f"scores about 0.5 whatever it learned; e.g. {figures.variant(c['cell'])} on {_where(c)}, "
+            f"{'in domain' if name == 'in_domain' else name}: {seeds}.")
+
+
+def _serving(cells: list[dict], reps: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """Per task × model × shots, the cell with the lowest serving cost where its difference from every
+    other cell's is measurable over the seeds; else the cells it cannot be told apart from."""
+    parts, against = [], {}
     for key in sorted({tuple(c[k] for k in GROUP) for c in cells}):
         mine = sorted((c for c in cells if tuple(c[k] for k in GROUP) == key and c["serve_ms_per_query"]),
                       key=lambda c: c["serve_ms_per_query"]["mean"])
         if len(mine) < 2:
             continue
-        cheap, dear = mine[0], mine[-1]
-        ratio = dear["serve_ms_per_query"]["mean"] / cheap["serve_ms_per_query"]["mean"]
+        cheap = mine[0]
+        diffs = {c["cell"]: serve_difference(reps, cheap["cell"], c["cell"]) for c in mine[1:]}
+        against.update({cell: d for cell, d in diffs.items() if d})
+        tied = [c for c in mine[1:] if not (diffs[c["cell"]] or {}).get("measurable")]
+        dearer = [c for c in mine[1:] if c not in tied]
+        ms = lambda c: f"{c['serve_ms_per_query']['mean']:.0f} ms"  # noqa: E731
         noisy = "" if all(c["serve_alone"] for c in mine) else " (measured beside other trials: not comparable)"
-        parts.append(f"on {_where(cheap)}, {_named(cheap)} serves a query in {cheap['serve_ms_per_query']['mean']:.0f} ms "
-                     f"against {dear['serve_ms_per_query']['mean']:.0f} ms for {_named(dear)} ({ratio:.1f}× less){noisy}")
-    sentence = ("Lowest serving cost: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
+        if not tied:
+            runner = mine[1]
+            parts.append(f"on {_where(cheap)}, {_named(cheap)} has the lowest serving cost, {ms(cheap)} a query against "
+                         f"{ms(runner)} for {_named(runner)} ({_ms_interval(diffs[runner['cell']])}){noisy}")
+            continue
+        text = (f"on {_where(cheap)}, no measurable serving difference between {_named(cheap)} ({ms(cheap)}) and "
+                + ", ".join(f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c['cell']])})" if diffs[c["cell"]] else _named(c)
+                            for c in tied))
+        if dearer:
+            text += f"; {_named(cheap)} serves measurably cheaper than " + ", ".join(
+                f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c['cell']])})" for c in dearer)
+        parts.append(text + noisy)
+    rows = [{"cell": c["cell"], "serve ms/query": mean_std(c["serve_ms_per_query"], 1),
+             "vs the cheapest (ms, 95 % over seeds)": _ms_interval(against[c["cell"]]) if c["cell"] in against else "-",
+             "serve CPU ms/query": mean_std(c["serve_cpu_ms_per_query"], 1),
+             "measured alone": "yes" if c["serve_alone"] else "no (beside other trials)",
+             "serve peak MiB": mean_std(c["serve_peak_mib"], 0), "adaptation s (search + one replicate)":
+             f"{c['search_seconds']:.0f} + {(c['replicate_adaptation_seconds'] or {}).get('mean', 0):.0f}",
+             "Ray overhead s (all trials)": f"{c['ray_overhead_seconds']:.0f}",
+             "labelled examples used": c["labelled_examples"]} for c in cells]
+    sentence = ("Serving: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
     return sentence, pd.DataFrame(rows)
 
 
 def _range_text(p: dict) -> str:
+    if p["dearer"]:
+        return "never (measurably dearer per query than ICL)"
     if not p["range"]:
-        return "never (not cheaper per query for any data seed)"
+        return "no measurable payback (the per-query saving's interval includes 0)"
     lo, hi = p["range"]
     text = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
     return text + (f" ({p['never']} of {len(p['per_seed'])} seeds: never)" if p["never"] else "")
@@ -144,14 +206,35 @@ def _range_text(p: dict) -> str:
 def _break_even_text(pairs: list[dict]) -> tuple[str, pd.DataFrame]:
     rows = [{"task × model × shots": p["where"], "method": p["named"], "adaptation s": f"{p['adapt_s']:.0f}",
              "ms/query": f"{p['ms']:.1f}", "ICL ms/query": f"{p['icl_ms']:.1f}",
+             "saving per query vs ICL": _ms_interval(p["saving"]) if p["saving"] else "-",
              "break-even queries (per data seed)": _range_text(p),
              "per seed": ", ".join(f"s{s}: {v:,}" if v else f"s{s}: never" for s, v in sorted(p["per_seed"].items()))}
             for p in pairs]
-    parts = [f"{p['named']} on {p['where']} pays back its {p['adapt_s']:.0f} s of adaptation after {_range_text(p)} queries"
-             + ("" if p["alone"] else " (serving measured beside other trials)") if p["range"] else
-             f"{p['named']} on {p['where']} never pays back (no cheaper per query than ICL)" for p in pairs]
+    parts = []
+    for p in pairs:
+        saving = f"saving {_ms_interval(p['saving'], 'ms a query')}" if p["saving"] else "no saving measured"
+        if p["range"]:
+            parts.append(f"{p['named']} on {p['where']} pays back its {p['adapt_s']:.0f} s of adaptation after {_range_text(p)} "
+                         f"queries ({saving})" + ("" if p["alone"] else " (serving measured beside other trials)"))
+        elif p["dearer"]:
+            parts.append(f"{p['named']} on {p['where']} never pays back: it is measurably dearer per query than ICL ({saving})")
+        else:
+            parts.append(f"{p['named']} on {p['where']}: no measurable payback ({saving}; its interval includes 0)")
     sentence = ("Against ICL, " + "; ".join(parts) + ".") if parts else "No trained method beside ICL to break even against."
     return sentence, pd.DataFrame(rows)
+
+
+def charged_dev_note(records: list) -> str:
+    """A line when replicates that keep their last epoch were metered before their dev passes stopped
+    being charged (records without `dev_seconds_uncharged`): the costs text below would misread them."""
+    old = [r for r in records if r.get("phase") == "replicate" and r.get("status") == "completed"
+           and "dev" in ((r.get("resources") or {}).get("phases") or {})
+           and ((r.get("config") or {}).get("train") or {}).get("selection", "last") == "last"
+           and "dev_seconds_uncharged" not in (r.get("resources") or {})]
+    if not old:
+        return ""
+    return (f"These records predate the metering of 2026-12-02 (commit 2020954): {len(old)} replicate(s) that keep their last epoch charge "
+            f"their dev passes to adaptation, unlike what the paragraph below describes.\n")
 
 
 def tuning_note(table: pd.DataFrame) -> str:
@@ -188,14 +271,15 @@ def write_report(folder: Path) -> Path:
     reps, cells, comps = replicates(table), cell_stats(table, records), comparisons(table, records)
     pairs = break_even_pairs(cells, reps)
     title = title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
-    (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells), _break_even_text(pairs)
+    (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells, reps), _break_even_text(pairs)
     note = tuning_note(table)
-    text = [f"# {title}\n", f"{best} {cheap} {even}\n", *([note + "\n"] if note else []),
+    flag = collapse_note(cells)
+    text = [f"# {title}\n", f"{best} {cheap} {even}\n", *([flag + "\n"] if flag else []), *([note + "\n"] if note else []),
             "## Best method, or the highest mean, per task × model × shots\n", to_markdown(best_t), _VERDICTS,
-            "## Serving and adaptation costs\n", to_markdown(cheap_t), _COSTS,
+            "## Serving and adaptation costs\n", to_markdown(cheap_t), _COSTS, charged_dev_note(records),
             "## Break-even against ICL\n", to_markdown(even_t),
             "## Paired differences over shared data seeds and examples\n", to_markdown(_comparison_table(comps)),
-            "## Summary per cell\n", to_markdown(summary_table(cells)), _PROTOCOL, "## Figures\n",
+            "## Summary per cell\n", _FULL_VOCAB, to_markdown(summary_table(cells)), _PROTOCOL, "## Figures\n",
             *draw_all(table, reps, cells, pairs, records, out)]
     path = out / "report.md"
     path.write_text("\n".join(text))
@@ -203,12 +287,14 @@ def write_report(folder: Path) -> Path:
 
 
 _VERDICTS = """
-"best" means significantly better than every other method of its task × model × shots (exact
-sign-flip test over the data seeds, p < 0.05, and a 95 % interval that excludes 0) and not
-collapsed; otherwise the method with the highest mean is named as such. Intervals hold both the
-data seeds' and the evaluation examples' noise (a two-level bootstrap: seeds, then examples within
-each seed; never narrower than the t-interval over seeds). Below 6 seeds the sign-flip test cannot
-reach p < 0.05 (its smallest p is 2 / 2^n), so every comparison there is "inconclusive".
+"best" means significantly better than every other method of its task × model × shots (sign-flip test
+over the data seeds, p < 0.05, and a 95 % interval that excludes 0) with no seed collapsed on any set;
+otherwise the method with the highest mean is named as such. An interval is the t-interval over the
+data seeds' own means (each seed's mean already carries its evaluation sample's noise; below 6 seeds
+it is never narrower than that noise). When every seed scored the same examples (a whole set), the
+interval and the verdict speak for that evaluation set. Below 6 seeds the sign-flip test cannot reach
+p < 0.05 (its smallest p is 2 / 2^n), so every comparison there is "inconclusive". A cell is flagged
+COLLAPSED on a set when any seed answered one class ≥ 90 % of the time there (with how many seeds did).
 """
 
 _COSTS = """
@@ -221,8 +307,16 @@ Peak memory is the phase's (on CPU the resident set after freed memory was hande
 CUDA's peak allocation). Adaptation: every search trial of the cell (pruned ones by their epochs and
 CD's teacher targets) plus one replicate's teacher targets and training; a replicate's dev passes
 are charged only when they select its epoch. Loading the model is common to all methods and left
-out, and so is the CD teacher's own evaluation (it repeats ICL). Break-even is per data seed: that
-seed's trained replicate against that seed's ICL replicate.
+out, and so is the CD teacher's own evaluation (it repeats ICL). A serving difference is measured per
+data seed (both cells timed on that seed's queries) and called only where its 95 % interval over the
+seeds excludes 0: otherwise "no measurable serving difference". Break-even is given only where the
+per-query saving against ICL is measurable: per data seed, that seed's trained replicate against that
+seed's ICL replicate; otherwise "no measurable payback".
+"""
+
+_FULL_VOCAB = """Accuracy columns count a query right when the gold label word scores above the other label words;
+the "(full vocab)" columns count it right only when the gold label word is the top token of the whole
+vocabulary (the reference paper's ICL metric: a model that answers with another word is wrong).
 """
 
 _PROTOCOL = """

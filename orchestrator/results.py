@@ -20,7 +20,7 @@ import pandas as pd
 
 from orchestrator.cells import Cell, variant_of
 from orchestrator.compare import cell_accuracy, comparison_lines, comparisons, newest_per_seed, ood_names
-from orchestrator.stats import collapsed, mean_ci
+from orchestrator.stats import collapsed_seeds, mean_ci
 from trainers import spec
 from trainers.records import Record, write_json_atomic
 
@@ -104,11 +104,13 @@ def _row(rec: Record) -> dict:
     if m.get("in_domain"):
         row["in_domain_pred_class0"] = next(iter(m["in_domain"]["pred_fraction"].values()))
         row["in_domain_pred_top"] = max(m["in_domain"]["pred_fraction"].values())
+        row["in_domain_pred_top_class"] = max(m["in_domain"]["pred_fraction"], key=m["in_domain"]["pred_fraction"].get)
     for name, block in (m.get("ood") or {}).items():
         row[f"{name}_accuracy"] = block.get("accuracy")
         row[f"{name}_full_vocab"] = block.get("accuracy_full_vocab")
         row[f"{name}_pred_class0"] = next(iter(block["pred_fraction"].values()))
         row[f"{name}_pred_top"] = max(block["pred_fraction"].values())
+        row[f"{name}_pred_top_class"] = max(block["pred_fraction"], key=block["pred_fraction"].get)
     if "in_domain" in (m.get("teacher") or {}):
         row["teacher_in_domain_accuracy"] = m["teacher"]["in_domain"]["accuracy"]
     for k, v in (rec.get("searched") or {}).items():
@@ -187,8 +189,7 @@ def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[dict] |
             "ood_accuracy_full_vocab": {name: cell_accuracy(reps, records, name, full_vocab=True) for name in ood},
             # a model answering one class everywhere scores ~0.5 on HANS: how often it says class 0
             "pred_class0": {name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
-            "collapsed": [name for name in ["in_domain", *ood] if f"{name}_pred_top" in reps
-                          and collapsed(reps[f"{name}_pred_top"].dropna().astype(float).tolist())],
+            **_collapse(reps, ["in_domain", *ood]),
             "teacher_in_domain_accuracy": stats(reps.get("teacher_in_domain_accuracy")),
             "dropped_queries": int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0,
             "demos_truncated": stats(reps["demos_truncated"]) if truncated else None,
@@ -203,6 +204,29 @@ def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[dict] |
             "retried": _retried(cell, group, retried or []),
         })
     return out
+
+
+def _collapse(reps: pd.DataFrame, sets: list[str]) -> dict:
+    """"collapsed": the sets where any seed answered one class ≥ 90 % of the time (a mean over seeds
+    hides one seed's collapse); "collapse": per such set, how many seeds of how many, and every seed's
+    top-class share."""
+    out = {}
+    for name in sets:
+        if f"{name}_pred_top" not in reps:
+            continue
+        rows = reps[["data_seed", f"{name}_pred_top", f"{name}_pred_top_class"]].dropna()
+        k, n = collapsed_seeds(rows[f"{name}_pred_top"].astype(float).tolist())
+        if k:
+            out[name] = {"seeds": k, "of": n, "shares": {int(s): round(float(v), 4) for s, v, _ in rows.itertuples(index=False)},
+                         "classes": {int(s): c for s, _, c in rows.itertuples(index=False)}}
+    return {"collapsed": list(out), "collapse": out}
+
+
+def collapse_text(c: dict, name: str) -> str:
+    """'COLLAPSED on hans in 2 of 3 seeds'."""
+    info = (c.get("collapse") or {}).get(name)
+    where = "in domain" if name == "in_domain" else f"on {name}"
+    return f"COLLAPSED {where}" + (f" in {info['seeds']} of {info['of']} seeds" if info else "")
 
 
 def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
@@ -234,7 +258,7 @@ def interval_text(st: dict | None, digits: int = 3) -> str:
 
 
 def flags(c: dict) -> list[str]:
-    return (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [f"COLLAPSED on {n}" for n in c["collapsed"]]
+    return (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [collapse_text(c, n) for n in c["collapsed"]]
 
 
 def summary_table(cells: list[dict]) -> pd.DataFrame:
@@ -353,12 +377,13 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
 
 
 PROTOCOL = """
-Accuracies: mean over the data seeds [95 % interval holding both the seeds' and the evaluation
-examples' noise: a two-level bootstrap, never narrower than the t-interval over seeds]. FT, PBFT and
-CD select on n_dev labelled examples beyond the k shots ('labelled'); ICL uses none. adapt s: the
-cell's whole search plus one replicate's adaptation. serve: a sample of in-domain queries scored as
-deployed, median ms per query over repeated passes, measured alone on its node or device in a sweep
-("(shared)": measured beside other work). Verdicts: "a better" / "b better" (sign-flip p < 0.05 and
-the interval excludes 0), "no detectable difference" (with the smallest difference the design
-detects), "inconclusive" (fewer than 6 seeds: the sign-flip test cannot reach p < 0.05).
+Accuracies: mean over the data seeds [95 % t-interval over the seeds' own means, which carry both the
+seeds' and the evaluation examples' noise; below 6 seeds never narrower than the examples' noise]. FT,
+PBFT and CD select on n_dev labelled examples beyond the k shots ('labelled'); ICL uses none. adapt s:
+the cell's whole search plus one replicate's adaptation. serve: a sample of in-domain queries scored
+as deployed, median ms per query over repeated passes, measured alone on its node or device in a sweep
+("(shared)": measured beside other work). COLLAPSED on a set: a seed answered one class ≥ 90 % of the
+time there. Verdicts: "a better" / "b better" (sign-flip p < 0.05 and the interval excludes 0), "no
+detectable difference" (with the smallest difference this rule detects at 80 % power, simulated),
+"inconclusive" (fewer than 6 seeds: the sign-flip test cannot reach p < 0.05).
 """

@@ -2,44 +2,55 @@
 between methods whose verdicts say when a difference is real, absent, or beyond this design.
 
     python -m orchestrator summarize results/quickstart      # summary.md/json carry these
+    python -m benchmarks.stats_coverage                       # the rule's coverage, false verdicts and power, simulated
 
 Two sources of noise move a few-shot result: the data seed (which examples were drawn, the training
-seed derived from it) and the evaluation sample (which test examples were scored). Intervals hold
-both: a two-level bootstrap resamples the data seeds, then, within each drawn seed, its evaluation
-examples (a paired comparison reads both methods on the same resampled examples of the same seed).
-With the per-example correctness a record carries, the examples are resampled exactly; for older
-records without it, each seed's accuracy gets binomial noise of its own size. With few seeds a
-percentile bootstrap over seeds understates their spread (over 2–3 seeds it is their min–max), so
-an interval is never narrower than the t-interval over the per-seed values: the reported interval
-spans both.
+seed derived from it) and the evaluation sample (which test examples were scored). A seed's mean
+over its own examples already holds both: var(per-seed value) = σ²_seed + σ²_examples / m. So the
+interval is the t-interval over the per-seed values (per-seed paired differences for a comparison),
+which counts each noise once. Resampling examples again inside resampled seeds would count the
+examples' noise twice (Davison & Hinkley 1997, §3.8): this module did that until 2026-12 and its
+intervals were 1.1–1.4× too wide. Seeds can agree by chance more closely than their examples' noise
+allows: below 6 seeds the interval is never narrower than that noise, from 6 on only where the seeds'
+spread falls under its 2.5 % chance level (so the floor leaves coverage nominal).
 
-The test is the exact sign-flip (permutation) test over paired seeds. It needs no assumption about
-the shape of the differences, and it is exact, but its smallest p is 2/2ⁿ: below 6 seeds it can
-never reach 0.05, and a comparison over fewer seeds is `inconclusive` whatever its size. Verdicts:
-`a better` / `b better` (p < 0.05 and the interval excludes 0), `no detectable difference` (with the
-smallest difference this design could have detected at 80 % power), `inconclusive` (the design
-cannot reach significance, with the reason).
+The test is the sign-flip (permutation) test over paired seeds, exact up to 20 seeds (all 2ⁿ
+patterns), Monte Carlo above (its standard error is stated). Its smallest p is 2/2ⁿ: below 6 seeds it
+can never reach 0.05, and a comparison over fewer seeds is `inconclusive` whatever its size.
+Verdicts: `a better` / `b better` (p < 0.05 and the interval excludes 0), `no detectable difference`
+(with the smallest difference this rule detects at 80 % power, found by simulating the rule),
+`inconclusive` (the design cannot reach significance, with the reason).
 """
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 
 import numpy as np
 
-# two-sided 95 % quantiles of Student's t by degrees of freedom (no SciPy dependency for 30 numbers)
+# two-sided 95 % quantiles of Student's t by degrees of freedom 1..30 (no SciPy dependency)
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-Z80 = 0.8416  # one-sided quantile for 80 % power
-COLLAPSE = 0.9  # a set answered with one class at least this often is flagged "collapsed"
-BOOTSTRAP = 4_000
+Z975 = 1.959964
+COLLAPSE = 0.9  # a seed that answers one class at least this often on a set has collapsed there
 ALPHA = 0.05
+POWER = 0.8
 MIN_SEEDS = 6  # the fewest paired seeds whose sign-flip p can fall below ALPHA (2 / 2^6 = 0.031)
+EXACT_UP_TO = 20  # sign-flip patterns enumerated up to 2^20; Monte Carlo above
+MONTE_CARLO = 200_000
 VERDICTS = ("a better", "b better", "no detectable difference", "inconclusive")
 
 
 def t95(df: int) -> float:
-    return T95[df - 1] if df <= len(T95) else 1.96
+    """Two-sided 95 % quantile of Student's t: the table to 30 df, a Cornish-Fisher expansion above
+    (within 1e-4 of the exact value there)."""
+    if df <= len(T95):
+        return T95[max(1, df) - 1]
+    z = Z975
+    g1 = (z ** 3 + z) / 4
+    g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+    g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+    return z + g1 / df + g2 / df ** 2 + g3 / df ** 3
 
 
 def min_p(n: int) -> float:
@@ -47,47 +58,38 @@ def min_p(n: int) -> float:
     return min(1.0, 2 / 2 ** n) if n else 1.0
 
 
-def _rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
+def examples_variance(values: np.ndarray) -> float:
+    """The variance of one seed's mean that its evaluation sample alone causes: var(x) / m."""
+    v = np.asarray(values, dtype=float)
+    return float(np.var(v, ddof=1) / len(v)) if len(v) > 1 else 0.0
 
 
-def _resampled_means(values: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` bootstrap means of `values` (few distinct values: multinomial counts, not index draws)."""
-    uniq, freq = np.unique(values, return_counts=True)
-    draws = rng.multinomial(len(values), freq / freq.sum(), size=count)
-    return draws @ uniq / len(values)
+def chance_agreement(df: int) -> float:
+    """How closely seeds agree by chance at most 2.5 % of the time when only their examples' noise
+    moves them: the 2.5 % quantile of χ²_df / df (Wilson–Hilferty)."""
+    k = 2 / (9 * df)
+    return max(0.0, 1 - k - Z975 * math.sqrt(k)) ** 3
 
 
-def two_level(per_seed: list[np.ndarray], rounds: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """Bootstrap distribution of the mean over seeds of each seed's mean: the seeds resampled with
-    replacement, then each drawn seed's examples resampled with replacement."""
-    rng = _rng(seed)
-    n = len(per_seed)
-    pick = rng.integers(0, n, size=(rounds, n))
-    means = np.empty((rounds, n))
-    for s, values in enumerate(per_seed):
-        chosen = pick == s
-        if chosen.any():
-            means[chosen] = _resampled_means(np.asarray(values, dtype=float), int(chosen.sum()), rng)
-    return means.mean(axis=1)
-
-
-def _hull(boot: np.ndarray, observed: list[float], bounds: tuple[float, float]) -> list[float]:
-    """The percentile interval of the two-level bootstrap, widened to the t-interval over the
-    per-seed values where that is wider (with few seeds the bootstrap understates their spread),
-    within `bounds` (an accuracy lies in [0, 1], a difference of two in [-1, 1])."""
-    lo, hi = float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
-    n = len(observed)
-    if n > 1:
-        mean, sd = float(np.mean(observed)), float(np.std(observed, ddof=1))
-        half = t95(n - 1) * sd / math.sqrt(n)
-        lo, hi = min(lo, mean - half), max(hi, mean + half)
-    return [max(bounds[0], lo), min(bounds[1], hi)]
+def seeds_interval(observed: list[float], floors: list[float], bounds: tuple[float, float]) -> tuple[list[float], float]:
+    """([lo, hi], standard error) of the mean of per-seed values: the t-interval over the seeds. Their
+    variance cannot truly be below the examples' own (`floors`: each seed's examples_variance): below
+    MIN_SEEDS it is floored there; from MIN_SEEDS on only where the seeds agree more closely than the
+    examples' noise allows (2.5 % of the time by chance), so coverage stays nominal. One seed: the
+    examples' noise alone (a normal interval)."""
+    n, mean = len(observed), float(np.mean(observed))
+    if n == 1:
+        se, q = math.sqrt(floors[0]), Z975
+    else:
+        var, floor = float(np.var(observed, ddof=1)), float(np.mean(floors))
+        var = max(var, floor if n < MIN_SEEDS else floor * chance_agreement(n - 1))
+        se, q = math.sqrt(var / n), t95(n - 1)
+    return [max(bounds[0], mean - q * se), min(bounds[1], mean + q * se)], se
 
 
 def bernoulli(accuracy: float, n: int) -> np.ndarray:
-    """A seed's correctness vector when only its accuracy and size are known (the bootstrap of a
-    0/1 vector depends on its counts alone)."""
+    """A seed's correctness vector when only its accuracy and size are known (its mean and binomial
+    variance are all the statistics read)."""
     k = int(round(accuracy * n))
     return np.array([1.0] * k + [0.0] * (n - k))
 
@@ -99,67 +101,133 @@ def cell_interval(per_seed: dict[int, np.ndarray]) -> dict | None:
         return None
     observed = [float(v.mean()) for v in values]
     n, mean = len(observed), float(np.mean(observed))
-    std = float(np.std(observed, ddof=1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "n": n, "ci95": _hull(two_level(values), observed, (0.0, 1.0)),
+    ci, _ = seeds_interval(observed, [examples_variance(v) for v in values], (0.0, 1.0))
+    return {"mean": mean, "std": float(np.std(observed, ddof=1)) if n > 1 else 0.0, "n": n, "ci95": ci,
             "examples": int(sum(len(v) for v in values))}
 
 
-def sign_flip_p(diffs: list[float], rounds: int = 10_000, seed: int = 0) -> float:
-    """Two-sided p-value of the mean paired difference under random signs (exact for n ≤ 16)."""
+def _flipped_sums(d: np.ndarray) -> np.ndarray:
+    """|Σ ± d_i| over all 2ⁿ sign patterns (n ≤ EXACT_UP_TO; 8 MiB at 20)."""
+    sums = np.zeros(1)
+    for x in d:
+        sums = np.concatenate((sums + x, sums - x))
+    return np.abs(sums)
+
+
+def sign_flip(diffs: list[float], seed: int = 0) -> tuple[float, float]:
+    """(two-sided p of the mean paired difference under random signs, its Monte Carlo standard error:
+    0 when every pattern was enumerated, up to EXACT_UP_TO seeds)."""
     d = np.asarray(diffs, dtype=float)
-    observed = abs(d.mean())
-    if len(d) <= 16:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
-    else:
-        signs = _rng(seed).choice((1.0, -1.0), size=(rounds, len(d)))
-    flipped = np.abs((signs * d).mean(axis=1))
-    return float((flipped >= observed - 1e-12).mean())
+    observed = abs(d.sum()) - 1e-9 * max(1.0, float(np.abs(d).sum()))  # ties count as extreme
+    if len(d) <= EXACT_UP_TO:
+        return float((_flipped_sums(d) >= observed).mean()), 0.0
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, MONTE_CARLO, 20_000):
+        signs = rng.choice((1.0, -1.0), size=(min(20_000, MONTE_CARLO - start), len(d)))
+        hits += int((np.abs(signs @ d) >= observed).sum())
+    p = (hits + 1) / (MONTE_CARLO + 1)  # the observed pattern counts once: never 0
+    return p, math.sqrt(p * (1 - p) / MONTE_CARLO)
 
 
-def detectable(n: int, se: float) -> float:
-    """Smallest true difference a paired design with standard error `se` (of the mean over n seeds)
-    detects with 80 % power at two-sided 5 %: (t_{0.975, n-1} + z_{0.8}) * se."""
-    return (t95(max(1, n - 1)) + Z80) * se
+def sign_flip_p(diffs: list[float]) -> float:
+    return sign_flip(diffs)[0]
 
 
-def planned_detectable(n: int, seed_sd: float, accuracy: float, examples: int) -> float:
-    """The same before running: per-seed differences spread by `seed_sd` across draws plus each
-    seed's own evaluation noise for two methods scored on `examples` examples (independent errors:
-    2 p (1 - p) / m), over n seeds."""
-    per_seed = math.sqrt(seed_sd ** 2 + 2 * accuracy * (1 - accuracy) / examples)
-    return detectable(n, per_seed / math.sqrt(n))
+@functools.lru_cache(maxsize=128)
+def standard_detectable(n: int, power: float = POWER, sweeps: int = 4000, seed: int = 0) -> float | None:
+    """The smallest true difference, in units of one seed's standard deviation, that this module's
+    rule (sign-flip p < ALPHA and the t-interval excluding 0, the right side named) calls with the
+    given power over n seeds: found by simulating the rule on normal per-seed differences (the rule is
+    scale-free, so one number per n serves every spread). None below MIN_SEEDS: no power at all."""
+    if n < MIN_SEEDS:
+        return None
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((sweeps, n))
+    if n <= 12:
+        signs = np.array(np.meshgrid(*[[1.0, -1.0]] * n)).reshape(n, -1).T
+    else:  # a shared random sample of patterns: p's error ≈ 0.005 near 0.05, enough to plan by
+        signs = np.vstack([np.ones(n), rng.choice((1.0, -1.0), size=(2047, n))])
+    q = t95(n - 1)
+
+    def power_at(effect: float) -> float:
+        d = z + effect
+        mean, sd = d.mean(axis=1), d.std(axis=1, ddof=1)
+        t_ok = mean - q * sd / math.sqrt(n) > 0
+        hits = 0
+        for block in range(0, sweeps, 256):
+            dd = d[block:block + 256]
+            obs = np.abs(dd.sum(axis=1)) - 1e-9
+            p = (np.abs(dd @ signs.T) >= obs[:, None]).mean(axis=1)
+            hits += int(((p < ALPHA) & t_ok[block:block + 256]).sum())
+        return hits / sweeps
+
+    normal = (q + 0.8416) / math.sqrt(n)  # the t-test's own answer: the rule needs at least this, at most ~1.3x at 6 seeds
+    lo, hi = 0.9 * normal, 1.6 * normal
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
+    return hi
+
+
+def rule_power(n: int, effect: float, sweeps: int = 4000, seed: int = 1) -> float:
+    """The rule's power at a true difference of `effect` seed standard deviations over n seeds (simulated)."""
+    if n < MIN_SEEDS:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(sweeps):
+        d = rng.standard_normal(n) + effect
+        sd = d.std(ddof=1)
+        hits += d.mean() - t95(n - 1) * sd / math.sqrt(n) > 0 and sign_flip_p(d) < ALPHA
+    return hits / sweeps
+
+
+def detectable(n: int, seed_sd: float) -> float | None:
+    """Smallest true difference the rule detects with 80 % power over n seeds whose per-seed
+    difference has standard deviation `seed_sd` (None: below MIN_SEEDS it detects nothing)."""
+    unit = standard_detectable(n)
+    return None if unit is None else unit * seed_sd
 
 
 def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict | None:
-    """A − B over the data seeds both have. `a`, `b`: seed -> per-example differences' sources, given
-    as aligned 0/1 correctness vectors (the same examples in the same order for both methods of a seed).
-    Mean difference, interval (two-level bootstrap, never narrower than the t-interval), exact
-    sign-flip p, the verdict with its reason, and the smallest difference the design could detect."""
+    """A − B over the data seeds both have. `a`, `b`: seed -> aligned 0/1 correctness vectors (the same
+    examples in the same order for both methods of a seed). Mean difference, t-interval over the
+    per-seed differences, sign-flip p, the verdict with its reason, and the smallest difference the
+    design could detect at 80 % power."""
     seeds = sorted(s for s in set(a) & set(b) if len(a[s]) and len(a[s]) == len(b[s]))
     if not seeds:
         return None
     per_seed = [np.asarray(a[s], dtype=float) - np.asarray(b[s], dtype=float) for s in seeds]
     observed = [float(d.mean()) for d in per_seed]
+    floors = [examples_variance(d) for d in per_seed]
     n, mean = len(seeds), float(np.mean(observed))
-    boot = two_level(per_seed)
-    lo, hi = _hull(boot, observed, (-1.0, 1.0))
-    p = sign_flip_p(observed)
-    se = max(float(boot.std()), float(np.std(observed, ddof=1)) / math.sqrt(n) if n > 1 else 0.0)
-    out = {"n": n, "mean_diff": mean, "ci95": [lo, hi], "p": p, "seeds": seeds,
-           "examples": int(sum(len(d) for d in per_seed)), "detectable": detectable(n, se)}
+    (lo, hi), se = seeds_interval(observed, floors, (-1.0, 1.0))
+    p, p_error = sign_flip(observed)
+    # the design's power: the seeds' observed spread, never below what the examples alone give
+    spread = math.sqrt(max(float(np.var(observed, ddof=1)) if n > 1 else 0.0, float(np.mean(floors))))
+    size = detectable(n, spread)
+    out = {"n": n, "mean_diff": mean, "ci95": [lo, hi], "se": se, "p": p, "seeds": seeds,
+           "examples": int(sum(len(d) for d in per_seed)), "detectable": size}
     if n < MIN_SEEDS:
         reason = f"{n} seed{'s' if n > 1 else ''}: p ≥ {min_p(n):.4g}" if n > 1 else "1 seed: no test across seeds"
         return {**out, "verdict": "inconclusive", "reason": reason}
+    p_text = f"p {p:.3g}" + (f" (Monte Carlo over {MONTE_CARLO:,} sign patterns, ± {p_error:.1g})" if n > EXACT_UP_TO else "")
     if p < ALPHA and (lo > 0 or hi < 0):
-        return {**out, "verdict": "a better" if mean > 0 else "b better", "reason": f"p {p:.3g}"}
+        return {**out, "verdict": "a better" if mean > 0 else "b better", "reason": p_text}
     return {**out, "verdict": "no detectable difference",
-            "reason": f"p {p:.2f}; this design detects differences of {out['detectable']:.3f} or more"}
+            "reason": f"{p_text}; this design detects differences of {size:.3f} or more"}
+
+
+def collapsed_seeds(top_fractions: list[float]) -> tuple[int, int]:
+    """(seeds that answered one class ≥ 90 % of the time, seeds with a prediction) on one set."""
+    v = [x for x in top_fractions if x is not None and not math.isnan(x)]
+    return sum(x >= COLLAPSE for x in v), len(v)
 
 
 def collapsed(top_fractions: list[float]) -> bool:
-    """Predictions fall on one class ≥ 90 % of the time (mean over seeds of the largest class fraction)."""
-    v = [x for x in top_fractions if x is not None and not math.isnan(x)]
-    return bool(v) and sum(v) / len(v) >= COLLAPSE
+    """Any seed's predictions fall on one class ≥ 90 % of the time: a mean over seeds would hide it."""
+    return collapsed_seeds(top_fractions)[0] > 0
 
 
 def mean_ci(values: list[float]) -> dict | None:

@@ -102,14 +102,17 @@ def test_report_opens_with_sentences_that_never_call_noise_best(sweep_dir):
     path = write_report(sweep_dir)
     text = path.read_text()
     first = text.split("\n\n")[1]
-    assert ("on rte, small, 16 shots, pbft+lora (COLLAPSED on hans) has the highest mean in domain, 0.710" in first
-            and "over cd+lora: inconclusive (3 seeds: p ≥ 0.25)" in first)
+    assert ("on rte, small, 16 shots, pbft+lora (COLLAPSED on hans in 3 of 3 seeds) has the highest mean in domain, 0.710"
+            in first and "over cd+lora: inconclusive (3 seeds: p ≥ 0.25)" in first)
     assert " is best in domain" not in first  # three seeds can never reach a verdict
-    assert "cd+lora serves a query in 21 ms against 101 ms for icl (4.8× less)" in first
+    # cd and pbft serve at the same 20 + seed ms: no measurable difference; ICL is 80 ms dearer on every seed
+    assert ("on rte, small, 16 shots, no measurable serving difference between cd+lora (21 ms) and pbft+lora "
+            "(COLLAPSED on hans in 3 of 3 seeds) (21 ms, +0.0 [+0.0, +0.0] ms over 3 seeds)") in first
+    assert "cd+lora serves measurably cheaper than icl (101 ms, +80.0 [+80.0, +80.0] ms over 3 seeds)" in first
     assert "cd+lora on rte, small, 16 shots pays back its 270 s of adaptation after 3,375 queries" in first
     assert "Note: the search ran on data seed 0, which is also a replicate" in text
     names = {p.name for p in path.parent.iterdir()}
-    for fig in ("accuracy_vs_size_rte_16shots", "id_vs_ood_rte_hans", "cost_accuracy", "break_even",
+    for fig in ("accuracy_vs_size_rte_16shots", "id_vs_ood_rte_hans", "cost_accuracy_rte", "break_even",
                 "hans_breakdown", "search"):
         assert {f"{fig}.png", f"{fig}.svg"} <= names, fig
         assert f"({fig}.png)" in text
@@ -122,8 +125,42 @@ def test_best_is_said_only_of_a_significant_uncollapsed_win(tmp_path):
     write_sweep(tmp_path, seeds=7)
     first = write_report(tmp_path).read_text().split("\n\n")[1]
     # pbft leads by 0.10 on every one of 7 seeds (p = 2/128), but it collapsed on HANS: still not "best"
-    assert "pbft+lora (COLLAPSED on hans) has the highest mean in domain" in first and "pbft+lora better (p 0.0156)" in first
+    assert "pbft+lora (COLLAPSED on hans in 7 of 7 seeds) has the highest mean in domain" in first
+    assert "pbft+lora better (p 0.0156)" in first
     assert " is best in domain" not in first
+
+
+def test_one_collapsed_seed_of_three_flags_the_cell_and_it_is_never_best(tmp_path):
+    for seed in range(7):
+        for method in ("icl", "pbft"):
+            rec = record(method, "small", seed)
+            rec["metrics"]["ood"]["hans"]["pred_fraction"] = {"entailment": 0.5, "non_entailment": 0.5}
+            if method == "pbft" and seed == 1:  # one seed of pbft answers "entailment" to 95 % of in-domain queries
+                rec["metrics"]["in_domain"]["pred_fraction"] = {"entailment": 0.95, "not_entailment": 0.05}
+            write_record(tmp_path, rec)
+    pbft = next(c for c in cells_of(tmp_path) if c["method"] == "pbft")
+    assert pbft["collapsed"] == ["in_domain"] and pbft["collapse"]["in_domain"]["seeds"] == 1
+    assert pbft["collapse"]["in_domain"]["of"] == 7 and pbft["collapse"]["in_domain"]["shares"][1] == 0.95
+    first = write_report(tmp_path).read_text().split("\n\n")[1]
+    # pbft leads on every seed (p = 2/128) but one seed collapsed: the highest mean, flagged, never "best"
+    assert "pbft+lora (COLLAPSED in domain in 1 of 7 seeds) has the highest mean in domain" in first
+    assert " is best in domain" not in first
+
+
+def test_equal_serving_costs_name_no_cheapest_and_no_break_even(tmp_path):
+    for seed in range(3):
+        for method in ("icl", "cd"):
+            rec = record(method, "small", seed)
+            # both serve at 50 ms give or take a seed's noise, in opposite directions: no measurable saving
+            rec["resources"]["serving"]["ms_per_query"] = 50.0 + (seed - 1) * (3 if method == "icl" else -3)
+            write_record(tmp_path, rec)
+    records = load_records(tmp_path)
+    table = trials_table(records)
+    pair = break_even_pairs(cell_stats(table, records), replicates(table))[0]
+    assert pair["range"] is None and not pair["saving"]["measurable"]
+    first = write_report(tmp_path).read_text().split("\n\n")[1]
+    assert "no measurable serving difference between" in first and "has the lowest serving cost" not in first
+    assert "cd+lora on rte, small, 16 shots: no measurable payback" in first and "pays back" not in first
 
 
 def test_report_is_a_pure_function_of_the_records(sweep_dir):
@@ -151,3 +188,15 @@ def test_cost_vs_shots_draws_ms_and_kv_bytes_per_method_or_says_why_not(tmp_path
     assert all(v in svg for v in ("icl", "cartridge", "cd+lora")) and "KV MiB attended per query" in svg
     with pytest.raises(figures.Skip, match="one shot count"):
         cost_figures.cost_vs_shots([c for c in cells if c["shots"] == 16], tmp_path)
+
+
+def test_a_pareto_front_is_drawn_per_task_never_across_tasks(tmp_path):
+    from orchestrator import cost_figures
+    st = lambda m: {"mean": m, "std": 0.0, "n": 3, "ci95": (m - 0.01, m + 0.01)}  # noqa: E731
+    cells = [{"cell": f"{t}/{v}/m/16shot", "task": t, "model": "m", "shots": 16, "collapsed": [], "serve_alone": True,
+              "in_domain_accuracy": {**st(acc), "examples": 192}, "serve_ms_per_query": st(ms), "serve_peak_mib": st(900.0)}
+             for t, shift in (("rte", 0.0), ("cola", 0.2)) for v, acc, ms in (("icl", 0.5 + shift, 100.0), ("cd+lora", 0.55 + shift, 20.0))]
+    names = sorted(p.name for p in cost_figures.cost_accuracy(cells, tmp_path))
+    assert names == ["cost_accuracy_cola.png", "cost_accuracy_cola.svg", "cost_accuracy_rte.png", "cost_accuracy_rte.svg"]
+    svg = (tmp_path / "cost_accuracy_rte.svg").read_text()
+    assert "Pareto front (rte)" in svg and "cola" not in svg

@@ -146,7 +146,7 @@ def test_summary_reports_replicates_and_counts_pruned_and_failed():
     s = summary_table(cell_stats(table, records)).iloc[0]
     assert s["seeds"] == 2 and s["in-domain acc"].startswith("0.700 [") and s["hans acc"].startswith("0.600 [")
     assert (s["search trials"], s["pruned"], s["failed"]) == (3, 1, 1) and s["hans P(class 0)"] == "1.00 ± 0.00"
-    assert (s["dropped queries"], s["truncated demos"], s["flags"]) == (0, "-", "COLLAPSED on hans")  # HANS all class 0
+    assert (s["dropped queries"], s["truncated demos"], s["flags"]) == (0, "-", "COLLAPSED on hans in 2 of 2 seeds")  # HANS all class 0
     # A replicate that truncated demonstrations and dropped queries: counted in the table, flagged in the summary.
     records[-1]["resolved"]["context"] = {"demos_truncated": 10, "tokens_cut": 300}
     records[-1]["metrics"]["ood"]["hans"]["n_dropped"] = 3
@@ -154,7 +154,7 @@ def test_summary_reports_replicates_and_counts_pruned_and_failed():
     table = trials_table(records)
     assert table["n_dropped"].tolist() == [0, 0, 0, 0, 3] and table["demos_truncated"].tolist()[-1] == 10
     s = summary_table(cell_stats(table, records)).iloc[0]
-    assert (s["dropped queries"], s["truncated demos"], s["flags"]) == (3, "5/16, 150 tokens cut", "DROPPED QUERIES, COLLAPSED on hans")
+    assert (s["dropped queries"], s["truncated demos"], s["flags"]) == (3, "5/16, 150 tokens cut", "DROPPED QUERIES, COLLAPSED on hans in 2 of 2 seeds")
 
 
 def cli(*args):

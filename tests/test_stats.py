@@ -1,6 +1,6 @@
-"""When is a difference real: the two-level bootstrap against a simulation, the four verdicts, the
-smallest detectable difference by hand, collapse flags, and summaries recomputed from per-example
-records alone."""
+"""When is a difference real: the interval and the verdict rule against simulations with both kinds of
+noise (coverage, false verdicts, power at the printed difference), the four verdicts, exact sign
+flips, per-seed collapse flags, and summaries recomputed from per-example records alone."""
 import json
 import math
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from orchestrator.results import write_record, write_tables
-from orchestrator.stats import (bernoulli, cell_interval, collapsed, detectable, min_p, paired, planned_detectable,
-                                sign_flip_p, t95, two_level)
+from orchestrator.stats import (bernoulli, cell_interval, collapsed, collapsed_seeds, detectable, min_p, paired,
+                                rule_power, sign_flip, sign_flip_p, standard_detectable, t95)
 
 
 def simulate(rng, n_seeds, m, delta, seed_sd=0.04, base=0.65):
@@ -25,30 +25,49 @@ def simulate(rng, n_seeds, m, delta, seed_sd=0.04, base=0.65):
     return a, b
 
 
-def test_the_two_level_interval_covers_the_true_difference_about_95_percent_of_the_time():
-    rng = np.random.default_rng(7)
-    covered = [lo <= 0.05 <= hi for lo, hi in (paired(*simulate(rng, 10, 100, 0.05))["ci95"] for _ in range(120))]
-    assert 0.88 <= np.mean(covered) <= 1.0, np.mean(covered)
+def coverage_and_false_verdicts(rng, n_seeds, m, delta, sweeps, seed_sd=0.03):
+    covered = called = 0
+    for _ in range(sweeps):
+        r = paired(*simulate(rng, n_seeds, m, delta, seed_sd))
+        covered += r["ci95"][0] <= delta <= r["ci95"][1]
+        called += r["verdict"] in ("a better", "b better")
+    return covered / sweeps, called / sweeps
 
 
-def test_the_interval_holds_the_examples_noise_even_when_the_seeds_agree():
-    # three seeds with the very same accuracy: a bootstrap over seeds alone would be one point
-    per_seed = {s: bernoulli(0.6, 64) for s in range(3)}
+def test_the_interval_over_seeds_covers_the_true_difference_95_percent_of_the_time():
+    # both noises: each seed's own gap (seed_sd) and Bernoulli examples; the full-size run is benchmarks.stats_coverage
+    coverage, _ = coverage_and_false_verdicts(np.random.default_rng(7), 10, 100, 0.05, 300)
+    assert 0.92 <= coverage <= 0.98, coverage
+    coverage, _ = coverage_and_false_verdicts(np.random.default_rng(8), 3, 64, 0.05, 300)
+    assert coverage >= 0.93, coverage  # three seeds: the examples' noise floors a spread that agreed by chance
+
+
+def test_the_rule_calls_a_difference_that_is_not_there_at_most_5_percent_of_the_time():
+    _, called = coverage_and_false_verdicts(np.random.default_rng(9), 10, 100, 0.0, 400)
+    assert called <= 0.07, called
+    _, called = coverage_and_false_verdicts(np.random.default_rng(10), 40, 64, 0.0, 150)
+    assert called <= 0.08, called
+
+
+def test_the_examples_noise_is_counted_once_not_twice():
+    # ten seeds that differ only by their examples: the interval is the t-interval over the seeds' means
+    rng = np.random.default_rng(4)
+    per_seed = {s: (rng.random(200) < 0.6).astype(float) for s in range(10)}
+    means = [v.mean() for v in per_seed.values()]
+    st = cell_interval(per_seed)
+    half = t95(9) * np.std(means, ddof=1) / math.sqrt(10)
+    assert st["ci95"] == pytest.approx([np.mean(means) - half, np.mean(means) + half])
+
+
+def test_below_six_seeds_the_interval_holds_the_examples_noise_even_when_the_seeds_agree():
+    per_seed = {s: bernoulli(0.6, 64) for s in range(3)}  # three identical seeds: their spread is 0
     st = cell_interval(per_seed)
     half = (st["ci95"][1] - st["ci95"][0]) / 2
-    binomial = 1.96 * math.sqrt(0.6 * 0.4 / (3 * 64))  # the pooled examples' own noise
-    assert st["std"] == 0 and st["mean"] == pytest.approx(0.6, abs=0.01) and half >= 0.8 * binomial
-    boot = two_level([bernoulli(0.5, 40)])  # one seed: the examples alone
-    assert boot.std() == pytest.approx(math.sqrt(0.25 / 40), rel=0.1)
-
-
-def test_the_interval_is_never_narrower_than_the_t_interval_over_seeds():
-    a = {s: bernoulli(0.6 + 0.05 * s, 1000) for s in range(3)}
-    b = {s: bernoulli(0.55 + 0.05 * s - 0.03 * (s == 1), 1000) for s in range(3)}
-    r = paired(a, b)
-    diffs = [0.05, 0.08, 0.05]
-    half = t95(2) * np.std(diffs, ddof=1) / math.sqrt(3)
-    assert r["ci95"][0] <= np.mean(diffs) - half + 1e-9 and r["ci95"][1] >= np.mean(diffs) + half - 1e-9
+    p = 38 / 64  # bernoulli(0.6, 64) holds 38 right answers
+    floor = t95(2) * math.sqrt(p * (1 - p) / 63 / 3)  # one seed's binomial variance of its mean, over 3 seeds
+    assert st["std"] == 0 and half == pytest.approx(floor, rel=1e-6)
+    one = cell_interval({0: bernoulli(0.5, 40)})  # one seed: the examples alone
+    assert (one["ci95"][1] - one["ci95"][0]) / 2 == pytest.approx(1.96 * math.sqrt(0.25 * 40 / 39 / 40), rel=1e-3)
 
 
 def test_five_seeds_are_inconclusive_whatever_the_size_of_the_difference():
@@ -56,13 +75,15 @@ def test_five_seeds_are_inconclusive_whatever_the_size_of_the_difference():
     b = {s: bernoulli(0.5, 200) for s in range(5)}
     r = paired(a, b)
     assert r["verdict"] == "inconclusive" and r["reason"] == "5 seeds: p ≥ 0.0625" and r["p"] == pytest.approx(0.0625)
+    assert r["detectable"] is None  # the rule has no power below 6 seeds: no number
     assert paired({0: a[0]}, {0: b[0]})["reason"] == "1 seed: no test across seeds"
     assert min_p(5) == 0.0625 and min_p(6) == 0.03125
 
 
 def test_a_consistent_difference_over_eight_seeds_is_called_for_the_right_side():
-    a = {s: bernoulli(0.7 + 0.01 * s, 200) for s in range(8)}
-    b = {s: bernoulli(0.6 + 0.01 * s, 200) for s in range(8)}
+    rng = np.random.default_rng(5)
+    a = {s: (rng.random(200) < 0.75).astype(float) for s in range(8)}
+    b = {s: np.where(rng.random(200) < 0.8, a[s], 0.0) for s in range(8)}  # b loses a fifth of a's right answers
     assert paired(a, b)["verdict"] == "a better" and paired(b, a)["verdict"] == "b better"
     assert paired(a, b)["p"] == pytest.approx(2 / 2 ** 8)
 
@@ -75,24 +96,39 @@ def test_no_detectable_difference_says_what_the_design_could_have_detected():
     assert r["verdict"] == "no detectable difference"
     assert r["detectable"] > abs(r["mean_diff"]) and f"{r['detectable']:.3f}" in r["reason"]
     diffs = [float((a[s] - b[s]).mean()) for s in range(8)]
-    se = max(np.std(diffs, ddof=1) / math.sqrt(8), 0.0)
-    assert r["detectable"] >= detectable(8, se) - 1e-9  # never below what the seeds' own spread gives
+    assert r["detectable"] >= standard_detectable(8) * np.std(diffs, ddof=1) - 1e-9
 
 
-def test_the_planned_detectable_difference_by_hand():
-    # 10 seeds, 64 examples, seed spread 0.05, accuracy 0.6:
-    # sd = sqrt(0.05^2 + 2 * 0.6 * 0.4 / 64) = sqrt(0.0025 + 0.0075) = 0.1; (2.262 + 0.8416) * 0.1 / sqrt(10)
-    assert planned_detectable(10, 0.05, 0.6, 64) == pytest.approx((2.262 + 0.8416) * 0.1 / math.sqrt(10), rel=1e-6)
-    assert planned_detectable(10, 0.05, 0.6, 64) == pytest.approx(0.0981, abs=1e-4)
+def test_the_detectable_difference_is_the_rules_own_power_not_a_normal_formula():
+    # simulated with the module's own test (sign_flip_p and the t-interval), independently of the planner's
+    for n in (6, 10):
+        unit = standard_detectable(n)
+        assert rule_power(n, unit, sweeps=1500) == pytest.approx(0.8, abs=0.05), n
+    # at 6 seeds the sign-flip test needs all six on one side: the normal formula promises far more than it has
+    assert standard_detectable(6) > 1.2 * (t95(5) + 0.8416) / math.sqrt(6)
+    assert rule_power(6, (t95(5) + 0.8416) / math.sqrt(6), sweeps=1500) < 0.7
+    assert detectable(5, 0.1) is None and detectable(10, 0.1) == pytest.approx(0.1 * standard_detectable(10))
 
 
-def test_sign_flip_is_exact_for_few_seeds():
+def test_sign_flip_is_exact_to_twenty_seeds_and_says_monte_carlo_above():
     assert sign_flip_p([0.1, 0.1, 0.1]) == pytest.approx(0.25)
     assert sign_flip_p([0.1, -0.1]) == 1.0
+    assert sign_flip([0.1] * 20) == (pytest.approx(2 / 2 ** 20), 0.0)  # every one of 2^20 patterns
+    p, error = sign_flip([0.1, -0.05] * 11)
+    assert 0 < error < 0.002 and 0.02 < p < 0.2
+    a = {s: bernoulli(0.7, 50) for s in range(22)}
+    b = {s: bernoulli(0.6 + 0.2 * (s % 2), 50) for s in range(22)}
+    assert "Monte Carlo over 200,000 sign patterns" in paired(a, b)["reason"]
 
 
-def test_collapse_is_a_mean_top_class_fraction_of_at_least_0_9():
-    assert collapsed([0.95, 0.92]) and not collapsed([0.95, 0.6]) and not collapsed([])
+def test_t_quantiles_beyond_the_table():
+    assert t95(40) == pytest.approx(2.0211, abs=2e-4) and t95(60) == pytest.approx(2.0003, abs=2e-4)
+    assert t95(31) == pytest.approx(2.0395, abs=2e-4)
+
+
+def test_collapse_is_any_seed_answering_one_class_at_least_90_percent_of_the_time():
+    assert collapsed([0.95, 0.92]) and collapsed([1.0, 1.0, 0.52]) and not collapsed([0.89, 0.6]) and not collapsed([])
+    assert collapsed_seeds([1.0, 1.0, 0.52]) == (2, 3)
 
 
 def rec(method, seed, correct: str, hans: str, hans_top, key, ids=None):
@@ -117,7 +153,7 @@ def test_summaries_are_recomputed_from_per_example_records_with_verdicts_everywh
     assert icl["collapsed"] == ["hans"] and icl["in_domain_accuracy"]["mean"] == pytest.approx(0.8)
     lo, hi = icl["in_domain_accuracy"]["ci95"]
     assert lo < 0.8 < hi  # every seed scored 0.8: the examples' noise alone keeps the interval open
-    assert summary.set_index("cell").loc["rte/icl/m/8shot", "flags"] == "COLLAPSED on hans"
+    assert summary.set_index("cell").loc["rte/icl/m/8shot", "flags"] == "COLLAPSED on hans in 6 of 6 seeds"
     comp = next(c for c in saved["comparisons"] if c["set"] == "in_domain")
     assert (comp["a"], comp["b"], comp["n"], comp["examples"]) == ("rte/icl/m/8shot", "rte/pbft/m/8shot", 6, 60)
     assert comp["mean_diff"] == pytest.approx(0.1) and comp["verdict"] in ("a better", "no detectable difference")

@@ -86,7 +86,7 @@ def test_smoke_sweep_ends_with_a_report_of_every_figure_its_axes_allow(smoke):
     report = smoke["folder"] / "report"
     assert f"report:  {report / 'report.md'}" in smoke["run"].stdout
     text = (report / "report.md").read_text()
-    for fig in ("id_vs_ood_rte_hans", "cost_accuracy", "break_even", "hans_breakdown", "search"):
+    for fig in ("id_vs_ood_rte_hans", "cost_accuracy_rte", "break_even", "hans_breakdown", "search"):
         assert (report / f"{fig}.png").stat().st_size > 0 and (report / f"{fig}.svg").exists(), fig
     assert "### Accuracy vs model size\n\nskipped: one model size per task in this sweep" in text
     assert "### Accuracy vs shots\n\nskipped: one shot count per task in this sweep" in text

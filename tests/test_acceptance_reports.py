@@ -1,0 +1,36 @@
+"""Every committed acceptance report and summary is the current code's reading of its records: each
+folder is copied, rebuilt from its records alone, and compared with what is committed."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.report import write_report
+from orchestrator.results import write_tables
+
+ACCEPTANCE = Path(__file__).resolve().parents[1] / "results" / "acceptance"
+SUMMARIES = sorted(p.parent for p in ACCEPTANCE.glob("*/summary.md"))
+REPORTS = sorted(p.parent.parent for p in ACCEPTANCE.glob("*/report/report.md"))
+
+
+@pytest.mark.parametrize("folder", SUMMARIES, ids=lambda p: p.name)
+def test_a_committed_summary_rebuilds_identically_from_its_records(folder, tmp_path):
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("report", "*.png", "*.svg"))
+    title = (folder / "summary.md").read_text().splitlines()[0][2:]
+    write_tables(copy, title)
+    assert (copy / "summary.md").read_text() == (folder / "summary.md").read_text(), (
+        f"{folder} is stale: rebuild it with python -m orchestrator summarize {folder} --title '{title}'")
+
+
+@pytest.mark.parametrize("folder", REPORTS, ids=lambda p: p.name)
+def test_a_committed_report_rebuilds_identically_from_its_records(folder, tmp_path):
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*.png", "*.svg"))
+    write_report(copy)
+    assert (copy / "report" / "report.md").read_text() == (folder / "report" / "report.md").read_text(), (
+        f"{folder} is stale: rebuild it with python -m orchestrator report {folder}")
+
+
+def test_there_are_committed_reports_to_check():
+    assert len(REPORTS) >= 3 and len(SUMMARIES) >= len(REPORTS)
