@@ -1,4 +1,5 @@
-"""A battery of bad inputs to the sweep command: exit status, seconds, whether Ray started, message.
+"""A battery of bad inputs to the sweep command (and a few to the others): exit status, seconds,
+whether Ray started, message.
 
     python -m benchmarks.input_battery [--model ~/.cache/fewshot-models/smollm2-135m] [--data ../shared/data]
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,21 @@ def cases(model: str, data: Path, work: Path) -> list[tuple[str, str, list[str]]
     (other / "space.yaml").write_text("raw: {budget: 99}\n")
     q = ["--space", "quickstart", "--set", f"models=[{model}]"]
     qd = q + ["--data-dir", str(data)]
+    nonutf = _copy_rte(data, work / "nonutf")
+    train = nonutf / "glue" / "rte" / "train.jsonl"
+    lines = train.read_bytes().split(b"\n")
+    train.write_bytes(b"\n".join(lines[:6] + [lines[6].replace(b"e", b"\xe9", 1)] + lines[7:]))
+    bert = _bert(work / "bert", model)
+    corrupt = work / "corrupt" / "sweep"
+    (corrupt / "trials").mkdir(parents=True)
+    (corrupt / "trials" / "cut.json").write_text('{"status": "comp')
+    listener = socket.socket()  # a port that accepts connections but is no Ray GCS
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    _KEEP.append(listener)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
     return [
         ("space", "unknown space name", ["--space", "nope"]),
         ("space", "space file that does not exist", ["--space", str(work / "none.yaml")]),
@@ -97,7 +114,34 @@ def cases(model: str, data: Path, work: Path) -> list[tuple[str, str, list[str]]
         ("folders", "--resume with nothing to resume", qd + ["--resume", "--name", "never"]),
         ("folders", "--resume with other overrides", qd + ["--resume", "--results", str(work / "other")]),
         ("folders", "--results is a file", qd + ["--results", "/etc/hostname"]),
+        # issue 29: the last tracebacks and the messages that named the wrong problem
+        ("space", "space file with a YAML slip (its line)", ["--space", str(bad_yaml)]),
+        ("cluster", "--address where nothing listens", qd + ["--address", f"127.0.0.1:{closed}"]),
+        ("cluster", "--address where something else listens", qd + ["--address", f"127.0.0.1:{listener.getsockname()[1]}"]),
+        ("models", "a masked LM (BERT) folder", ["--space", "quickstart", "--set", f"models=[{bert}]", "--data-dir", str(data)]),
+        ("malformed data", "bytes that are not UTF-8 in train", q + ["--data-dir", str(nonutf)]),
+        ("power", "--prior that does not exist", ["--space", "smoke", "--dry-run", "--prior", str(work / "no-such-sweep")]),
+        ("power", "--detect without --dry-run", ["--space", "smoke", "--detect", "0.05"]),
+        ("options", "a misspelt option (--spcae)", ["--spcae", "quickstart"]),
+        ("names", "--name ''", ["--space", "smoke", "--name", ""]),
+        ("data folders", "--data-dir is a file", q + ["--data-dir", "/etc/hostname"]),
+        ("other commands", "trainers run, no --data-dir, no hub", ["@trainers", "run", "--method", "icl", "--task", "rte",
+                                                                  "--model", model, "--shots", "4"]),
+        ("other commands", "summarize a folder with a corrupt record", ["@orchestrator", "summarize", str(corrupt)]),
     ]
+
+
+_KEEP: list = []  # sockets the cases point at, open until the battery ends
+
+
+def _bert(folder: Path, model: str) -> Path:
+    """A tiny masked LM (BERT) with the model's tokenizer: a Hugging Face folder that is no causal LM."""
+    from transformers import BertConfig
+    BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+               architectures=["BertForMaskedLM"]).save_pretrained(folder)
+    for f in Path(model).expanduser().glob("tokenizer*"):
+        shutil.copy(f, folder / f.name)
+    return folder
 
 
 def _copy_rte(data: Path, to: Path) -> Path:
@@ -112,12 +156,15 @@ def _edit(root: Path, change) -> None:
 
 
 def run_case(args: list[str], results: Path) -> dict:
+    """`args` after `python -m orchestrator sweep`; or, starting with @trainers / @orchestrator, another command."""
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
-    if "--results" not in args:
-        args = [*args, "--results", str(results)]
+    if args and args[0].startswith("@"):
+        command = [sys.executable, "-m", args[0][1:], *args[1:]]
+    else:
+        command = [sys.executable, "-m", "orchestrator", "sweep", *args,
+                   *([] if "--results" in args else ["--results", str(results)])]
     start = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", *args], capture_output=True, text=True,
-                       timeout=900, env=env, cwd=ROOT)
+    r = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     seconds = time.perf_counter() - start
     out = r.stdout + r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
@@ -141,7 +188,8 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{i:>2} {category:<14} {what:<44} exit {row['exit']} {row['seconds']:>6.1f}s "
                   f"ray {'yes' if row['ray_started'] else 'no '} {row['message'][:140]}", flush=True)
-    text = ("Bad inputs to `python -m orchestrator sweep`, one at a time, without HF_HUB_OFFLINE:\n\n"
+    text = ("Bad inputs to `python -m orchestrator sweep` (and to `trainers run` and `summarize` where the input says), "
+            "one at a time, without HF_HUB_OFFLINE:\n\n"
             "    python -m benchmarks.input_battery\n\n"
             + table(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]))
     publish("input_battery", Path(ns.out_dir), text, {"benchmark": "input_battery", "rows": rows})

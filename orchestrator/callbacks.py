@@ -48,13 +48,17 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     """One line per finished trial, at most `width` columns (the terminal's, 100 at most); a
-    heartbeat when no trial has finished for `heartbeat_s`, one line per running trial; the time
-    left from each kind of trial's measured mean duration (the same cell and phase, else the same
-    phase and method), else from the plan's estimate (`planned`: seconds per kind, scaled by how far
-    finished trials ran from their own estimates), over the trials still to run, `slots` at a time,
-    less what the running ones have done already."""
+    heartbeat when no trial has finished for `heartbeat_s`, one line per running trial; and the time
+    left. Each kind of trial is estimated from the finished trials of that kind (the same cell and
+    phase, else the same phase and method); a kind not seen yet from the plan (`planned`: seconds
+    per kind), scaled by how far finished trials of the same phase ran from their own plans (a
+    search trial says nothing of a replicate, which also scores OOD sets and serves). A running
+    trial that has outlived its estimate is still running: its kind's estimate takes its time so far
+    into account and it is expected to need a tenth of its time so far again, so the ETA grows
+    while it overruns instead of standing still. The work left is spread over `slots`."""
 
     MAX_SHOWN = 8  # running trials listed one per line in a heartbeat; the rest are counted
+    OVERRUN = 0.1  # of its time so far: what an overdue running trial is still expected to need
 
     def __init__(self, planned: Counter, slots: int = 1, width: int | None = None, heartbeat_s: float | None = None,
                  planned_seconds: dict | None = None):
@@ -63,7 +67,7 @@ class Progress:
         self.heartbeat_s = heartbeat_s if heartbeat_s is not None else settings.get("FEWSHOT_HEARTBEAT_S")
         self.seconds: dict[tuple, list[float]] = {}
         self.planned_seconds = dict(planned_seconds or {})
-        self.ratios: list[float] = []  # measured / planned, of finished trials
+        self.ratios: dict[str, list[float]] = {}  # phase -> measured / planned, of its finished trials
         self.running: dict[str, tuple[Kind, float]] = {}  # trial id -> (kind, start time)
         self.last_line = time.time()
         self.expect(planned)
@@ -76,30 +80,45 @@ class Progress:
     def started(self, trial_id: str, k: Kind) -> None:
         self.running[trial_id] = (k, time.time())
 
-    def _estimate(self, k: Kind) -> tuple[float | None, bool]:
-        """(seconds, whether it was measured) for a trial of kind `k`."""
+    def _estimate(self, k: Kind, now: float) -> tuple[float | None, bool]:
+        """(seconds, whether it was measured) for a trial of kind `k`: finished trials of that kind, with
+        the running ones of the same kind that have already outlasted their mean counted at their time so far."""
         for same in (lambda x: x == k, lambda x: (x.phase, x.method) == (k.phase, k.method)):
             times = [t for key, ts in self.seconds.items() if same(key) for t in ts]
             if times:
-                return sum(times) / len(times), True
+                mean = sum(times) / len(times)
+                over = [now - t0 for rk, t0 in self.running.values() if same(rk) and now - t0 > mean]
+                return (sum(times) + sum(over)) / (len(times) + len(over)), True
         if k in self.planned_seconds:
-            scale = sorted(self.ratios)[len(self.ratios) // 2] if self.ratios else 1.0
-            return self.planned_seconds[k] * scale, bool(self.ratios)
+            ratios = sorted(self.ratios.get(k.phase, []))
+            return self.planned_seconds[k] * (ratios[len(ratios) // 2] if ratios else 1.0), False
         times = [t for ts in self.seconds.values() for t in ts]
         return (sum(times) / len(times), True) if times else (None, False)
 
-    def eta(self) -> str:
+    def remaining(self, now: float | None = None) -> tuple[float | None, bool]:
+        """(seconds of wall time left, whether every estimate behind it was measured)."""
+        now = time.time() if now is None else now
         left = {k: n for k, n in self.todo.items() if n > 0}
         if not left:
-            return ""
-        est = {k: self._estimate(k) for k in left}
-        if any(s is None for s, _ in est.values()):
-            return "ETA after the first trial"
-        now = time.time()
+            return 0.0, True
+        kinds = set(left) | {k for k, _ in self.running.values()}
+        est = {k: self._estimate(k, now) for k in kinds}
+        if any(est[k][0] is None for k in left):
+            return None, False
         work = sum(est[k][0] * n for k, n in left.items())
-        work -= sum(min(now - t0, est[k][0]) for k, t0 in self.running.values() if k in est)
-        clock = _clock(max(0.0, work) / min(self.slots, sum(left.values())))
-        return f"ETA {clock}" if all(measured for _, measured in est.values()) else f"ETA ~{clock} (planned)"
+        for k, t0 in self.running.values():  # already counted in `left`: take off what it has done
+            if k in left and est[k][0] is not None:
+                elapsed = now - t0
+                work -= elapsed if elapsed < est[k][0] * (1 - self.OVERRUN) else est[k][0] - self.OVERRUN * elapsed
+        return max(0.0, work) / min(self.slots, sum(left.values())), all(est[k][1] for k in left)
+
+    def eta(self) -> str:
+        seconds, measured = self.remaining()
+        if seconds is None:
+            return "ETA after the first trial"
+        if not any(n > 0 for n in self.todo.values()):
+            return ""
+        return f"ETA {_clock(seconds)}" if measured else f"ETA ~{_clock(seconds)} (planned)"
 
     def line(self, rec: dict, seconds: float, trial_id: str | None = None) -> None:
         self.done += 1
@@ -107,7 +126,7 @@ class Progress:
         self.running.pop(trial_id, None)
         self.seconds.setdefault(k, []).append(seconds)
         if self.planned_seconds.get(k):
-            self.ratios.append(seconds / self.planned_seconds[k])
+            self.ratios.setdefault(k.phase, []).append(seconds / self.planned_seconds[k])
         if self.todo[k] > 0:
             self.todo[k] -= 1
         params = " ".join(f"{k.split('.')[-1]}={v:.2g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
@@ -159,8 +178,9 @@ class RecordWriter(ray.tune.Callback):
     """Writes each trial's record when Tune reports it finished, pruned or errored."""
 
     def __init__(self, sweep: str, sweep_dir: Path, progress: Progress, pruned: set[str] = frozenset(),
-                 gate: str | None = None, on_written=None, metrics=None):
+                 gate: str | None = None, on_written=None, metrics=None, unwritten: list | None = None):
         self.sweep, self.sweep_dir, self.progress, self.pruned, self.gate = sweep, sweep_dir, progress, pruned, gate
+        self.unwritten = [] if unwritten is None else unwritten  # cells whose record could not be written
         self.on_written, self.metrics = on_written, metrics  # a storage mirror's upload; the dashboard's metrics
         self.written = 0
         self.history: dict[str, list] = {}
@@ -213,7 +233,8 @@ class RecordWriter(ray.tune.Callback):
             path = results.write_record(self.sweep_dir, rec)
         except OSError as e:
             print(f"error: the record of {c['cell']} ({c['phase']}, {rec['status']}) could not be written: {e}; "
-                  "free the folder and run the sweep again with --resume: this trial runs again", file=sys.stderr, flush=True)
+                  f"this trial runs again when the folder is writable and the sweep resumed", file=sys.stderr, flush=True)
+            self.unwritten.append(f"{c['cell']} {c['phase']}")
             return
         self.written += 1
         try:

@@ -95,11 +95,16 @@ def _sweep(ns) -> int:
         raise SpaceError("--max-trials must be at least 1")
     from orchestrator import ray_session, storage
     from orchestrator.folders import sweep_folder
+    if ns.name is not None and not ns.name.strip():
+        raise SpaceError("--name is empty; give a folder name (letters, digits, '.', '_', '+', '-'), e.g. --name "
+                         "cd_vs_icl_try2, or leave --name out for the space's own name")
     sweep_folder(Path("."), ns.name or space.name)  # a bad name is refused before anything starts
     if ray_session.in_job() and not storage.is_uri(ns.results) and not Path(ns.results).is_absolute():
         raise SpaceError(f"--results {ns.results}: inside a Ray job the working folder is a temporary copy Ray deletes "
                          f"afterwards; give --results an absolute folder on shared storage or a URI (s3://..., gs://...)")
     address = ray_session.address_from_env(ns.address)  # a `ray job submit` job joins its cluster
+    if not ns.dry_run:
+        ray_session.check_address(address)  # a bounded wait, one line, before anything starts
     from orchestrator.tracking import parse
     parse(ns.track)  # before anything starts: an unknown tracker or a missing library is a usage error
     if space.resources.get("auto") and address is None:  # placed from the memory plan, refused here when a cell fits nowhere
@@ -162,10 +167,14 @@ def _usage_errors() -> tuple:
     """The exceptions that mean bad input (the trainers' own imported only when one was raised: they
     pull in torch, which naming a space or listing them does not need)."""
     from trainers.cli import USAGE_ERRORS
-    return (SpaceError, *USAGE_ERRORS)
+    from orchestrator.ray_session import NoCluster
+    return (SpaceError, NoCluster, *USAGE_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from orchestrator import commands
+    argv = sys.argv[1:] if argv is None else argv
+    commands.remember(argv)  # a hint that says how to continue repeats the command as given
     ns = build_parser().parse_args(argv)
     try:
         bad_env = settings.problems()
@@ -190,9 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:  # a package imported late (ray, torch) missing from this Python
         print(settings.missing_package(e.name, "orchestrator"), file=sys.stderr)
         return exit_codes.USAGE
-    except Exception as e:  # noqa: BLE001 - usage errors are one line each; anything else is a bug: raised
+    except Exception as e:  # noqa: BLE001 - usage errors are one line each; anything else is a bug: its traceback
         if not isinstance(e, SpaceError) and not isinstance(e, _usage_errors()):
-            raise
+            import traceback
+            traceback.print_exc()
+            print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (exit "
+                  f"{exit_codes.ERROR}: a bug or the environment; the traceback is above; records already written are "
+                  f"kept)", file=sys.stderr)
+            return exit_codes.ERROR
         for line in str(e).splitlines():  # preflight: one line per problem
             print(f"error: {line}", file=sys.stderr)
         return exit_codes.USAGE

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import logging
 import os
 import signal
@@ -39,7 +39,7 @@ import optuna  # noqa: E402
 import ray  # noqa: E402
 import ray.tune  # noqa: E402
 
-from orchestrator import cluster, exit_codes, gate, plan, preflight, results, storage, time_plan, tracking  # noqa: E402
+from orchestrator import cluster, commands, exit_codes, gate, plan, preflight, results, storage, time_plan, tracking  # noqa: E402
 from orchestrator.folders import SweepLock, check_folder, create_folder, set_aside_failed, staged, sweep_folder, took_over_line  # noqa: E402,E501
 from orchestrator.ray_session import start_ray  # noqa: E402
 from orchestrator.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
@@ -70,6 +70,7 @@ class Run:
     max_trials: int | None = None
     track: list | None = None
     metrics: SweepMetrics | None = None
+    unwritten: list = field(default_factory=list)  # records that could not be written (the folder, the disk)
 
     def written(self, path: Path) -> None:
         if self.remote:
@@ -126,7 +127,7 @@ def _fit(run: Run, name: str, trainable_fn, tune: dict, pruned: set[str] = froze
     """Run one Tune experiment; True when every trial it was given finished (not interrupted)."""
     space = run.space
     writer = RecordWriter(space.name, run.sweep_dir, run.progress, pruned, gate=gate.name(space.name),
-                          on_written=run.written, metrics=run.metrics)
+                          on_written=run.written, metrics=run.metrics, unwritten=run.unwritten)
     tuner = ray.tune.Tuner(
         trainable_fn,
         tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency(space, run.has_gpus), **tune),
@@ -301,7 +302,9 @@ def _run_phases(run: Run, url: str) -> int:
     run.metrics = SweepMetrics(run.sweep_dir.name)  # the sweep as the user named it (--name)
     planned = {kind(phase, cell): s for (phase, cell), s in time_plan.planned(space, run.has_gpus).items()}
     slots = concurrency(space, run.has_gpus)
-    run.progress = Progress(_planned(space, results.load_records(run.sweep_dir)), slots=slots, planned_seconds=planned)
+    # the sweep owns its folder: a record that does not parse is set aside here, so its trial runs again
+    run.progress = Progress(_planned(space, results.load_records(run.sweep_dir, set_aside=True)), slots=slots,
+                            planned_seconds=planned)
     eta = run.progress.eta()
     print(f"{run.progress.total} trials to run, {slots} at a time" + (f", {eta}" if eta else ""), flush=True)
     if not search_phase(run):
@@ -309,12 +312,26 @@ def _run_phases(run: Run, url: str) -> int:
     complete, skipped = replicate_phase(run)
     if not complete:
         return _stop(run)
-    return finish(space, run.sweep_dir, skipped)
+    return finish(space, run.sweep_dir, skipped, run.unwritten)
 
 
-def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
+def storage_failure(space: Space, sweep_dir: Path, what: str) -> int:
+    """One line for results that could not be written, with the command that continues: exit 4."""
+    print(f"error: {what}; the records already in {sweep_dir} are kept. Make the folder writable (or free space) and "
+          f"continue with:\n  {commands.resume(sweep_dir, space.path)}", file=sys.stderr)
+    return exit_codes.STORAGE
+
+
+def finish(space: Space, sweep_dir: Path, skipped: list[str], unwritten: list[str] = ()) -> int:
     """Tables, summary, every distinct error in full once, and the exit status."""
-    table, summary, title, comps = results.write_tables(sweep_dir)
+    try:
+        table, summary, title, comps = results.write_tables(sweep_dir)
+    except OSError as e:
+        return storage_failure(space, sweep_dir, f"the tables could not be written ({e.strerror or e}: {e.filename})"
+                               + (f" and {len(unwritten)} trial record(s) were not saved" if unwritten else ""))
+    if unwritten:
+        return storage_failure(space, sweep_dir, f"{len(unwritten)} trial record(s) could not be written "
+                                                 f"({', '.join(unwritten[:3])}{', ...' if len(unwritten) > 3 else ''})")
     print(f"\n{title}\n" + results.to_text(summary))
     for line in results.comparison_lines(comps):
         print(line)
@@ -332,10 +349,10 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
     print(f"records: {results.records_dir(sweep_dir)}\ntables:  {sweep_dir}/summary.md, summary.json, trials.parquet, trials.csv")
     try:  # a figure that fails must not turn a finished sweep into a failed one: the records are all there
         from orchestrator.report import write_report
-        print(f"report:  {write_report(sweep_dir)} (rebuild: python -m orchestrator report {sweep_dir})")
+        print(f"report:  {write_report(sweep_dir)} (rebuild: {commands.report(sweep_dir)})")
     except Exception as e:  # noqa: BLE001
         print(f"warning: the report could not be written ({type(e).__name__}: {e}); "
-              f"retry with: python -m orchestrator report {sweep_dir}", file=sys.stderr)
+              f"retry with: {commands.report(sweep_dir)}", file=sys.stderr)
     errors: dict[str, list[str]] = {}
     for r in records:
         if r["status"] == "failed" and r.get("error"):
@@ -344,18 +361,22 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str]) -> int:
         print(f"error in {len(where)} trial(s), first {where[0]}:\n  {error}", file=sys.stderr)
     if incomplete:
         print(f"{len(incomplete)} of {len(plan.cells(space))} cells have no completed replicate for every data seed:\n"
-              + "\n".join(incomplete), file=sys.stderr)
+              + "\n".join(incomplete) + f"\nto run their failed trials again: {commands.resume(sweep_dir, space.path)}",
+              file=sys.stderr)
         return exit_codes.INCOMPLETE
     return exit_codes.OK
 
 
 def _stop(run: Run) -> int:
     sweep_dir, progress, max_trials = run.sweep_dir, run.progress, run.max_trials
-    results.write_tables(sweep_dir)
+    try:
+        results.write_tables(sweep_dir)
+    except OSError as e:
+        return storage_failure(run.space, sweep_dir, f"the tables could not be written ({e.strerror or e}: {e.filename})")
     if max_trials is not None and progress.done >= max_trials:
-        print(f"stopped after {progress.done} trials, as --max-trials {max_trials} asked; its trials are recorded. "
-              f"Continue with: --resume (results in {sweep_dir})", file=sys.stderr)
+        print(f"stopped after {progress.done} trials, as --max-trials {max_trials} asked; its trials are recorded in "
+              f"{sweep_dir}. Continue with:\n  {commands.resume(sweep_dir, run.space.path)}", file=sys.stderr)
         return exit_codes.MAX_TRIALS
-    print(f"sweep interrupted; its finished trials are recorded. Continue with: --resume (results in {sweep_dir})",
-          file=sys.stderr)
+    print(f"sweep interrupted; its finished trials are recorded in {sweep_dir}. Continue with:\n"
+          f"  {commands.resume(sweep_dir, run.space.path)}", file=sys.stderr)
     return exit_codes.INTERRUPTED

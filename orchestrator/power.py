@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.stats import MIN_SEEDS, detectable, examples_variance, min_p
+from orchestrator.stats import MIN_SEEDS, detectable, examples_variance, min_p, t95
 
 DEFAULT_SEED_SD, DEFAULT_ACCURACY = 0.05, 0.6
 MAX_SEEDS = 200  # a design search stops here
@@ -153,9 +153,10 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
                 lines.append(where + f"{m} examples each: no power — with {n} seed{'s' if n != 1 else ''} the sign-flip "
                                      f"test cannot reach p < 0.05 (its smallest p is {min_p(n):.4g})")
                 continue
-            size = detectable(n, seed_spread(prior, m))
-            lines.append(where + f"{m} examples each ({how}): differences of {size:.3f} or more are detected with 80 % "
-                                 f"power by the verdict rule (simulated)")
+            sd = seed_spread(prior, m)
+            lines.append(where + f"{m} examples each ({how}): differences of {detectable(n, sd):.3f} or more are "
+                                 f"detected with 80 % power by the verdict rule (simulated); a comparison's 95 % interval "
+                                 f"about ±{t95(n - 1) * sd / math.sqrt(n):.3f}")
     if n < MIN_SEEDS:
         lines.append(f"warning: with {n} data seed(s) no comparison can reach p < 0.05 (the sign-flip test's smallest p "
                      f"is {min_p(n):.4g}): every verdict will be 'inconclusive'; use at least {MIN_SEEDS} data seeds "

@@ -22,7 +22,7 @@ from orchestrator.space import Space, SpaceError
 from trainers import spec
 from trainers.config import from_dict
 from trainers.methods import validate
-from trainers.models import load_config, load_tokenizer
+from trainers.models import check_causal_lm, load_config, load_tokenizer
 from trainers.prompts import get_prompt, label_token_ids
 from trainers.sampling import draw
 from trainers.tasks import load_task, resolve_data_dir
@@ -72,7 +72,9 @@ def _check_models(space: Space, problems: list[str], skip: set[str]) -> tuple[di
     identities, tokenizers = {}, {}
     for name in sorted(_models(space) - skip):
         try:
-            identities[name] = model_identity(name, load_config(name))
+            config = load_config(name)
+            check_causal_lm(name, config)
+            identities[name] = model_identity(name, config)
             tokenizers[name] = load_tokenizer(name)
         except Exception as e:  # noqa: BLE001 - a model that does not load is a problem to report, whatever its type
             problems.append(f"{space.path}: models: {_one_line(e)}")
@@ -183,6 +185,12 @@ def check_cluster(space: Space, pool: list[dict], types: list[dict], where: str)
     has_gpus = any(n["GPU"] for n in pool + types)
     problems, wait = {}, []
     for cell in plan.cells(space):
+        asked = plan.requested(space, cell)  # GPUs asked explicitly of a cluster with none: refused as on one machine
+        if asked["gpus_per_worker"] and not has_gpus and not space.allow_cpu and cell.id not in space.placement:
+            problems.setdefault(f"resources.gpus_per_worker: {{cells}} ask(s) for {asked['gpus_per_worker']:g} GPU per "
+                                f"worker but {where} has none{' (nor a node type its autoscaler may start)' if types else ''}; "
+                                f"add --allow-cpu to run them on CPUs", []).append(cell.id)
+            continue
         r = plan.resources(space, cell, has_gpus)
         if cluster.fits(r, pool):
             continue

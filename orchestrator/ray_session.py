@@ -52,6 +52,44 @@ def address_from_env(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+class NoCluster(Exception):
+    """--address names a place where no Ray cluster answers (a usage error: one line, exit 2)."""
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Before Ray starts: a host:port (or ray://host:port) address must accept a connection within
+    `timeout` seconds, else one line instead of Ray's minute of retries and tracebacks."""
+    if not address or address in ("auto", "local") or in_job():
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host:
+        host, port = target, "10001" if address.startswith("ray://") else "6379"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        if not address.startswith("ray://"):
+            _ask_gcs(f"{host}:{port}", timeout)
+    except (OSError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise NoCluster(f"--address {address}: no Ray cluster answers at {host}:{port} ({why}, waited at most "
+                        f"{timeout:.0f} s); start one there (`ray start --head` on that machine) and check the "
+                        f"address, or leave --address out to run on a local Ray instance") from None
+
+
+def _ask_gcs(target: str, timeout: float) -> None:
+    """One call to the Ray GCS at `target` (its cluster id): a port that accepts connections may be
+    another service (or a proxy), and ray.init would then retry for half a minute."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    with grpc.insecure_channel(target) as channel:
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
+                                                                              timeout=timeout)
+        except grpc.RpcError as e:
+            if e.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):  # those: a Ray GCS
+                raise OSError(f"not a Ray GCS: {e.code().name.lower()}") from None
+
+
 def hub_revisions(space) -> dict[str, str]:
     """hub id -> the commit preflight resolved (model identities "hub:name@commit")."""
     out = {}
@@ -100,7 +138,11 @@ def start_ray(address: str | None, space) -> str:
     # is the CPU count while every trial starts three actors) stay in Ray's logs.
     os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
     kwargs = {} if in_job() else {"job_config": ray.job_config.JobConfig(metadata={"fewshot_sweep": space.name})}
-    ctx = ray.init(address=address, log_to_driver=False, runtime_env=runtime_env, ignore_reinit_error=True,
-                   logging_level=logging.ERROR, **kwargs)
+    try:
+        ctx = ray.init(address=address, log_to_driver=False, runtime_env=runtime_env, ignore_reinit_error=True,
+                       logging_level=logging.ERROR, **kwargs)
+    except ConnectionError as e:  # --address auto with no cluster running here
+        raise NoCluster(f"--address {address}: {str(e).splitlines()[0]}; start one (`ray start --head`) or leave "
+                        f"--address out to run on a local Ray instance") from None
     url = getattr(ctx, "dashboard_url", "") or ""
     return f"http://{url}" if url and not url.startswith("http") else url

@@ -38,10 +38,11 @@ def write_record(sweep_dir: Path, record: dict) -> Path:
     return path
 
 
-def load_records(folder: Path, set_aside: bool = True) -> list[dict]:
+def load_records(folder: Path, set_aside: bool = False) -> list[dict]:
     """Every record of a sweep (or a folder of single-run records). One that does not parse (a
-    truncated write, a hand edit) is named on stderr and moved to `trials/corrupt/`, so the rest
-    load and a resumed sweep runs that trial again."""
+    truncated write, a hand edit) is named on stderr and skipped; with `set_aside` (a sweep starting
+    or resuming: the only writer of its folder) it is moved to `trials/corrupt/`, so that trial runs
+    again. Reading commands (summarize, report) leave the folder as they found it."""
     folder = Path(folder)
     sub = records_dir(folder)
     paths = sorted((sub if sub.is_dir() else folder).glob("*.json"))

@@ -29,6 +29,7 @@ from ray.tune.search import Searcher
 from orchestrator.pruning import make_pruner
 
 INTERRUPTED = "interrupted"
+RETRIED = "retried_trials"  # a study's attribute: numbers of its failed trials a --resume ran again
 
 
 def distribution(spec: dict):
@@ -76,12 +77,21 @@ def _requeue(study: optuna.Study, params: dict) -> None:
         study.enqueue_trial(params)
 
 
+def not_counted(study: optuna.Study) -> set[int]:
+    """Numbers of the study's trials that do not count among the cell's proposals: those an
+    interruption stopped and the failed ones a --resume ran again (their values were proposed anew)."""
+    return set(study.user_attrs.get(RETRIED, [])) | {
+        t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get(INTERRUPTED)}
+
+
 def retry(study: optuna.Study, trial_key: str) -> bool:
     """Propose again first the values of the study's trial that ran `trial_key` and failed (--resume
-    retries failed trials); it no longer counts in the cell's proposals. False when it is not there."""
+    retries failed trials); it no longer counts in the cell's proposals. A finished trial cannot be
+    changed, so the study keeps the list of retried ones. False when it is not there (or retried)."""
+    skip = not_counted(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get("trial_key") == trial_key and not t.user_attrs.get(INTERRUPTED):
-            study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        if t.user_attrs.get("trial_key") == trial_key and t.number not in skip:
+            study.set_user_attr(RETRIED, sorted(set(study.user_attrs.get(RETRIED, [])) | {t.number}))
             _requeue(study, t.params)
             return True
     return False
@@ -126,7 +136,8 @@ class CellSearcher(Searcher):
 
     def _ask(self, cell: str) -> optuna.Trial:
         study = self.studies[cell]
-        n = sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED))
+        skip = not_counted(study)
+        n = sum(1 for t in study.get_trials(deepcopy=False) if t.number not in skip)
         study.sampler = optuna.samplers.TPESampler(n_startup_trials=self._startup, seed=proposal_seed(self._seed, cell, n))
         return study.ask(self._dists[cell])
 

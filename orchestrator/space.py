@@ -372,7 +372,15 @@ def load_space(name_or_path: str, overrides: list[str] = (), data_dir: str | Non
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SpaceError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or str(e).splitlines()[0]}); "
+                         f"fix that line") from None
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {e.start}); save the space file as UTF-8") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: a search space is a YAML mapping (tasks:, methods:, models:, ...), not a "
+                         f"{type(raw).__name__}; see search_spaces/quickstart.yaml")
     raw = apply_overrides(raw, list(overrides))
     if data_dir and raw.get("fixtures") == "synthetic":
         raise SpaceError(f"{path}: fixtures: synthetic writes its own model and data, so --data-dir would be ignored; "

@@ -220,3 +220,14 @@ def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_it
     assert status == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
     recs = records(tmp_path / "submitted")
     assert len(recs) == 2 and {rec["env"]["git_commit"] for rec in recs} == {"feedc0de"}
+
+
+def test_a_gpu_space_on_a_cluster_without_gpus_is_refused_as_on_one_machine():
+    import dataclasses
+    space = load_space("smoke", ["resources.gpus_per_worker=1"])
+    cpus = [{"CPU": 8.0, "GPU": 0.0, "gpu_memory_gb": None, "count": 2}]
+    with pytest.raises(preflight.PreflightError, match=r"ask\(s\) for 1 GPU per worker but the cluster has none; add --allow-cpu"):
+        preflight.check_cluster(space, cpus, [], "the cluster")
+    assert preflight.check_cluster(dataclasses.replace(space, allow_cpu=True), cpus, [], "the cluster") == []
+    gpu_type = [{"CPU": 8.0, "GPU": 1.0, "gpu_memory_gb": 80.0, "count": 1, "type": "gpu"}]  # the autoscaler may add one
+    assert preflight.check_cluster(space, cpus, gpu_type, "the cluster") == [{"CPU": 1, "GPU": 1}]

@@ -13,13 +13,15 @@ def saved(sweep_dir, space):
     (sweep_dir / "space.yaml").write_text(yaml.safe_dump({"raw": space.raw, "resolved": {}}))
 
 
-def test_a_folder_without_finished_trials_is_reused_and_one_with_them_names_both_ways_out(tmp_path):
+def test_a_folder_without_finished_trials_is_reused_and_one_with_them_names_both_ways_out(tmp_path, monkeypatch):
+    from orchestrator import commands
+    monkeypatch.setattr(commands, "_ARGV", None)  # not started from the command line: the command is rebuilt
     space = load_space("quickstart")
     folder = tmp_path / "quickstart"
     saved(folder, space)  # a sweep that failed before any trial finished (a refused run leaves nothing at all)
     check_folder(space, folder, resume=False)
     write_record(folder, {"trial_key": "k", "status": "completed"})
-    with pytest.raises(SpaceError, match=r"already holds a sweep with finished trials; pass --resume .* or --name NAME"):
+    with pytest.raises(SpaceError, match=r"already holds a sweep with finished trials; continue it with .*orchestrator sweep --space .*quickstart.* --resume, or pass --name NAME"):
         check_folder(space, folder, resume=False)
     check_folder(space, folder, resume=True)
     with pytest.raises(SpaceError, match=r"nothing to resume in .*never; run without --resume"):

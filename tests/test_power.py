@@ -2,11 +2,13 @@
 no power, each task's own evaluation size, a prior measured from records, and the designs that reach
 80 % power with what they cost."""
 
+import math
+
 import pytest
 
 from orchestrator import cli, plan, power
 from orchestrator.space import load_space
-from orchestrator.stats import detectable
+from orchestrator.stats import detectable, t95
 from tests.test_report import write_sweep
 
 
@@ -27,6 +29,8 @@ def test_the_printed_difference_is_the_verdict_rules_at_each_tasks_own_size():
     mnli = detectable(10, power.seed_spread(power.default_prior(), 9815))
     assert f"rte in domain: 18 paired comparison(s), 277 examples each" in lines and f"{rte:.3f} or more" in lines
     assert f"mnli in domain: 18 paired comparison(s), 9815 examples each" in lines and f"{mnli:.3f} or more" in lines
+    half = t95(9) * power.seed_spread(power.default_prior(), 277) / math.sqrt(10)  # what the realised interval should be
+    assert f"a comparison's 95 % interval about ±{half:.3f}" in lines
 
 
 def test_an_ood_limit_sizes_the_ood_sets_apart_from_the_in_domain_one():

@@ -34,7 +34,7 @@ def test_eta_uses_each_kinds_own_duration_not_the_first_trial(capsys):
     assert p.total == 3 and p.eta() == "ETA 5m00s"  # one trial left uses one slot, not two
 
 
-def test_before_any_trial_ends_the_eta_comes_from_the_plan_then_the_plan_is_rescaled_by_what_ran(capsys):
+def test_before_any_trial_ends_the_eta_comes_from_the_plan_then_each_phase_from_its_own_trials(capsys):
     planned = {kind("search", PBFT): 100.0, kind("replicate", PBFT): 200.0, kind("replicate", ICL): 50.0}
     p = Progress(Counter({kind("search", PBFT): 2, kind("replicate", PBFT): 2, kind("replicate", ICL): 2}), slots=2,
                  width=100, planned_seconds=planned)
@@ -42,9 +42,25 @@ def test_before_any_trial_ends_the_eta_comes_from_the_plan_then_the_plan_is_resc
     p.started("t1", kind("search", PBFT))
     p.running["t1"] = (kind("search", PBFT), p.running["t1"][1] - 59.5)  # running for about a minute already
     assert p.eta() == "ETA ~5m20s (planned)"  # its 60 s are done
-    p.line(record(PBFT), 150.0, "t1")  # took 1.5x its plan: unseen kinds are rescaled by 1.5, and now measured
+    p.line(record(PBFT), 150.0, "t1")  # took 1.5x its plan: the other search trial is now measured at 150 s ...
     assert "t1" not in p.running
-    assert p.eta() == "ETA 7m30s"  # (150 + 2 x 200 x 1.5 + 2 x 50 x 1.5) / 2
+    # ... but a search trial says nothing of a replicate (which also scores OOD sets and serves): their plan stands
+    assert p.eta() == "ETA ~5m25s (planned)"  # (150 + 2 x 200 + 2 x 50) / 2
+    p.line(record(ICL, "replicate"), 100.0)  # a replicate 2x its plan: the unseen replicate kind (PBFT) follows
+    assert p.eta() == "ETA ~8m45s (planned)"  # (150 + 2 x 200 x 2 + 100 for the ICL one left) / 2
+
+
+def test_an_overdue_trial_makes_the_eta_grow_as_time_passes_never_stand_still():
+    p = Progress(Counter({kind("replicate", ICL): 3}), slots=1, width=100)
+    p.line(record(ICL, "replicate"), 100.0)  # measured: 100 s a trial
+    p.started("t2", kind("replicate", ICL))
+    t0 = p.running["t2"][1]
+    shown = [p.remaining(t0 + dt)[0] for dt in (10, 50, 89, 95, 150, 300)]
+    # on time: the ETA falls as the running trial progresses
+    assert shown[0] > shown[1] > shown[2]
+    # overdue (past 90 % of its estimate): it grows with the time that passes, for it and its kind's next trial
+    assert shown[3] < shown[4] < shown[5]
+    assert all(b != a for a, b in zip(shown, shown[1:]))
 
 
 def test_a_heartbeat_shows_every_running_trial_on_its_own_line(capsys):
@@ -135,7 +151,8 @@ def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_noth
     writer.on_trial_start(0, [lost], lost)
     writer.on_trial_complete(0, [lost], lost)
     err = capsys.readouterr().err
-    assert "could not be written" in err and "No space left" in err and "--resume" in err and writer.written == 0
+    assert "could not be written" in err and "No space left" in err and "runs again" in err and writer.written == 0
+    assert writer.unwritten == [f"{ICL} replicate"]  # the driver ends with exit 4 and the command that resumes
     monkeypatch.setattr(results, "write_record", real_write)
     kept = finished("k2")
     writer.on_trial_start(0, [kept], kept)

@@ -70,9 +70,15 @@ def test_a_corrupt_record_is_named_set_aside_and_the_rest_load(tmp_path, capsys)
     write_record(tmp_path, replicate(0, 0.6, "2026-01-01T00:00:00", "good"))
     path = write_record(tmp_path, replicate(1, 0.6, "2026-01-01T00:00:00", "cut"))
     path.write_text(path.read_text()[:50])
+    # a reading command names and skips it, and moves nothing
     assert [r["trial_key"] for r in load_records(tmp_path)] == ["good"]
     err = capsys.readouterr().err
-    assert str(path) in err and "does not parse" in err and "runs again on --resume" in err
+    assert str(path) in err and "does not parse" in err and "skipped" in err and path.exists()
+    from orchestrator import cli
+    assert cli.main(["summarize", str(tmp_path)]) == 0 and path.exists() and not (tmp_path / "trials" / "corrupt").exists()
+    # a sweep starting in the folder sets it aside, so its trial runs again
+    assert [r["trial_key"] for r in load_records(tmp_path, set_aside=True)] == ["good"]
+    assert "runs again on --resume" in capsys.readouterr().err
     assert not path.exists() and (tmp_path / "trials" / "corrupt" / "cut.json").exists()
     # records are written readable by whoever the umask allows (mkstemp alone would give 0600)
     mask = os.umask(0o022)

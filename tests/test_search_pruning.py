@@ -117,3 +117,20 @@ def test_successive_halving_pruner_is_available(tmp_path):
         s.suggest(f"t{i}")
         decisions.append(sched.on_trial_result(None, trial(f"t{i}"), {"epoch": 1, "dev_accuracy": v}))
     assert TrialScheduler.STOP in decisions and decisions[0] == TrialScheduler.CONTINUE
+
+
+def test_a_failed_search_trial_is_retried_once_and_its_study_stays_consistent(tmp_path):
+    from orchestrator.search import not_counted, open_study, retry
+    s = searcher(tmp_path / "j", {"a": 2})
+    first = s.suggest("t0")
+    s.on_trial_complete("t0", error=True)  # the method failed: told FAIL, finished
+    study = open_study("a", journal(tmp_path / "j"), NO_PRUNING)
+    assert retry(study, first["trial_key"])  # used to raise UpdateFinishedTrialError on the finished trial
+    assert not retry(study, first["trial_key"])  # retried once: its values are queued once
+    assert not_counted(study) == {0}
+    resumed = searcher(tmp_path / "j", {"a": 2})
+    again = resumed.suggest("t1")
+    assert again["searched"] == first["searched"]  # proposed again first, as proposal 0 of the cell
+    resumed.on_trial_complete("t1", final(0.7))
+    states = [t.state for t in optuna.load_study(study_name="a", storage=journal(tmp_path / "j")).trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE]  # the retried trial's result counts once

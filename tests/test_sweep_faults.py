@@ -108,8 +108,10 @@ def test_max_trials_stops_with_3_and_ctrl_c_with_130_both_keeping_records_and_po
     assert stopped.returncode == 3, stopped.stderr[-3000:]
     assert "stopped after 1 trials, as --max-trials 1 asked" in stopped.stderr and "interrupted" not in stopped.stderr
     assert len(records(tmp_path / "stopped")) == 1
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), *args, "--resume"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the hint is the whole command, as pasted: this interpreter, every argument quoted, --resume, no --max-trials
+    line = stopped.stderr.split("Continue with:\n", 1)[1].splitlines()[0].strip()
+    assert line.endswith("--resume") and "--max-trials" not in line and "'methods={icl: [none]}'" in line
+    proc = subprocess.Popen(line, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         poll(lambda: len(list((tmp_path / "stopped" / "trials").glob("*.json"))) > 1, 600, "a second record")
         proc.send_signal(signal.SIGINT)
@@ -117,7 +119,7 @@ def test_max_trials_stops_with_3_and_ctrl_c_with_130_both_keeping_records_and_po
     finally:
         proc.kill()
     assert proc.returncode == 130, err[-3000:]
-    assert "Continue with: --resume" in err and "Tuner.restore" not in out + err
+    assert f"Continue with:\n  {line}" in err and "Tuner.restore" not in out + err
     assert "sweep interrupted" in err and 2 <= len(records(tmp_path / "stopped")) < 4
 
 

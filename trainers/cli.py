@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(run, RunConfig, "")
     for section, cls in SECTIONS.items():
         _add_fields(run, cls, section + ".")
-    run.add_argument("--json", metavar="OUT", help="write the result record to this file")
+    run.add_argument("--json", metavar="OUT", help="write the result record to this file (folders made as needed), "
+                                                    "e.g. results/runs/icl_rte.json")
     prompt = sub.add_parser("prompt", help="print the prompt a model reads for the first evaluation example; "
                                            "--check-tokenization compares the scored ids with the whole string's")
     _add_fields(prompt, RunConfig, "")
@@ -166,6 +167,20 @@ def _join_launcher_group(cfg) -> None:
         dist.init_process_group("nccl" if cuda else "gloo")
 
 
+def _data_reachable(cfg) -> None:
+    """Without a data folder the task's data come from the hub: one line, before datasets' retries, when
+    it cannot be reached (with HF_HUB_OFFLINE set, datasets' own cache may still hold them)."""
+    from trainers.sources import OFFLINE_SET, hub_unreachable
+    from trainers.tasks import resolve_data_dir
+    if resolve_data_dir(cfg.data_dir):
+        return
+    why = hub_unreachable()
+    if why and why != OFFLINE_SET:
+        raise DataError(f"the Hugging Face hub is unreachable ({why}) and this run reads the data of {cfg.task} from it; "
+                        f"pass --data-dir with a folder in the hub's schema (../shared/data on this project's machines; "
+                        f"`python -m trainers data export --to DIR` on a connected machine writes one)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     from trainers.methods import resolve, run  # imported late: --help stays fast
@@ -175,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "data":
             return _data(ns)
         cfg = resolve(_overrides(ns))
+        _data_reachable(cfg)
         if ns.command == "prompt":
             from trainers.show_prompt import main as show
             return show(cfg, ns.check_tokenization, ns.check_limit)

@@ -15,7 +15,7 @@ from trainers.config import ConfigError, RunConfig, from_dict
 from trainers.models import check_source
 from trainers.prompts import get_prompt
 from trainers.spec import METHODS
-from trainers.tasks import DataError, ood_names, resolve_data_dir, task_spec
+from trainers.tasks import DataError, missing_data_dir, ood_names, resolve_data_dir, task_spec
 
 
 def get_method(name: str) -> Callable:
@@ -53,7 +53,7 @@ def validate(cfg: RunConfig) -> None:
         check_source(cfg.cd.teacher_model)
     data_dir = resolve_data_dir(cfg.data_dir)
     if data_dir and not os.path.isdir(data_dir):
-        raise DataError(f"data folder {data_dir} does not exist (expected the hub's schema, as ../shared/data)")
+        raise DataError(missing_data_dir(data_dir))
     if cfg.peft.kind not in method.peft:
         raise ConfigError(f"{cfg.method} accepts --peft {' or '.join(method.peft)}, not {cfg.peft.kind}"
                           + (" (it trains nothing)" if not method.trains else ""))

@@ -98,6 +98,7 @@ def load_causal_lm(name: str, dtype: str = "auto", device: str = "auto", empty: 
     """(model, tokenizer): the LM with its head, for ICL, PBFT and context distillation.
     `empty`: built from the config with its parameters on the meta device (no weights read)."""
     from transformers import AutoModelForCausalLM
+    check_causal_lm(name, load_config(name))  # transformers would load a masked LM's encoder as a "causal" one
     return _load(AutoModelForCausalLM, name, dtype, device, empty), load_tokenizer(name)
 
 
@@ -115,6 +116,22 @@ def load_config(name: str):
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load the config of {name} ({str(e).splitlines()[0]}); "
                          f"pass a local folder or a reachable hub id") from None
+
+
+CAUSAL_HEADS = ("CausalLM", "LMHeadModel", "ConditionalGeneration")
+
+
+def check_causal_lm(name: str, config) -> None:
+    """Refuse a model that is not a causal (decoder-only) language model, by its config: its type must
+    have a causal-LM class in transformers, and the architectures its config.json names (when it
+    names any) must include one (BERT's type has a decoder variant; its checkpoints are masked LMs)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    archs = list(getattr(config, "architectures", None) or [])
+    kind = getattr(config, "model_type", "?")
+    if kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (archs and not any(h in a for a in archs for h in CAUSAL_HEADS)):
+        raise ModelError(f"{name} is not a causal language model (its config: model_type {kind!r}"
+                         + (f", architectures {', '.join(archs)}" if archs else "") + "); this tool adapts decoder-only "
+                         "LMs: give one such as facebook/opt-125m or a SmolLM2 / Llama folder")
 
 
 def max_positions(model_or_config) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -128,8 +129,37 @@ def missing_package(name: str | None, package: str) -> str:
             f".venv/bin/pip install torch==2.13.0 -e .)")
 
 
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of a parser and of its subcommands (the top parser reports theirs too)."""
+    out = []
+    for action in parser._actions:
+        out += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += _options(sub)
+    return out
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments: one line and exit status 2, never argparse's usage block."""
+    """Bad arguments: one line and exit status 2, never argparse's usage block; an option this
+    command does not know is named first (with the nearest known one), before any complaint about
+    what is then missing (`--spcae x` is a typo, not a missing --space)."""
+    argv: list[str] = []
+
+    def parse_args(self, args=None, namespace=None):
+        OneLineParser.argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
+    def _unknown_option(self) -> str | None:
+        import difflib
+        known = _options(self)
+        for token in OneLineParser.argv:
+            name = token.split("=", 1)[0]
+            if name.startswith("--") and name not in known and not any(k.startswith(name) for k in known):
+                near = difflib.get_close_matches(name, known, n=1)
+                return f"unknown option {name}" + (f" (did you mean {near[0]}?)" if near else "")
+        return None
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
+        unknown = self._unknown_option() if "unrecognized arguments" in message or "required" in message else None
+        self.exit(2, f"error: {unknown or message} (see --help)\n")

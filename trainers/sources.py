@@ -25,6 +25,7 @@ import csv
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -69,8 +70,13 @@ def read_file(path: str | Path, fmt: str) -> list[dict]:
     path = Path(path)
     if fmt == "jsonl":
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named with its number
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SourceError(f"{path}:{n}: not UTF-8 text (byte {e.start + 1} of the line is "
+                                      f"0x{raw[e.start]:02x}); save the file as UTF-8") from None
                 if line.strip():
                     try:
                         rows.append(json.loads(line))
@@ -80,9 +86,12 @@ def read_file(path: str | Path, fmt: str) -> list[dict]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
         return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8", newline="") as f:  # tsv: a header line, then one row per line
-        # QUOTE_NONE: the release files contain bare quotes inside fields (HANS parses, PAWS's b"…")
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # tsv: a header line, then one row per line
+            # QUOTE_NONE: the release files contain bare quotes inside fields (HANS parses, PAWS's b"…")
+            return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not UTF-8 text (byte {e.start} of the file); save it as UTF-8") from None
 
 
 def cache_dir() -> Path:
@@ -167,6 +176,25 @@ def read_source(source: dict) -> list[dict]:
             raise SourceError(f"{path} not found")
         rows = read_file(path, source["format"])
     return transform(rows, source)
+
+
+OFFLINE_SET = "HF_HUB_OFFLINE is set"
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (a connection attempt, at most `timeout` seconds), or None."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return OFFLINE_SET
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except OSError as e:
+        return f"{host}: {e.strerror or type(e).__name__}"
 
 
 def read_first(sources: list[dict], what: str, hint: str) -> tuple[list[dict], str]:

@@ -94,6 +94,12 @@ def task_spec(name: str) -> dict:
     return tasks[name]
 
 
+def missing_data_dir(data_dir: str) -> str:
+    """Why a --data-dir is not a data folder, in words."""
+    what = "is a file, not a folder" if Path(data_dir).expanduser().is_file() else "does not exist"
+    return f"data folder {data_dir} {what} (expected a folder in the hub's schema, as ../shared/data)"
+
+
 def resolve_data_dir(data_dir: str | None) -> str | None:
     return data_dir or settings.get(DATA_DIR_ENV) or None
 
@@ -201,7 +207,7 @@ def load_task(name: str, data_dir: str | None = None, ood: tuple[str, ...] | Non
     spec = task_spec(name)
     data_dir = resolve_data_dir(data_dir)
     if data_dir and not Path(data_dir).is_dir():
-        raise DataError(f"data folder {data_dir} does not exist (expected the hub's schema, as ../shared/data)")
+        raise DataError(missing_data_dir(data_dir))
     train_rows, train_origin, train_fp = read_split(spec["train"], spec, data_dir, f"task {name} (train)")
     eval_rows, eval_origin, eval_fp = read_split(spec["eval"], spec, data_dir, f"task {name} (eval)")
     fingerprints = {spec["train"]["local"]: train_fp, spec["eval"]["local"]: eval_fp}
