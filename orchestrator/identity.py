@@ -2,8 +2,9 @@
 
     python -m orchestrator sweep --space smoke --address auto     # every worker checks before it runs
 
-Preflight, on the driver's machine, fingerprints every data split and model a sweep uses; the trial
-keys hash those identities. A worker on another node may read another copy at the same path (or
+Preflight, on the driver's machine, fingerprints every data split and model a sweep uses (a local
+model by every byte of its config, tokenizer and weights, hashed once per node and cached by path,
+size and modification time; a hub model by its resolved commit); the trial keys hash those identities. A worker on another node may read another copy at the same path (or
 none): before the method runs, `check` fingerprints the splits and the model this worker would load
 and fails the trial, naming the node and both fingerprints, when they differ from the plan's.
 `ensure_fixtures` first writes the synthetic fixtures of the `smoke` space where the worker is, when
@@ -12,8 +13,61 @@ its node does not see the driver's (they are deterministic, so the fingerprints 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import socket
 from pathlib import Path
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "tokenizer.model", "added_tokens.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+CHUNK = 16 << 20
+
+
+def _cache_file() -> Path:
+    from trainers.sources import cache_dir
+    return cache_dir().parent / "file_hashes.json"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of every byte of a file, computed once per node: cached by its real path, size and
+    modification time (a 60 GB checkpoint is read once, not per trial; a file rewritten in place is
+    read again)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    cache = _cache_file()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    known[key] = h.hexdigest()
+    try:
+        from trainers.records import write_json_atomic
+        write_json_atomic(cache, known)  # another process writing beside it loses at most a cached digest
+    except OSError:
+        pass
+    return known[key]
+
+
+def model_identity(name: str, config) -> str:
+    """A hub id with the commit it resolved to, or a local folder's content: every byte of its config,
+    tokenizer and weight files (by name and digest)."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return f"hub:{name}@{getattr(config, '_commit_hash', None) or 'unresolved'}"
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.name == "config.json" or f.name in TOKENIZER_FILES or f.suffix in WEIGHT_SUFFIXES:
+            h.update(f"{f.name}\0{file_digest(f)}\0".encode())
+    return f"local:{h.hexdigest()[:24]}"
 
 
 class IdentityError(RuntimeError):
@@ -54,7 +108,6 @@ def check(run: dict, expected: dict | None) -> None:
     (`expected`: the trial's identity, as `plan.trial_identity` made it)."""
     if not expected:
         return
-    from orchestrator.preflight import model_identity
     from trainers.config import from_dict
     from trainers.models import load_config
     from trainers.tasks import load_task

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 
 from orchestrator import hub, plan
+from orchestrator.identity import model_identity  # noqa: F401 - preflight's public name for it
 from orchestrator.space import Space, SpaceError
 from trainers import spec
 from trainers.config import from_dict
@@ -27,10 +27,6 @@ from trainers.prompts import get_prompt, label_token_ids
 from trainers.sampling import draw
 from trainers.tasks import load_task, resolve_data_dir
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                   "tokenizer.model", "added_tokens.json")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-SAMPLE = 1 << 20  # bytes hashed at each end of a weight file: a full hash of a 60 GB folder takes minutes
 
 
 class PreflightError(SpaceError):
@@ -39,25 +35,6 @@ class PreflightError(SpaceError):
     def __init__(self, problems: list[str]):
         self.problems = list(dict.fromkeys(problems))
         super().__init__("\n".join(self.problems))
-
-
-def model_identity(name: str, config) -> str:
-    """A hub id with the commit it resolved to, or a local folder's content fingerprint."""
-    folder = Path(name).expanduser()
-    if not folder.is_dir():
-        return f"hub:{name}@{getattr(config, '_commit_hash', None) or 'unresolved'}"
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if f.name == "config.json" or f.name in TOKENIZER_FILES:
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-        elif f.suffix in WEIGHT_SUFFIXES:
-            size = f.stat().st_size
-            with f.open("rb") as fh:
-                head = fh.read(SAMPLE)
-                fh.seek(max(0, size - SAMPLE))
-                tail = fh.read(SAMPLE)
-            h.update(f"{f.name}\0{size}\0".encode() + head + tail)
-    return f"local:{h.hexdigest()[:24]}"
 
 
 def _models(space: Space) -> set[str]:

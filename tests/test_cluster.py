@@ -231,3 +231,22 @@ def test_a_gpu_space_on_a_cluster_without_gpus_is_refused_as_on_one_machine():
     assert preflight.check_cluster(dataclasses.replace(space, allow_cpu=True), cpus, [], "the cluster") == []
     gpu_type = [{"CPU": 8.0, "GPU": 1.0, "gpu_memory_gb": 80.0, "count": 1, "type": "gpu"}]  # the autoscaler may add one
     assert preflight.check_cluster(space, cpus, gpu_type, "the cluster") == [{"CPU": 1, "GPU": 1}]
+
+
+def test_a_local_models_identity_covers_every_byte_and_is_hashed_once(tmp_path, monkeypatch):
+    from orchestrator import identity
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "cache" / "data"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "opt"}')
+    weights = bytearray(range(256)) * (6 * 4096)  # 6 MiB: the middle lies beyond a first and last MiB
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    before = identity.model_identity(str(folder), None)
+    weights[3 << 20] ^= 0xFF  # one byte in the middle, size unchanged (a layer zeroed in place)
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    after = identity.model_identity(str(folder), None)
+    assert after != before
+    cached = json.loads((tmp_path / "cache" / "file_hashes.json").read_text())
+    assert any(k.startswith(str((folder / "model.safetensors").resolve())) for k in cached)
+    monkeypatch.setattr(identity, "CHUNK", 0)  # a read now would hash nothing: the same identity means the cache answered
+    assert identity.model_identity(str(folder), None) == after
