@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -70,6 +71,7 @@ class Progress:
         self.ratios: dict[str, list[float]] = {}  # phase -> measured / planned, of its finished trials
         self.running: dict[str, tuple[Kind, float]] = {}  # trial id -> (kind, start time)
         self.last_line = time.time()
+        self.stalled: str | None = None  # why the sweep stopped waiting (then StopAfter ends the experiment)
         self.expect(planned)
 
     def expect(self, planned: Counter) -> None:
@@ -143,22 +145,36 @@ class Progress:
         print(fit(f"{head}{cell}{tail} {score}", self.width), flush=True)
         self.last_line = time.time()
 
-    def heartbeat(self, running: list[tuple[str, str, float]]) -> None:
+    def heartbeat(self, running: list[tuple[str, str, float]], note: str | None = None) -> None:
         """`running`: (cell, how far, seconds) per running trial; printed when the sweep has been quiet:
         a line of totals, then one line per running trial (the longest-running first; beyond
-        MAX_SHOWN, a count)."""
+        MAX_SHOWN, a count). With `note` (nothing runs, trials wait: what they wait for), the trials
+        listed are the waiting ones."""
         now = time.time()
         if now - self.last_line < self.heartbeat_s or not running:
             return
         self.last_line = now
         eta = self.eta()
-        lines = [f"  … {_clock(now - self.start)} elapsed, {self.done}/{self.total} done, {len(running)} running"
-                 + (f", {eta}" if eta else "") + ":"]
+        state = f"{len(running)} waiting and none running" if note else f"{len(running)} running" + (f", {eta}" if eta else "")
+        lines = [f"  … {_clock(now - self.start)} elapsed, {self.done}/{self.total} done, {state}:"]
+        wrapped = textwrap.wrap(note, self.width, initial_indent="    ", subsequent_indent="    ") if note else []
         ordered = sorted(running, key=lambda r: -r[2])
         lines += [f"      {_clock(sec):>6}  {where:<20} {cell}" for cell, where, sec in ordered[:self.MAX_SHOWN]]
         if len(ordered) > self.MAX_SHOWN:
             lines.append(f"      … and {len(ordered) - self.MAX_SHOWN} more")
-        print("\n".join(fit(line, self.width) for line in lines), flush=True)
+        print("\n".join([fit(lines[0], self.width), *wrapped, *(fit(line, self.width) for line in lines[1:])]), flush=True)
+
+
+def waiting_for(pending: list) -> str:
+    """What pending trials wait for, in words: the cluster's lost nodes and what is free."""
+    try:
+        nodes = ray.nodes()
+        lost = [n.get("NodeManagerAddress", "?") + f" ({n['NodeID'][:8]})" for n in nodes if not n.get("Alive")]
+        free = ray.available_resources()
+    except Exception:  # noqa: BLE001 - the state API is a courtesy here; the wait itself is the fact
+        lost, free = [], {}
+    have = f"{free.get('CPU', 0):g} CPU / {free.get('GPU', 0):g} GPU free"
+    return (f"node(s) lost: {', '.join(lost)}; {have}" if lost else f"resources not available ({have})")
 
 
 class StopAfter(ray.tune.Stopper):
@@ -171,15 +187,17 @@ class StopAfter(ray.tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.limit is not None and self.progress.done >= self.limit
+        return bool(self.progress.stalled) or (self.limit is not None and self.progress.done >= self.limit)
 
 
 class RecordWriter(ray.tune.Callback):
     """Writes each trial's record when Tune reports it finished, pruned or errored."""
 
     def __init__(self, sweep: str, sweep_dir: Path, progress: Progress, pruned: set[str] = frozenset(),
-                 gate: str | None = None, on_written=None, metrics=None, unwritten: list | None = None):
+                 gate: str | None = None, on_written=None, metrics=None, unwritten: list | None = None,
+                 stall_timeout_s: float = 600.0):
         self.sweep, self.sweep_dir, self.progress, self.pruned, self.gate = sweep, sweep_dir, progress, pruned, gate
+        self.stall_timeout_s, self.waiting_since = stall_timeout_s, None  # trials pending, none running, since when
         self.unwritten = [] if unwritten is None else unwritten  # cells whose record could not be written
         self.on_written, self.metrics = on_written, metrics  # a storage mirror's upload; the dashboard's metrics
         self.written = 0
@@ -197,13 +215,24 @@ class RecordWriter(ray.tune.Callback):
             self.metrics.started()
 
     def on_step_end(self, iteration, trials, **info):
-        running = []
+        running, now = [], time.time()
         for t in trials:
             if t.status == "RUNNING" and t.trial_id in self.started:
                 (where, epochs), seen = self.shown[t.trial_id], len(self.history.get(t.trial_id, []))
                 where += f" epoch {seen}/{epochs}" if seen and epochs else ""
-                running.append((t.config["cell"], where, time.time() - self.started[t.trial_id]))
-        self.progress.heartbeat(running)
+                running.append((t.config["cell"], where, now - self.started[t.trial_id]))
+        pending = [t for t in trials if t.status == "PENDING"]
+        self.waiting_since = (self.waiting_since or now) if pending and not running else None
+        if self.waiting_since is None:
+            self.progress.heartbeat(running)
+            return
+        waited = now - self.waiting_since
+        why = waiting_for(pending)
+        self.progress.heartbeat([(t.config["cell"], "waiting", waited) for t in pending],
+                                note=f"they wait for: {why}; the sweep ends after {_clock(self.stall_timeout_s)} of this "
+                                     f"({_clock(waited)} so far; stall_timeout_s sets it), and --resume continues")
+        if waited > self.stall_timeout_s:
+            self.progress.stalled = (f"{len(pending)} trial(s) waited {_clock(waited)} with none running: {why}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "record" not in result and "epoch" in result:

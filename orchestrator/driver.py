@@ -127,7 +127,8 @@ def _fit(run: Run, name: str, trainable_fn, tune: dict, pruned: set[str] = froze
     """Run one Tune experiment; True when every trial it was given finished (not interrupted)."""
     space = run.space
     writer = RecordWriter(space.name, run.sweep_dir, run.progress, pruned, gate=gate.name(space.name),
-                          on_written=run.written, metrics=run.metrics, unwritten=run.unwritten)
+                          on_written=run.written, metrics=run.metrics, unwritten=run.unwritten,
+                          stall_timeout_s=space.stall_timeout_s)
     tuner = ray.tune.Tuner(
         trainable_fn,
         tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency(space, run.has_gpus), **tune),
@@ -373,6 +374,12 @@ def _stop(run: Run) -> int:
         results.write_tables(sweep_dir)
     except OSError as e:
         return storage_failure(run.space, sweep_dir, f"the tables could not be written ({e.strerror or e}: {e.filename})")
+    if progress.stalled:  # a lost node, a cluster too small: waiting longer would change nothing
+        print(f"error: the sweep stopped waiting: {progress.stalled}; {progress.done}/{progress.total} trials done, "
+              f"their records in {sweep_dir}. When the cluster has room again (stall_timeout_s: "
+              f"{run.space.stall_timeout_s:g} s), continue with:\n  {commands.resume(sweep_dir, run.space.path)}",
+              file=sys.stderr)
+        return exit_codes.INCOMPLETE
     if max_trials is not None and progress.done >= max_trials:
         print(f"stopped after {progress.done} trials, as --max-trials {max_trials} asked; its trials are recorded in "
               f"{sweep_dir}. Continue with:\n  {commands.resume(sweep_dir, run.space.path)}", file=sys.stderr)

@@ -29,7 +29,8 @@ from orchestrator.space import Space, SpaceError
 from trainers import synthetic
 
 # keys that change no finished trial's identity: a resume may change them
-RESUMABLE_KEYS = {"resources", "max_concurrent_trials", "max_failures", "max_start_failures", "worker_start_timeout_s"}
+RESUMABLE_KEYS = {"resources", "max_concurrent_trials", "max_failures", "max_start_failures", "worker_start_timeout_s",
+                  "stall_timeout_s"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 MAX_NAME = 100  # leaves room under the file system's 255 bytes for Ray's own folder names inside
 LOCK = ".sweep.lock"

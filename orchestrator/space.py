@@ -46,6 +46,8 @@ TOP_KEYS = {
     "max_failures": "retries of a crashed worker group",
     "max_start_failures": "retries of a worker group that did not start (Ray Train's controller failure limit)",
     "worker_start_timeout_s": "seconds a trial's worker group may wait for its resources before that counts as a failure",
+    "stall_timeout_s": "seconds the sweep may wait with trials pending and none running (a lost node, a cluster too "
+                       "small) before it ends, exit 1, --resume continues (default 600)",
     "fixtures": "synthetic: write a tiny model and data first",
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
 }
@@ -82,6 +84,7 @@ class Space:
     data_dir: str | None
     max_start_failures: int = 1
     worker_start_timeout_s: float = 120.0
+    stall_timeout_s: float = 600.0
     metric: str = "dev_accuracy"
     raw: dict = field(default_factory=dict, compare=False)
     allow_cpu: bool = field(default=False, compare=False)  # --allow-cpu: GPUs asked of a CPU-only cluster become CPUs
@@ -353,6 +356,7 @@ def validate(raw: dict, path: str) -> Space:
         max_failures=c.number("max_failures", raw.get("max_failures", 1), 0, integer=True),
         max_start_failures=c.number("max_start_failures", raw.get("max_start_failures", 1), 0, integer=True),
         worker_start_timeout_s=float(c.number("worker_start_timeout_s", raw.get("worker_start_timeout_s", 120), 1)),
+        stall_timeout_s=float(c.number("stall_timeout_s", raw.get("stall_timeout_s", 600), 1)),
         fixtures=raw.get("fixtures"), data_dir=raw.get("data_dir"), raw=raw,
     )
 

@@ -132,7 +132,7 @@ def two_nodes(tmp_path):
                 break
             assert head.poll() is None, "the head node did not start"
             time.sleep(1)
-        yield f"127.0.0.1:{port}", results, env
+        yield f"127.0.0.1:{port}", results, env, worker.pid  # the second node's session id
     finally:
         _stop(worker)
         _stop(head)
@@ -140,13 +140,46 @@ def two_nodes(tmp_path):
 
 
 def test_trials_on_a_node_that_cannot_see_the_results_folder_complete(two_nodes):
-    address, results, env = two_nodes
+    address, results, env, _ = two_nodes
     r = sweep("--space", "smoke", "--address", address, "--results", str(results), "--set", "search={}",
               "--set", "data_seeds=[0]", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     recs = records(results / "smoke")
     assert len(recs) == 2 and all(rec["status"] == "completed" for rec in recs)
     assert all(rec["env"]["host"] and rec["resources"]["serving"]["exclusive"] for rec in recs)
+
+
+def _session_pids(sid: int, name: str) -> list[int]:
+    """PIDs of the processes called `name` in session `sid` (a `ray start` of this test's own)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,sid=,comm="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines() if len(line.split(None, 2)) == 3]
+    return [int(p) for p, s, c in rows if int(s) == sid and c.strip() == name]
+
+
+def test_a_lost_node_ends_the_sweep_after_its_bound_naming_it_and_resume_is_offered(two_nodes):
+    """The node that runs every trial dies (its raylet killed): the heartbeat says what the trials wait
+    for, and after stall_timeout_s the sweep ends with exit 1, the lost node named and the command
+    that resumes, instead of waiting for ever."""
+    address, results, env, worker_session = two_nodes
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--space", "smoke", "--address", address,
+                             "--results", str(results), "--set", "search={}", "--set", "data_seeds=[0, 1]",
+                             "--set", "stall_timeout_s=20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env, "FEWSHOT_HEARTBEAT_S": "1"})
+    try:
+        for line in proc.stdout:  # a trial runs on the second node (the head has no CPU)
+            if " running" in line and "elapsed" in line:
+                break
+        raylets = _session_pids(worker_session, "raylet")
+        assert raylets, "the second node's raylet was not found"
+        os.kill(raylets[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert "waiting and none running" in out and "they wait for:" in out
+    assert "the sweep stopped waiting:" in err and "node(s) lost" in err and "Traceback" not in err
+    assert "--resume" in err.strip().splitlines()[-1]
 
 
 def test_results_at_a_uri_are_mirrored_and_a_resume_retries_failed_trials(tmp_path, monkeypatch):

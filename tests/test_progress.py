@@ -159,3 +159,32 @@ def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_noth
     writer.on_trial_complete(0, [kept], kept)
     assert "bucket unreachable" in capsys.readouterr().err and writer.written == 1
     assert json.loads((tmp_path / "trials" / "k2.json").read_text())["trial_key"] == "k2"
+
+
+def test_trials_that_wait_with_none_running_are_shown_and_end_the_sweep_after_the_bound(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from orchestrator import callbacks
+    from orchestrator.callbacks import RecordWriter, StopAfter
+    clock = [1000.0]
+    monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
+    monkeypatch.setattr(callbacks, "waiting_for", lambda pending: "node(s) lost: 10.0.0.2 (ab12cd34); 0 CPU / 0 GPU free")
+    progress = Progress(Counter({kind("replicate", ICL): 2}), width=100, heartbeat_s=0)
+    writer = RecordWriter("s", tmp_path, progress, stall_timeout_s=600)
+    stop = StopAfter(progress, None)
+    waiting = [SimpleNamespace(status="PENDING", trial_id="t1", config={"cell": ICL})]
+    writer.on_step_end(0, waiting)
+    clock[0] += 300
+    writer.on_step_end(1, waiting)
+    out = capsys.readouterr().out
+    assert "1 waiting and none running" in out and "5m00s so far" in out
+    assert "they wait for: node(s) lost: 10.0.0.2 (ab12cd34)" in " ".join(out.split())  # wrapped, never cut
+    assert all(len(line) <= 100 for line in out.splitlines())
+    assert not stop.stop_all()
+    clock[0] += 301
+    writer.on_step_end(2, waiting)
+    assert stop.stop_all() and "waited 10m01s with none running: node(s) lost" in progress.stalled
+    running = [SimpleNamespace(status="RUNNING", trial_id="t2", config={"cell": ICL})]
+    progress.stalled, writer.started["t2"], writer.shown["t2"] = None, clock[0], ("replic s0", None)
+    writer.on_step_end(3, running + waiting)  # something runs again: the wait starts over
+    assert writer.waiting_since is None
