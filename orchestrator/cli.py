@@ -5,6 +5,7 @@
     python -m orchestrator spaces
     python -m orchestrator summarize results/quickstart
     python -m orchestrator report results/quickstart           # report/report.md and figures
+    python -m orchestrator decide results/quickstart --queries 1e3,1e4,1e5   # which method for that many queries
 
 Bad input (an unknown space, key or value, a bad --name or FEWSHOT_* variable, a model, data
 split or few-shot draw that does not work, resources the cluster lacks) is rejected before Ray
@@ -71,7 +72,38 @@ def build_parser() -> argparse.ArgumentParser:
     r = _sub(sub, "report", help="write FOLDER/report/ (report.md and figures) from a results folder's records")
     r.add_argument("folder", help="a sweep's results folder (e.g. results/quickstart): its trials/ records are read, "
                                   "FOLDER/report/ is (re)written; nothing else changes")
+    d = _sub(sub, "decide", help="which method to deploy for a query volume: the cheapest in total among those "
+                                 "within a tolerance of the most accurate, with the probability of each")
+    d.add_argument("folder", help="a sweep's results folder (its records are read; nothing is written unless --write)")
+    d.add_argument("--queries", default="1e3,1e4,1e5", help="query volumes to serve, comma-separated (default: %(default)s)")
+    d.add_argument("--tolerance", type=float, default=0.01,
+                   help="accuracy a method may give up against the most accurate and still be chosen (default: %(default)s)")
+    d.add_argument("--max-memory-gb", type=float, metavar="G", help="methods whose measured peak memory exceeds G GiB are out")
+    d.add_argument("--price", metavar="cpu_hour=P,gpu_hour=P", help="prices per device-hour: costs in money too")
+    d.add_argument("--write", action="store_true", help="also write FOLDER/report/decide.md and its figure")
     return p
+
+
+def _decide(ns) -> int:
+    from orchestrator import decide, results
+    folder = Path(ns.folder)
+    if not folder.is_dir() or not results.load_records(folder):
+        raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
+    if not 0 <= ns.tolerance < 1:
+        raise SpaceError(f"--tolerance {ns.tolerance}: give an accuracy difference between 0 and 1, e.g. 0.01")
+    try:
+        queries, prices = decide.parse_queries(ns.queries), decide.parse_prices(ns.price)
+    except ValueError as e:
+        raise SpaceError(str(e)) from None
+    decisions = decide.decide(folder, queries, ns.tolerance, ns.max_memory_gb)
+    if not decisions:
+        raise SpaceError(f"{folder} has no completed replicate to decide from")
+    text = "\n".join(decide.sentences(decisions)) + "\n\n" + decide.tables(decisions, prices)
+    print(text)
+    if ns.write:
+        path = decide.write(folder, decisions, text)
+        print(f"written: {path}")
+    return exit_codes.OK
 
 
 def _spaces() -> int:
@@ -195,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             return exit_codes.OK
         if ns.command == "report":
             return _report(Path(ns.folder))
+        if ns.command == "decide":
+            return _decide(ns)
         return _sweep(ns)
     except ModuleNotFoundError as e:  # a package imported late (ray, torch) missing from this Python
         print(settings.missing_package(e.name, "orchestrator"), file=sys.stderr)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator.figures import Skip, color, hollow, log_x, model_name, n_text, plt, point, save, variant
 
 
@@ -139,3 +141,45 @@ def _short_range(p: dict) -> str:
     return text + (f" (+{p['never']} never)" if p["never"] else "")
 
 
+
+
+def total_cost(decisions: list, out: Path) -> list[Path]:
+    """Per task × model × shots: total device-seconds (adaptation + N × serving) against the queries
+    served, log-log, one band per method (95 % of `decide`'s draws over the data seeds), crossovers
+    marked; a method that is out (collapsed, over the memory limit) dashed and grey with its reason,
+    one more than the tolerance below the most accurate dotted."""
+    if not decisions:
+        raise Skip("no completed replicate to decide from")
+    fig, axes = plt.subplots(1, len(decisions), figsize=(5.6 * len(decisions), 4.4), squeeze=False)
+    for ax, d in zip(axes[0], decisions):
+        top = max(d.queries) * 10
+        n = [10 ** (i / 10) for i in range(10, int(10 * math.log10(top)) + 1)]
+        for m in d.methods:
+            adapt, serve = d.draws[m.name]
+            if m.out or not len(m.serve):
+                if len(m.serve) and not np.isnan(m.serve).any():
+                    ax.plot(n, [float(m.adapt.mean()) + x * float(m.serve.mean()) for x in n], color="grey", ls="--",
+                            label=f"{m.name}: out ({m.out})")
+                continue
+            best = max(float(o.accuracy.mean()) for o in d.methods if not o.out)
+            outside = float(m.accuracy.mean()) < best - d.tolerance  # drawn apart: not offered on the means
+            totals = [adapt + x * serve for x in n]
+            lo = [float(np.nanpercentile(t, 2.5)) for t in totals]
+            hi = [float(np.nanpercentile(t, 97.5)) for t in totals]
+            mid = [float(np.nanmedian(t)) for t in totals]
+            ax.plot(n, mid, color=color(m.name), ls=":" if outside else "-",
+                    label=m.name + (f" (more than {d.tolerance:g} below the most accurate)" if outside else ""))
+            ax.fill_between(n, lo, hi, color=color(m.name), alpha=0.08 if outside else 0.2)
+        for x in d.crossovers:
+            if x["measurable"]:
+                ax.axvline(x["queries"], color="black", lw=0.6, ls=":")
+                ax.axvspan(*x["ci95"], color="black", alpha=0.06)
+                ax.annotate(f"{x['dearer_to_adapt']} cheaper than {x['cheaper_to_adapt']}\nfrom {x['queries']:,.0f}",
+                            (x["queries"], 0.02), xycoords=("data", "axes fraction"), fontsize=6.5, rotation=90)
+        unit = " / ".join(sorted({f"{m.device} {'core-' if m.device == 'CPU' else ''}seconds" for m in d.methods}))
+        ax.set(xscale="log", yscale="log", xlabel="queries served", ylabel=f"total {unit}",
+               title=f"{d.where}\nbands: 95 % of the draws over {len(d.methods[0].seeds)} data seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Adaptation + serving against the queries a deployment will serve", y=1.04)
+    return save(fig, out, "decide_total_cost")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import cost_figures, figures
+from orchestrator import cost_figures, decide, figures, tuning
 from orchestrator.cells import Cell
 from orchestrator.compare import comparisons, completed_replicates, newest_per_seed, verdict_words
 from orchestrator.results import (cell_stats, collapse_text, interval_text, load_records, mean_std, summary_table,
@@ -274,13 +274,17 @@ def write_report(folder: Path) -> Path:
     (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells, reps), _break_even_text(pairs)
     note = tuning_note(table)
     flag = collapse_note(cells)
+    workload = decide.decide(folder, WORKLOAD_QUERIES) if not reps.empty else []
+    workload_text = (_WORKLOAD + "\n".join(f"- {line}" for line in decide.sentences(workload)) + "\n\n"
+                     + decide.tables(workload)) if workload else "No completed replicate to decide from.\n"
     text = [f"# {title}\n", f"{best} {cheap} {even}\n", *([flag + "\n"] if flag else []), *([note + "\n"] if note else []),
             "## Best method, or the highest mean, per task × model × shots\n", to_markdown(best_t), _VERDICTS,
             "## Serving and adaptation costs\n", to_markdown(cheap_t), _COSTS, charged_dev_note(records),
             "## Break-even against ICL\n", to_markdown(even_t),
             "## Paired differences over shared data seeds and examples\n", to_markdown(_comparison_table(comps)),
-            "## Summary per cell\n", _FULL_VOCAB, to_markdown(summary_table(cells)), _PROTOCOL, "## Figures\n",
-            *draw_all(table, reps, cells, pairs, records, out)]
+            "## Summary per cell\n", _FULL_VOCAB, to_markdown(summary_table(cells)), _PROTOCOL,
+            "## Which method for your workload\n", workload_text, "## Figures\n",
+            *draw_all(table, reps, cells, pairs, records, out, workload)]
     path = out / "report.md"
     path.write_text("\n".join(text))
     return path
@@ -314,6 +318,15 @@ per-query saving against ICL is measurable: per data seed, that seed's trained r
 seed's ICL replicate; otherwise "no measurable payback".
 """
 
+WORKLOAD_QUERIES = [1e3, 1e4, 1e5]
+_WORKLOAD = """For each query volume, the method with the lowest total cost (adaptation, search included, plus
+the queries' serving) among those within 0.01 of the most accurate in domain, and how often each
+method is that choice over draws of the data seeds' means (accuracy and cost drawn together; no
+method collapsed in domain is offered). `python -m orchestrator decide DIR --queries ... --tolerance
+... --max-memory-gb ... --price ...` asks it for your own workload.
+
+"""
+
 _FULL_VOCAB = """Accuracy columns count a query right when the gold label word scores above the other label words;
 the "(full vocab)" columns count it right only when the gold label word is the top token of the whole
 vocabulary (the reference paper's ICL metric: a model that answers with another word is wrong).
@@ -330,7 +343,7 @@ the "(full vocab)" column.
 """
 
 
-def draw_all(table, reps, cells, pairs, records, out: Path) -> list[str]:
+def draw_all(table, reps, cells, pairs, records, out: Path, workload: list | None = None) -> list[str]:
     """Every figure, as report.md's sections: its images, or the reason it was skipped."""
     plan = [("Accuracy vs model size", lambda: figures.accuracy_vs_axis(reps, cells, out, "size")),
             ("In-domain vs OOD accuracy", lambda: figures.id_vs_ood(reps, cells, out)),
@@ -340,7 +353,9 @@ def draw_all(table, reps, cells, pairs, records, out: Path) -> list[str]:
             ("Break-even", lambda: cost_figures.break_even(pairs, out)),
             *((f"{name} per group and label", lambda name=name: figures.group_breakdown(records, reps, cells, out, name))
               for name in figures.grouped_sets()),
-            ("The search", lambda: figures.search(records, out))]
+            ("The search", lambda: figures.search(records, out)),
+            ("Expected best dev accuracy against the tuning budget", lambda: tuning.tuning_curves(records, out)),
+            ("Total cost against the queries served", lambda: cost_figures.total_cost(workload, out))]
     lines = []
     for title, draw in plan:
         try:
