@@ -110,8 +110,9 @@ def check(run: dict, expected: dict | None) -> None:
         return
     from trainers.config import from_dict
     from trainers.models import load_config
-    from trainers.tasks import load_task
+    from trainers.tasks import load_task, use_tasks_file
     cfg = from_dict(run)
+    use_tasks_file(cfg.tasks_file)  # a user's tasks, known in this worker before its data are checked
     planned = expected.get("data") or {}
     if planned:
         task = load_task(cfg.task, cfg.data_dir, cfg.ood, cfg.hans_heuristics)

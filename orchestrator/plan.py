@@ -50,6 +50,8 @@ def base_overrides(space: Space, cell: Cell) -> dict:
         out["hans_heuristics"] = opts["hans_heuristics"]
     if space.data_dir:
         out["data_dir"] = space.data_dir
+    if space.tasks_file:
+        out["tasks_file"] = space.tasks_file
     if spec.get(cell.method).peft == ("none",):  # nothing to choose: the config's default stands
         out.pop("peft.kind")
     # resources: auto chose the cell's placement, or a size rule may shard the larger models
@@ -68,8 +70,9 @@ def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eva
     return from_dict({}).replace(**overrides).to_dict()
 
 
-PATH_FIELDS = (("model",), ("data_dir",), ("cd", "teacher_model"))
-LATER_DEFAULTS = {("parallel",): "ddp", ("offload",): False, ("ood_limit",): None, ("cd", "teacher_eval"): True}
+PATH_FIELDS = (("model",), ("data_dir",), ("cd", "teacher_model"), ("tasks_file",))
+LATER_DEFAULTS = {("parallel",): "ddp", ("offload",): False, ("ood_limit",): None, ("cd", "teacher_eval"): True,
+                  ("tasks_file",): None}
 
 
 def trial_identity(space: Space, run: dict) -> dict:
@@ -78,12 +81,19 @@ def trial_identity(space: Space, run: dict) -> dict:
     ident = space.identity or {}
     models = ident.get("models", {})
     teacher = (run.get("cd") or {}).get("teacher_model")
+    from trainers import user_tasks
+    from trainers.prompts import _patterns
     from trainers.tasks import task_definitions
-    return {"model": models.get(run["model"], run["model"]),
-            "teacher_model": models.get(teacher, teacher) if teacher else None,
-            "data": ident.get("data", {}).get(run["task"]),
-            # what a run scores changes with it (version 3: each data seed its own evaluation subset)
-            "tasks_version": task_definitions()["version"]}
+    defs = task_definitions()
+    out = {"model": models.get(run["model"], run["model"]),
+           "teacher_model": models.get(teacher, teacher) if teacher else None,
+           "data": ident.get("data", {}).get(run["task"]),
+           # what a run scores changes with it (version 3: each data seed its own evaluation subset)
+           "tasks_version": defs["version"]}
+    task = defs["tasks"][run["task"]]
+    if task.get("user"):  # a user's task: its definition in place of the tasks file's path
+        out["user_task"] = user_tasks.fingerprint(task, _patterns(), defs["ood_sets"])
+    return out
 
 
 def trial_key(run: dict, identity: dict) -> str:

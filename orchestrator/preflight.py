@@ -99,7 +99,7 @@ def check_configs(space: Space) -> None:
 
 def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str]) -> None:
     seeds = sorted(set(space.data_seeds) | {space.tuning_data_seed})
-    drawn = set()
+    drawn, patterns = set(), set()
     # a cell whose data or model does not load is already reported
     for cell, cfg in cell_configs(space, problems, skip=lambda c: c.task not in tasks or c.model not in tokenizers):
         task = tasks[cell.task]
@@ -111,11 +111,13 @@ def _check_cells(space: Space, tasks: dict, tokenizers: dict, problems: list[str
                 problems.append(f"{space.path}: shots: {cell.shots} shots of {cell.task}, data seed {seed}: {_one_line(e)}")
                 break
         drawn.add(key)
-        if spec.get(cell.method).label_words:  # ft scores through its own head
+        pattern = (cell.model, task.family, cfg.pattern or task.default_pattern)
+        if spec.get(cell.method).label_words and pattern not in patterns:  # ft scores through its own head
+            patterns.add(pattern)  # once per model and pattern, whichever cells share them
             try:
-                label_token_ids(tokenizers[cell.model], get_prompt(task.family, cfg.pattern or task.default_pattern))
+                label_token_ids(tokenizers[cell.model], get_prompt(task.family, pattern[2]))
             except Exception as e:  # noqa: BLE001
-                problems.append(f"{space.path}: fixed.pattern: {cell.id}: {_one_line(e)}")
+                problems.append(f"{space.path}: fixed.pattern: {cell.task} with {cell.model_tag}: {_one_line(e)}")
 
 
 def _lengths(space: Space, tasks: dict, tokenizers: dict) -> dict:

@@ -22,7 +22,7 @@ from trainers import settings
 from trainers.config import ConfigError, did_you_mean, from_dict, valid_keys
 from trainers.models import ModelError, check_source
 from trainers.spec import METHODS, Parallel
-from trainers.tasks import ood_names, task_definitions, task_names
+from trainers.tasks import DataError, ood_names, task_definitions, task_names, use_tasks_file
 
 PARALLEL_NAMES = tuple(p.value for p in Parallel)
 
@@ -50,6 +50,8 @@ TOP_KEYS = {
                        "small) before it ends, exit 1, --resume continues (default 600)",
     "fixtures": "synthetic: write a tiny model and data first",
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
+    "tasks_file": "a YAML file of your own tasks and OOD sets (trainers/user_tasks.py), usable in tasks: beside the "
+                  "shipped ones; relative to the working folder",
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}
 RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size", "auto", "gpu_memory_gb", "max_gpus_per_trial",
@@ -85,6 +87,7 @@ class Space:
     max_start_failures: int = 1
     worker_start_timeout_s: float = 120.0
     stall_timeout_s: float = 600.0
+    tasks_file: str | None = None
     metric: str = "dev_accuracy"
     raw: dict = field(default_factory=dict, compare=False)
     allow_cpu: bool = field(default=False, compare=False)  # --allow-cpu: GPUs asked of a CPU-only cluster become CPUs
@@ -324,6 +327,13 @@ def validate(raw: dict, path: str) -> Space:
     for required in ("description", "tasks", "methods", "models", "shots", "data_seeds"):
         if required not in raw:
             c.fail(required, f"missing ({TOP_KEYS[required]})")
+    tasks_file = None
+    if raw.get("tasks_file"):
+        tasks_file = str(Path(str(raw["tasks_file"])).expanduser().resolve())
+        try:  # its tasks join the shipped ones before the task names are checked
+            use_tasks_file(tasks_file)
+        except DataError as e:
+            c.fail("tasks_file", str(e))
     methods = _methods(c, raw["methods"])
     data_seeds = c.list_of("data_seeds", raw["data_seeds"], int)
     shots = c.list_of("shots", raw["shots"], int)
@@ -357,7 +367,7 @@ def validate(raw: dict, path: str) -> Space:
         max_start_failures=c.number("max_start_failures", raw.get("max_start_failures", 1), 0, integer=True),
         worker_start_timeout_s=float(c.number("worker_start_timeout_s", raw.get("worker_start_timeout_s", 120), 1)),
         stall_timeout_s=float(c.number("stall_timeout_s", raw.get("stall_timeout_s", 600), 1)),
-        fixtures=raw.get("fixtures"), data_dir=raw.get("data_dir"), raw=raw,
+        fixtures=raw.get("fixtures"), data_dir=raw.get("data_dir"), raw=raw, tasks_file=tasks_file,
     )
 
 

@@ -171,8 +171,12 @@ def _data_reachable(cfg) -> None:
     """Without a data folder the task's data come from the hub: one line, before datasets' retries, when
     it cannot be reached (with HF_HUB_OFFLINE set, datasets' own cache may still hold them)."""
     from trainers.sources import OFFLINE_SET, hub_unreachable
-    from trainers.tasks import resolve_data_dir
-    if resolve_data_dir(cfg.data_dir):
+    from trainers.tasks import resolve_data_dir, task_definitions
+    defs = task_definitions()
+    task = defs["tasks"][cfg.task]
+    splits = [task["train"], task["eval"], *(defs["ood_sets"][o]["split"] for o in (task["ood"] if cfg.ood is None else cfg.ood))]
+    from_hub = any(s.get("local") or "hub" in (s.get("sources") or [{}])[0] for s in splits)  # a user's own files need no hub
+    if resolve_data_dir(cfg.data_dir) or not from_hub:
         return
     why = hub_unreachable()
     if why and why != OFFLINE_SET:

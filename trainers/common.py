@@ -25,9 +25,11 @@ class Prepared:
 
     def resolved(self, cfg: RunConfig, **more) -> dict:
         """What the defaults resolved to, recorded beside the config."""
+        spec = task_definitions()["tasks"][self.task.name]
+        user = {"task_definition": spec["definition"], "tasks_file": cfg.tasks_file} if spec.get("user") else {}
         return {"pattern": self.prompt.describe(), "ood": list(self.task.ood), "data_source": self.task.source,
                 "data_fingerprints": dict(self.task.fingerprints), "tasks_version": task_definitions()["version"],
-                "draw": self.draw.sizes(), **more}
+                "draw": self.draw.sizes(), **user, **more}
 
 
 def prepare(cfg: RunConfig) -> Prepared:

@@ -159,6 +159,8 @@ class RunConfig:
         "HANS heuristics to evaluate (comma-separated or 'all')"))
     data_dir: str | None = field(default=None, metadata=_help(
         "local folder in the hub's schema (as ../shared/data); default: $FEWSHOT_DATA_DIR, else the hub"))
+    tasks_file: str | None = field(default=None, metadata=_help(
+        "a YAML file of your own tasks (and OOD sets), beside the shipped ones: see trainers/user_tasks.py"))
     eval_limit: int | None = field(default=None, metadata=_help("score at most N examples of each evaluation set (a fixed random subset)"))
     ood_limit: int | None = field(default=None, metadata=_help(
         "score at most N examples of each OOD set (the data seed's stratified subset); default: eval_limit"))

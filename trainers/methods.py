@@ -15,7 +15,7 @@ from trainers.config import ConfigError, RunConfig, from_dict
 from trainers.models import check_source
 from trainers.prompts import get_prompt
 from trainers.spec import METHODS
-from trainers.tasks import DataError, missing_data_dir, ood_names, resolve_data_dir, task_spec
+from trainers.tasks import DataError, missing_data_dir, ood_names, resolve_data_dir, task_spec, use_tasks_file
 
 
 def get_method(name: str) -> Callable:
@@ -43,6 +43,7 @@ def validate(cfg: RunConfig) -> None:
         method = spec.get(cfg.method)
     except spec.UnknownMethod as e:
         raise ConfigError(str(e)) from None
+    use_tasks_file(cfg.tasks_file)  # a user's own tasks join the shipped ones in this process
     task = task_spec(cfg.task)
     get_prompt(task["family"], cfg.pattern or task["default_pattern"])
     for name in cfg.ood or ():

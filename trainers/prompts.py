@@ -59,8 +59,15 @@ class Prompt:
 
 
 @functools.lru_cache(maxsize=1)
-def _patterns() -> dict:
+def _shipped_patterns() -> dict:
     return yaml.safe_load(PROMPTS_FILE.read_text())["patterns"]
+
+
+def _patterns() -> dict:
+    """The shipped patterns and those a registered tasks file defines (trainers/user_tasks.py)."""
+    from trainers import user_tasks
+    extra = {family: p for more in user_tasks.registered() for family, p in more["patterns"].items()}
+    return {**_shipped_patterns(), **extra} if extra else _shipped_patterns()
 
 
 def pattern_names(family: str) -> list[str]:

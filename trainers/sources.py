@@ -6,7 +6,7 @@ A source is one of three kinds, all written as data:
 
 - `{hub: ID, config: NAME, split: NAME, revision: REF}`: `datasets.load_dataset` (Parquet repos;
   `revision: refs/convert/parquet` reaches the hub's own conversion of a script data set).
-- `{url: URL, format: jsonl|parquet|tsv, ...}`: a file fetched once into `$FEWSHOT_CACHE`
+- `{url: URL, format: jsonl|parquet|tsv|csv, ...}`: a file fetched once into `$FEWSHOT_CACHE`
   (default `~/.cache/fewshot-sweeps/data`); `file://` URLs work too.
 - `{path: FILE, format: ...}`: a file on this machine.
 
@@ -34,7 +34,7 @@ from trainers import settings
 
 CACHE_ENV = "FEWSHOT_CACHE"
 URL_TIMEOUT_S = 30
-FORMATS = ("jsonl", "parquet", "tsv")
+FORMATS = ("jsonl", "parquet", "tsv", "csv")
 KINDS = ("hub", "url", "path")
 OPTIONS = {"columns", "labels", "unwrap_bytes", "integers", "rows", "format"}
 
@@ -87,7 +87,9 @@ def read_file(path: str | Path, fmt: str) -> list[dict]:
         import pyarrow.parquet as pq
         return pq.read_table(path).to_pylist()
     try:
-        with open(path, encoding="utf-8", newline="") as f:  # tsv: a header line, then one row per line
+        with open(path, encoding="utf-8", newline="") as f:  # tsv and csv: a header line, then one row per line
+            if fmt == "csv":
+                return list(csv.DictReader(f))
             # QUOTE_NONE: the release files contain bare quotes inside fields (HANS parses, PAWS's b"…")
             return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except UnicodeDecodeError as e:
@@ -155,9 +157,10 @@ def transform(rows: list[dict], source: dict) -> list[dict]:
         for col in unwrap & set(row):
             row[col] = _unwrap_bytes(row[col])
         if labels and "label" in row:
-            if row["label"] not in labels:
-                raise SourceError(f"row {i}: label {row['label']!r} is not one of {sorted(labels)}")
-            row["label"] = labels[row["label"]]
+            key = row["label"] if row["label"] in labels else str(row["label"])  # 1 in JSON Lines, "1" in a CSV
+            if key not in labels:
+                raise SourceError(f"row {i}: label {row['label']!r} is not one of {sorted(map(str, labels))}")
+            row["label"] = labels[key]
         for col in integers & set(row):
             row[col] = _int_if_digits(row[col])
         out.append(row)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from trainers import settings, sources
+from trainers import settings, sources, user_tasks
 
 DATA_DIR_ENV = "FEWSHOT_DATA_DIR"
 TASKS_FILE = Path(__file__).parent / "data" / "tasks.yaml"
@@ -69,7 +69,7 @@ class TaskData:
 
 
 @functools.lru_cache(maxsize=1)
-def task_definitions() -> dict:
+def _shipped() -> dict:
     defs = yaml.safe_load(TASKS_FILE.read_text())
     splits = [(f"tasks.{t}.{k}", spec[k]) for t, spec in defs["tasks"].items() for k in ("train", "eval")]
     splits += [(f"ood_sets.{o}.split", spec["split"]) for o, spec in defs["ood_sets"].items()]
@@ -77,6 +77,33 @@ def task_definitions() -> dict:
         for i, source in enumerate(split.get("sources") or []):
             sources.check(source, f"{TASKS_FILE.name}: {where}.sources[{i}]")
     return defs
+
+
+def task_definitions() -> dict:
+    """The shipped task definitions and those of any tasks file registered in this process."""
+    defs = _shipped()
+    extra = user_tasks.registered()
+    if not extra:
+        return defs
+    merged = {**defs, "tasks": dict(defs["tasks"]), "ood_sets": dict(defs["ood_sets"])}
+    for more in extra:
+        merged["tasks"].update(more["tasks"])
+        merged["ood_sets"].update(more["ood_sets"])
+    return merged
+
+
+def use_tasks_file(path: str | None) -> None:
+    """Register a user's tasks file (trainers/user_tasks.py) in this process; a bad one is a DataError."""
+    if path:
+        try:
+            user_tasks.register(path, _shipped())
+        except user_tasks.UserTaskError as e:
+            raise DataError(str(e)) from None
+
+
+def split_key(split: dict) -> str:
+    """A split's name in fingerprints: its path under a data folder, or (a user's split) its source."""
+    return split.get("local") or sources.describe(split["sources"][0])
 
 
 def task_names() -> list[str]:
@@ -121,7 +148,7 @@ def _read_local(path: str, columns: tuple[str, ...]) -> tuple[tuple[dict, ...], 
 def read_split(split: dict, spec: dict, data_dir: str | None, what: str) -> tuple[list[dict], str, str]:
     """(rows, where they came from, content fingerprint): the data folder if given, else the sources in turn."""
     columns = tuple(split_columns(spec))
-    if data_dir:
+    if data_dir and split.get("local"):  # a user's split always comes from its own source
         path = Path(data_dir) / split["local"]
         if not path.is_file():
             raise DataError(f"{path} not found: {what} expects {split['local']} under the data folder "
@@ -130,7 +157,7 @@ def read_split(split: dict, spec: dict, data_dir: str | None, what: str) -> tupl
         rows, fp = _read_local(str(path), columns)
         return list(rows), str(path), fp
     hint = (f"pass --data-dir with {split['local']} inside (`python -m trainers data export --to DIR` on a connected "
-            f"machine writes that layout)")
+            f"machine writes that layout)" if split.get("local") else "check the source in your tasks file")
     try:
         rows, origin = sources.read_first(split.get("sources") or [], what, hint)
     except sources.SourceError as e:
@@ -190,7 +217,7 @@ def load_ood(name: str, data_dir: str | None, hans_heuristics: tuple[str, ...] =
     spec = sets[name]
     rows, origin, fp = read_split(spec["split"], spec, resolve_data_dir(data_dir), f"OOD set {name}")
     if fingerprints is not None:
-        fingerprints[spec["split"]["local"]] = fp
+        fingerprints[split_key(spec["split"])] = fp
     examples = _examples(rows, origin, spec)
     if "groups" in spec:
         wanted = spec["groups"] if tuple(hans_heuristics) == ("all",) else list(hans_heuristics)
@@ -210,12 +237,26 @@ def load_task(name: str, data_dir: str | None = None, ood: tuple[str, ...] | Non
         raise DataError(missing_data_dir(data_dir))
     train_rows, train_origin, train_fp = read_split(spec["train"], spec, data_dir, f"task {name} (train)")
     eval_rows, eval_origin, eval_fp = read_split(spec["eval"], spec, data_dir, f"task {name} (eval)")
-    fingerprints = {spec["train"]["local"]: train_fp, spec["eval"]["local"]: eval_fp}
+    fingerprints = {split_key(spec["train"]): train_fp, split_key(spec["eval"]): eval_fp}
     ood_sets = {o: load_ood(o, data_dir, hans_heuristics, fingerprints) for o in (spec["ood"] if ood is None else ood)}
+    train, evaluation = _examples(train_rows, train_origin, spec), _examples(eval_rows, eval_origin, spec)
+    if spec.get("user"):
+        _check_user_splits(name, spec, train, evaluation, train_origin, eval_origin)
     return TaskData(
         name=name, family=spec["family"], classes=tuple(spec["classes"]),
-        default_pattern=spec["default_pattern"],
-        train=_examples(train_rows, train_origin, spec),
-        eval=_examples(eval_rows, eval_origin, spec),
+        default_pattern=spec["default_pattern"], train=train, eval=evaluation,
         ood=ood_sets, source=data_dir or "sources", fingerprints=fingerprints,
     )
+
+
+def _check_user_splits(name: str, spec: dict, train: list, evaluation: list, train_origin: str, eval_origin: str) -> None:
+    """A user's task: no empty split, and every class present in training (a class no row has is a
+    class list that does not match the labels)."""
+    for split, origin in ((train, train_origin), (evaluation, eval_origin)):
+        if not split:
+            raise DataError(f"task {name}: {origin} has no rows")
+    seen = {e.label for e in train}
+    missing = [c for i, c in enumerate(spec["classes"]) if i not in seen]
+    if missing:
+        raise DataError(f"task {name}: no training row of class(es) {missing} in {train_origin}; the classes "
+                        f"{spec['classes']} do not match the labels found")
