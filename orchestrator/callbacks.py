@@ -215,6 +215,8 @@ class RecordWriter(ray.tune.Callback):
             self.metrics.started()
 
     def on_step_end(self, iteration, trials, **info):
+        if self.metrics:
+            self.metrics.refresh()  # gauges set again between scrapes, or they drop out of Ray's export
         running, now = [], time.time()
         for t in trials:
             if t.status == "RUNNING" and t.trial_id in self.started:

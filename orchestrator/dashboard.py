@@ -10,6 +10,8 @@ RAY_TRAIN_ENABLE_STATE_TRACKING=1 (the cluster files and the local instance set 
 """
 from __future__ import annotations
 
+import time
+
 from ray.util import metrics
 
 PREFIX = "fewshot_"
@@ -30,6 +32,23 @@ class SweepMetrics:
         self.memory = metrics.Gauge(f"{PREFIX}trial_peak_memory_mib", "peak memory of a finished trial", tag_keys=tags)
         self.serve = metrics.Gauge(f"{PREFIX}serve_ms_per_query", "serving cost of a finished replicate", tag_keys=tags)
         self.now = 0
+        self.last: dict[tuple, tuple] = {}  # (gauge name, tags) -> (gauge, value): set again between scrapes
+        self.refreshed = 0.0
+
+    def _set(self, gauge, value: float, tags: dict) -> None:
+        gauge.set(value, tags=tags)
+        self.last[(gauge.info["name"], tuple(sorted(tags.items())))] = (gauge, value, tags)
+
+    def refresh(self, every_s: float = 5.0) -> None:
+        """Set every gauge's last value again: Ray exports a gauge only for the intervals it was set in,
+        so between a trial's start and its end (or its next epoch) the running count and the trial's
+        gauges would drop out of the scrapes. Called from the driver's loop, at most every `every_s`."""
+        now = time.monotonic()
+        if now - self.refreshed < every_s:
+            return
+        self.refreshed = now
+        for gauge, value, tags in list(self.last.values()):
+            gauge.set(value, tags=tags)
 
     def _tags(self, config: dict, trial_id: str | None = None) -> dict:
         out = {"sweep": self.sweep, "cell": config["cell"], "phase": config["phase"]}
@@ -37,22 +56,24 @@ class SweepMetrics:
 
     def started(self) -> None:
         self.now += 1
-        self.running.set(self.now, tags={"sweep": self.sweep})
+        self._set(self.running, self.now, {"sweep": self.sweep})
 
     def epoch_done(self, config: dict, trial_id: str, result: dict) -> None:
         tags = self._tags(config, trial_id)
-        self.epoch.set(float(result.get("epoch", 0)), tags=tags)
+        self._set(self.epoch, float(result.get("epoch", 0)), tags)
         if result.get("dev_accuracy") is not None:
-            self.dev.set(float(result["dev_accuracy"]), tags=tags)
+            self._set(self.dev, float(result["dev_accuracy"]), tags)
         if result.get("tokens_per_second"):
-            self.tokens.set(float(result["tokens_per_second"]), tags=tags)
+            self._set(self.tokens, float(result["tokens_per_second"]), tags)
 
     def trial_done(self, config: dict, record: dict) -> None:
+        trial = record.get("tune_trial_id")  # its per-trial gauges stop being refreshed: it runs no more
+        self.last = {k: v for k, v in self.last.items() if ("trial", trial) not in k[1]}
         self.now = max(0, self.now - 1)
-        self.running.set(self.now, tags={"sweep": self.sweep})
+        self._set(self.running, self.now, {"sweep": self.sweep})
         self.finished.inc(tags={**self._tags(config), "status": record["status"]})
         res = record.get("resources") or {}
         if res.get("peak_memory_mib"):
-            self.memory.set(float(res["peak_memory_mib"]), tags=self._tags(config))
+            self._set(self.memory, float(res["peak_memory_mib"]), self._tags(config))
         if (res.get("serving") or {}).get("ms_per_query"):
-            self.serve.set(float(res["serving"]["ms_per_query"]), tags=self._tags(config))
+            self._set(self.serve, float(res["serving"]["ms_per_query"]), self._tags(config))

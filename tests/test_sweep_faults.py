@@ -207,7 +207,13 @@ def test_the_sweeps_metrics_reach_rays_prometheus_export(cluster, tmp_path):
         return [ln for ln in _scrape(METRICS["port"]).splitlines() if ln.startswith("ray_fewshot_trials_finished")
                 and 'sweep="watched"' in ln and 'status="completed"' in ln]
 
+    def running_now():  # mid-trial: the running count is there and right, not dropped out or 0
+        return [float(ln.rsplit(" ", 1)[1]) for ln in _scrape(METRICS["port"]).splitlines()
+                if ln.startswith("ray_fewshot_trials_running") and 'sweep="watched"' in ln]
+
     try:
+        seen = poll(lambda: [v for v in running_now() if v >= 1], 600, "a running trial in Ray's export")
+        assert seen[0] >= 1
         lines = poll(finished_lines, 600, "the sweep's finished-trial counter in Ray's export")
         out, err = proc.communicate(timeout=600)
     finally:
