@@ -11,7 +11,10 @@ accuracy, independently (Bernoulli). The interval and verdict are `orchestrator.
 module the summaries use. Coverage: the share of sweeps whose interval holds δ; false verdicts: the
 share of sweeps with δ = 0 that name a better method (the nominal level is 5 %); power: the share of
 sweeps at δ = the dry run's printed difference (`power.seed_spread` from the simulation's own
-spread, then `stats.detectable`) that name the right method (the dry run promises 80 %).
+spread, then `stats.detectable`) that name the right method (the dry run promises 80 %). A second
+table: every seed scores the same examples (a whole validation set), whose own effects no number of
+seeds averages away: the interval's coverage of the population's difference, with the shared
+examples' variance (`stats.shared_examples`) and with the seeds' spread alone.
 """
 from __future__ import annotations
 
@@ -44,6 +47,46 @@ def simulate(rng, n: int, m: int, delta: float, seed_sd: float) -> tuple[dict, d
         pa = min(max(pb + delta + rng.normal(0, seed_sd), 0.05), 0.95)
         a[s], b[s] = (rng.random(m) < pa).astype(float), (rng.random(m) < pb).astype(float)
     return a, b
+
+
+def simulate_shared(rng, n: int, m: int, delta: float, seed_sd: float, effect_sd: float = 0.3) -> tuple[dict, dict, dict]:
+    """Every seed scores the same m examples (a whole validation set, drawn anew for each sweep from the
+    population of examples); each example has its own effect on the difference (sd `effect_sd`), so
+    what the seeds share no number of seeds averages away. The true difference is over the population."""
+    pb = np.clip(rng.beta(4, 2, size=m), 0.02, 0.98)
+    effect = rng.normal(0, effect_sd, size=m)
+    a, b = {}, {}
+    for s in range(n):
+        shift = rng.normal(0, SHIFT_SD)
+        gap = delta + rng.normal(0, seed_sd)
+        pbs = np.clip(pb + shift, 0.0, 1.0)
+        pas = np.clip(pbs + gap + effect, 0.0, 1.0)
+        a[s], b[s] = (rng.random(m) < pas).astype(float), (rng.random(m) < pbs).astype(float)
+    ids = {s: list(range(m)) for s in range(n)}
+    return a, b, ids
+
+
+def shared_design(n: int, m: int, seed_sd: float, sweeps: int, rng) -> dict:
+    """Coverage of the population's difference when every seed scores the same examples: the interval
+    with the shared examples' variance, and the seeds' alone (what it was before)."""
+    # the population's true difference: the clipping makes it differ a little from delta; estimated once
+    delta, truth = 0.05, _population_delta(rng, 0.05, seed_sd)
+    with_shared = seeds_only = 0
+    for _ in range(sweeps):
+        a, b, ids = simulate_shared(rng, n, m, delta, seed_sd)
+        lo, hi = paired(a, b, ids)["ci95"]
+        with_shared += lo <= truth <= hi
+        lo, hi = paired(a, b)["ci95"]
+        seeds_only += lo <= truth <= hi
+    return {"seeds": n, "examples": m, "seed_sd": seed_sd, "sweeps": sweeps, "shared": True,
+            "coverage": with_shared / sweeps, "seeds_only_coverage": seeds_only / sweeps}
+
+
+def _population_delta(rng, delta: float, seed_sd: float, draws: int = 200_000) -> float:
+    pb = np.clip(rng.beta(4, 2, size=draws), 0.02, 0.98)
+    gap = delta + rng.normal(0, seed_sd, size=draws) + rng.normal(0, 0.3, size=draws)
+    pbs = np.clip(pb + rng.normal(0, SHIFT_SD, size=draws), 0.0, 1.0)
+    return float(np.mean(np.clip(pbs + gap, 0.0, 1.0) - pbs))
 
 
 def two_level_interval(a: dict, b: dict, rng, rounds: int = 1000) -> tuple[float, float]:
@@ -118,15 +161,25 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(one_design(n, m, sd, args.sweeps, args.old_sweeps, rng))
         print(f"  {n} seeds x {m} examples, seed sd {sd}: coverage {rows[-1]['coverage']:.3f}, false verdicts "
               f"{rows[-1]['false_verdicts']:.3f}, power at printed {rows[-1].get('power_at_printed', '-')}", flush=True)
+    shared = [shared_design(n, 277, 0.016, args.sweeps, rng) for n in (3, 10)]
+    for r in shared:
+        print(f"  {r['seeds']} seeds x the same 277 examples: coverage {r['coverage']:.3f} (the seeds' spread alone: "
+              f"{r['seeds_only_coverage']:.3f})", flush=True)
     wall = time.perf_counter() - start
     command = "python -m benchmarks.stats_coverage" + (f" --sweeps {args.sweeps}" if args.sweeps != 600 else "")
+    shared_table = table(["seeds", "the same examples for every seed", "coverage of the population's difference",
+                          "the seeds' spread alone (before)"],
+                         [[r["seeds"], r["examples"], f"{100 * r['coverage']:.1f} %", f"{100 * r['seeds_only_coverage']:.1f} %"]
+                          for r in shared])
     text = (f"# The verdict rule against simulated sweeps (both noises)\n\n    {command}\n\n{render(rows)}\n"
+            f"Every seed scoring the same 277 examples (a whole validation set, drawn anew per sweep; examples' own "
+            f"effects sd 0.3):\n\n{shared_table}\n\n"
             f"- each row: {args.sweeps} simulated sweeps for coverage (true difference 0.05), {args.sweeps} for false "
             f"verdicts (no difference), {args.sweeps} for power at the printed difference; the old interval on the first "
             f"{args.old_sweeps}\n- machine: 1-minute load {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end; "
             f"{wall:.0f} s in all\n")
     publish("stats_coverage", Path(args.out_dir), text, {"benchmark": "stats_coverage", "command": command, "args": vars(args),
-                                                         "figures": rows, "run": {"wall_seconds": round(wall, 1)},
+                                                         "figures": rows, "shared": shared, "run": {"wall_seconds": round(wall, 1)},
                                                          "env": environment()})
     return 0
 

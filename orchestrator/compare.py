@@ -60,20 +60,28 @@ def _keys(ids: list[str]) -> list[tuple[str, int]]:
 def aligned(ra: dict, rb: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Both records' correctness on the examples both scored, in one order. Without ids, two vectors
     with each record's own number right and errors independent (the two marginals kept exactly)."""
+    a, b, _ = aligned_ids(ra, rb, name)
+    return a, b
+
+
+def aligned_ids(ra: dict, rb: dict, name: str) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """`aligned`, with the ids of the examples in that order (None for records without them)."""
     ids_a, ca = correctness(ra, name)
     ids_b, cb = correctness(rb, name)
     if not len(ca) or not len(cb):
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), None
     if ids_a is not None and ids_b is not None:
         index_b = {k: i for i, k in enumerate(_keys(ids_b))}
         pairs = [(i, index_b[k]) for i, k in enumerate(_keys(ids_a)) if k in index_b]
-        return (np.array([ca[i] for i, _ in pairs], dtype=float), np.array([cb[j] for _, j in pairs], dtype=float))
+        keys = _keys(ids_a)
+        return (np.array([ca[i] for i, _ in pairs], dtype=float), np.array([cb[j] for _, j in pairs], dtype=float),
+                [keys[i] for i, _ in pairs])
     m = min(len(ca), len(cb))
     ka, kb = int(round(ca.mean() * m)), int(round(cb.mean() * m))
     both = int(round(ka * kb / m))
     a = [1.0] * both + [1.0] * (ka - both) + [0.0] * (kb - both) + [0.0] * (m - ka - kb + both)
     b = [1.0] * both + [0.0] * (ka - both) + [1.0] * (kb - both) + [0.0] * (m - ka - kb + both)
-    return np.array(a), np.array(b)
+    return np.array(a), np.array(b), None
 
 
 def ood_names(table: pd.DataFrame) -> list[str]:
@@ -93,8 +101,10 @@ def newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
 def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_vocab: bool = False) -> dict | None:
     """A cell's accuracy on one set over its replicates: mean, std over seeds, and an interval with
     both the seeds' and the examples' noise."""
-    per_seed = {int(row.data_seed): correctness(records[i], name, full_vocab)[1] for i, row in reps.iterrows()}
-    return cell_interval({s: v for s, v in per_seed.items() if len(v)})
+    got = {int(row.data_seed): correctness(records[i], name, full_vocab) for i, row in reps.iterrows()}
+    got = {s: (ids, v) for s, (ids, v) in got.items() if len(v)}
+    ids = {s: _keys(i) for s, (i, _) in got.items()} if all(i is not None for i, _ in got.values()) else None
+    return cell_interval({s: v for s, (_, v) in got.items()}, ids)
 
 
 def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
@@ -110,9 +120,10 @@ def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
             ra, rb = (newest_per_seed(group[group["cell"] == c]) for c in (a, b))
             by_seed = {int(r.data_seed): i for i, r in rb.iterrows()}
             for name in ["in_domain", *ood_names(table)]:
-                pairs = {int(r.data_seed): aligned(records[i], records[by_seed[int(r.data_seed)]], name)
+                pairs = {int(r.data_seed): aligned_ids(records[i], records[by_seed[int(r.data_seed)]], name)
                          for i, r in ra.iterrows() if int(r.data_seed) in by_seed}
-                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()})
+                ids = {s: p[2] for s, p in pairs.items()} if all(p[2] is not None for p in pairs.values()) else None
+                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids)
                 if result:
                     fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
                             and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.stats import MIN_SEEDS, detectable, examples_variance, min_p, t95
+from orchestrator.stats import MIN_SEEDS, detectable, examples_variance, min_p, shared_examples, t95
 
 DEFAULT_SEED_SD, DEFAULT_ACCURACY = 0.05, 0.6
+DEFAULT_EFFECT_SD = 0.3  # the spread of single examples' own paired effects (SmolLM2 on RTE: 0.34 between two methods)
 MAX_SEEDS = 200  # a design search stops here
 EVAL_PHASES = ("evaluate", "teacher_eval")  # a replicate's phases whose work grows with the evaluation sets
 
@@ -34,7 +35,7 @@ def prior_from(folder: Path) -> dict:
     paired differences' spread less their own evaluation noise, pooled over comparisons), and the
     seconds its trials took (`seconds`: per task, method and model, what a replicate costs apart
     from its evaluation and per evaluated query; a search trial's)."""
-    from orchestrator.compare import aligned, comparisons, completed_replicates, newest_per_seed
+    from orchestrator.compare import aligned_ids, comparisons, completed_replicates, newest_per_seed
     from orchestrator.results import load_records, trials_table
     folder = Path(folder)
     if not folder.exists():
@@ -49,18 +50,25 @@ def prior_from(folder: Path) -> dict:
     if not comps:
         raise ValueError("has no in-domain comparison over two or more data seeds to take a prior from")
     reps = completed_replicates(table)
-    seed_vars, example_vars = [], []
+    seed_vars, example_vars, effects = [], [], []
     for c in comps:
         ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c["a"], c["b"]))
-        diffs, noise = [], []
+        diffs, noise, per_seed, ids = [], [], [], []
         for s in c["seeds"]:
-            a, b = aligned(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], "in_domain")
+            a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], "in_domain")
             diffs.append(float((a - b).mean()))
             noise.append(examples_variance(a - b))
             example_vars.append(noise[-1] * len(a))
-        seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)))
+            per_seed.append(a - b)
+            ids.append(keys)
+        b2, overlap = shared_examples(per_seed, ids if all(k is not None for k in ids) else None)
+        # the seeds' spread less their examples' noise (less what examples they share hide of it)
+        seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)) + b2 * overlap)
+        if overlap:
+            effects.append(b2)
     accs = reps["in_domain_accuracy"].dropna()
     return {"seed_sd": math.sqrt(max(0.0, float(np.mean(seed_vars)))), "example_sd": math.sqrt(float(np.mean(example_vars))),
+            "effect_sd": math.sqrt(float(np.mean(effects))) if effects else 0.0,
             "accuracy": float(accs.mean()), "comparisons": len(comps), "seconds": _seconds(table, records),
             "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
                       f"{len({s for c in comps for s in c['seeds']})} data seeds)"}
@@ -92,13 +100,21 @@ def _seconds(table, records) -> dict:
 
 def default_prior() -> dict:
     return {"seed_sd": DEFAULT_SEED_SD, "example_sd": math.sqrt(2 * DEFAULT_ACCURACY * (1 - DEFAULT_ACCURACY)),
-            "accuracy": DEFAULT_ACCURACY, "seconds": {},
-            "source": f"the stated prior (seed spread {DEFAULT_SEED_SD}, accuracy {DEFAULT_ACCURACY}, independent errors)"}
+            "effect_sd": DEFAULT_EFFECT_SD, "accuracy": DEFAULT_ACCURACY, "seconds": {},
+            "source": f"the stated prior (seed spread {DEFAULT_SEED_SD}, accuracy {DEFAULT_ACCURACY}, independent errors, "
+                      f"examples' own effects {DEFAULT_EFFECT_SD})"}
 
 
 def seed_spread(prior: dict, m: int) -> float:
     """The standard deviation of one seed's paired difference scored on m examples."""
     return math.sqrt(prior["seed_sd"] ** 2 + prior["example_sd"] ** 2 / m)
+
+
+def shared_variance(prior: dict, pool: int) -> float:
+    """The variance of the mean difference that the evaluation pool itself adds: seeds drawing their
+    examples from a pool of `pool` share, on average, 1/pool of each other's (every one, for the whole
+    set), and what they share no number of seeds averages away: σ²_b / pool."""
+    return prior.get("effect_sd", 0.0) ** 2 / pool if pool else 0.0
 
 
 def set_size(space, task: str, name: str) -> tuple[int, str]:
@@ -107,16 +123,16 @@ def set_size(space, task: str, name: str) -> tuple[int, str]:
     from trainers.tasks import task_definitions
     defs = task_definitions()
     split = defs["tasks"][task]["eval"] if name == "in_domain" else defs["ood_sets"][name]["split"]
-    if space.data_dir:
+    size, how = int(split.get("size") or 0), "the official split's rows"
+    if space.data_dir and split.get("local"):
         path = Path(space.data_dir) / split["local"]
         if path.is_file():
             with path.open("rb") as f:
-                return sum(1 for _ in f), f"{path.name}'s rows"
-    size = int(split.get("size") or 0)
+                size, how = sum(1 for _ in f), f"{path.name}'s rows"
     if name == "hans":  # one heuristic of three unless the space asks for more
-        wanted = space.tasks[task].get("hans_heuristics") or ["lexical_overlap"]
+        wanted = space.tasks[task].get("hans_heuristics") or space.fixed.get("hans_heuristics") or ["lexical_overlap"]
         size = size if "all" in wanted else size * len(wanted) // 3
-    return size, "the official split's rows"
+    return size, how
 
 
 def eval_size(space, task: str, name: str = "in_domain", limit: int | None = None) -> tuple[int, str]:
@@ -144,7 +160,8 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
     prior = prior or default_prior()
     n = len(space.data_seeds)
     lines = [f"power: {n} data seeds; prior from {prior['source']}: seed spread {prior['seed_sd']:.3f}, "
-             f"one example's paired-difference spread {prior['example_sd']:.2f}"]
+             f"one example's paired-difference spread {prior['example_sd']:.2f}, examples' own effects "
+             f"{prior.get('effect_sd', 0):.2f}"]
     for task in space.tasks:
         for name in ["in_domain", *(space.tasks[task].get("ood") or [])]:
             m, how = eval_size(space, task, name)
@@ -153,10 +170,13 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
                 lines.append(where + f"{m} examples each: no power — with {n} seed{'s' if n != 1 else ''} the sign-flip "
                                      f"test cannot reach p < 0.05 (its smallest p is {min_p(n):.4g})")
                 continue
-            sd = seed_spread(prior, m)
-            lines.append(where + f"{m} examples each ({how}): differences of {detectable(n, sd):.3f} or more are "
-                                 f"detected with 80 % power by the verdict rule (simulated); a comparison's 95 % interval "
-                                 f"about ±{t95(n - 1) * sd / math.sqrt(n):.3f}")
+            sd, pool = seed_spread(prior, m), set_size(space, task, name)[0]
+            shared = shared_variance(prior, pool)
+            lines.append(where + f"{m} examples each ({how}): differences of {detectable(n, sd, shared):.3f} or more "
+                                 f"are detected with 80 % power by the verdict rule (simulated); a comparison's 95 % "
+                                 f"interval about ±{t95(n - 1) * math.sqrt(sd ** 2 / n + shared):.3f}"
+                                 + (f", of which the {pool} examples themselves hold ±{1.96 * math.sqrt(shared):.3f} "
+                                    f"whatever the seeds" if shared else ""))
     if n < MIN_SEEDS:
         lines.append(f"warning: with {n} data seed(s) no comparison can reach p < 0.05 (the sign-flip test's smallest p "
                      f"is {min_p(n):.4g}): every verdict will be 'inconclusive'; use at least {MIN_SEEDS} data seeds "
@@ -164,15 +184,16 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
     return lines
 
 
-def seeds_needed(prior: dict, m: int, target: float) -> int | None:
-    """The fewest seeds whose rule detects `target` with 80 % power at m examples per seed (None: more than MAX_SEEDS)."""
-    sd = seed_spread(prior, m)
-    if detectable(MAX_SEEDS, sd) > target:
+def seeds_needed(prior: dict, m: int, target: float, pool: int = 0) -> int | None:
+    """The fewest seeds whose rule detects `target` with 80 % power at m examples per seed drawn from
+    a pool of `pool` (None: more than MAX_SEEDS, or the pool's own examples forbid it)."""
+    sd, shared = seed_spread(prior, m), shared_variance(prior, pool)
+    if detectable(MAX_SEEDS, sd, shared) > target:
         return None
     lo, hi = MIN_SEEDS, MAX_SEEDS  # detectable falls with n: the first n at or under target
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if detectable(mid, sd) <= target else (mid + 1, hi)
+        lo, hi = (lo, mid) if detectable(mid, sd, shared) <= target else (mid + 1, hi)
     return lo
 
 
@@ -226,8 +247,9 @@ def design_lines(space, prior: dict | None, target: float, has_gpus: bool, slots
         oods = space.tasks[task].get("ood") or []
         search = sum(_search_seconds(space, c, prior, has_gpus) for c in cells)
         options = []
+        floor = (t95(MAX_SEEDS) + 0.8416) * math.sqrt(shared_variance(prior, size))  # what the pool allows at best
         for m in sorted({k for k in (32, 64, 128, 256, 512) if k < size} | {size}):
-            n = seeds_needed(prior, m, target)
+            n = seeds_needed(prior, m, target, size)
             m_ood = [eval_size(space, task, o, None if space.fixed.get("ood_limit") else m)[0] for o in oods]
             costs = [_replicate_seconds(space, c, prior, m, m_ood, has_gpus) for c in cells]
             per_seed = None if any(s is None for s, _ in costs) else sum(s for s, _ in costs)
@@ -239,8 +261,13 @@ def design_lines(space, prior: dict | None, target: float, has_gpus: bool, slots
             what = f"{m} (the whole set: shared by every seed)" if m == size else f"{m} (each seed its own subset)"
             lines.append(f"    {what:<44} {n if n else '>' + str(MAX_SEEDS):>6} {n * len(cells) if n else '-':>10}  "
                          + (f"{_clock(total)} ({'measured cost' if measured else 'planned cost'})" if total else "-"))
+        if all(n is None for _, n, _, _ in options) and floor >= target:
+            lines.append(f"    no design detects {target:.3f} here: the {size} examples of {task}'s evaluation set themselves "
+                         f"vary by ±{1.96 * math.sqrt(shared_variance(prior, size)):.3f} (examples' own effects, spread "
+                         f"{prior.get('effect_sd', 0):.2f}), whatever the seeds; about {floor:.3f} is the least any number "
+                         f"of seeds can detect on them")
         priced = [o for o in options if o[2] is not None]
-        if not priced:
+        if not priced and any(n for _, n, _, _ in options):
             best = min((o for o in options if o[1]), key=lambda o: o[1], default=None)
             lines.append("    no cost known before the models load (hub ids): give --prior DIR, an earlier sweep of these "
                          "cells, for measured seconds")

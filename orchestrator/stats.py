@@ -71,19 +71,46 @@ def chance_agreement(df: int) -> float:
     return max(0.0, 1 - k - Z975 * math.sqrt(k)) ** 3
 
 
-def seeds_interval(observed: list[float], floors: list[float], bounds: tuple[float, float]) -> tuple[list[float], float]:
+def shared_examples(per_seed: list[np.ndarray], ids: list[list] | None) -> tuple[float, float]:
+    """(σ²_b, ō): how much of the mean's variance the evaluation examples that seeds share add, which
+    the seeds' own spread cannot show (a shared example's effect moves every seed alike). σ²_b, the
+    variance of the examples' own effects, is the covariance of two seeds' values on the examples both
+    scored (each seed centred on its mean), pooled over pairs of seeds; ō is the mean over pairs of
+    |shared| / (m_i m_k): 1/m when every seed scored the same m examples, 0 when none were shared.
+    The mean's variance is then s²_seeds / n + σ²_b ō (a crossed seeds × examples design)."""
+    if ids is None or len(per_seed) < 2:
+        return 0.0, 0.0
+    index = [{k: j for j, k in enumerate(i)} for i in ids]
+    cov_sum = weight = overlap = 0.0
+    pairs = 0
+    for i in range(len(per_seed)):
+        for k in range(i + 1, len(per_seed)):
+            shared = [key for key in index[i] if key in index[k]]
+            pairs += 1
+            overlap += len(shared) / (len(per_seed[i]) * len(per_seed[k]))
+            if len(shared) >= 2:
+                xi = per_seed[i][[index[i][key] for key in shared]] - per_seed[i].mean()
+                xk = per_seed[k][[index[k][key] for key in shared]] - per_seed[k].mean()
+                cov_sum += float(xi @ xk)
+                weight += len(shared)
+    return (max(0.0, cov_sum / weight) if weight else 0.0), overlap / pairs
+
+
+def seeds_interval(observed: list[float], floors: list[float], bounds: tuple[float, float],
+                   shared: float = 0.0) -> tuple[list[float], float]:
     """([lo, hi], standard error) of the mean of per-seed values: the t-interval over the seeds. Their
     variance cannot truly be below the examples' own (`floors`: each seed's examples_variance): below
     MIN_SEEDS it is floored there; from MIN_SEEDS on only where the seeds agree more closely than the
-    examples' noise allows (2.5 % of the time by chance), so coverage stays nominal. One seed: the
-    examples' noise alone (a normal interval)."""
+    examples' noise allows (2.5 % of the time by chance), so coverage stays nominal. `shared`: the
+    variance the examples the seeds share add (`shared_examples`). One seed: the examples' noise
+    alone (a normal interval)."""
     n, mean = len(observed), float(np.mean(observed))
     if n == 1:
         se, q = math.sqrt(floors[0]), Z975
     else:
         var, floor = float(np.var(observed, ddof=1)), float(np.mean(floors))
         var = max(var, floor if n < MIN_SEEDS else floor * chance_agreement(n - 1))
-        se, q = math.sqrt(var / n), t95(n - 1)
+        se, q = math.sqrt(var / n + shared), t95(n - 1)
     return [max(bounds[0], mean - q * se), min(bounds[1], mean + q * se)], se
 
 
@@ -94,14 +121,17 @@ def bernoulli(accuracy: float, n: int) -> np.ndarray:
     return np.array([1.0] * k + [0.0] * (n - k))
 
 
-def cell_interval(per_seed: dict[int, np.ndarray]) -> dict | None:
-    """{"mean", "std", "n", "ci95", "examples"} of a cell's accuracy over its seeds, both noises in the interval."""
-    values = [np.asarray(v, dtype=float) for _, v in sorted(per_seed.items()) if len(v)]
+def cell_interval(per_seed: dict[int, np.ndarray], ids: dict[int, list] | None = None) -> dict | None:
+    """{"mean", "std", "n", "ci95", "examples"} of a cell's accuracy over its seeds, both noises in the
+    interval (`ids`: seed -> its examples' ids, when known: examples the seeds share add theirs)."""
+    seeds = [s for s, v in sorted(per_seed.items()) if len(v)]
+    values = [np.asarray(per_seed[s], dtype=float) for s in seeds]
     if not values:
         return None
     observed = [float(v.mean()) for v in values]
     n, mean = len(observed), float(np.mean(observed))
-    ci, _ = seeds_interval(observed, [examples_variance(v) for v in values], (0.0, 1.0))
+    b2, overlap = shared_examples(values, [ids[s] for s in seeds] if ids else None)
+    ci, _ = seeds_interval(observed, [examples_variance(v) for v in values], (0.0, 1.0), b2 * overlap)
     return {"mean": mean, "std": float(np.std(observed, ddof=1)) if n > 1 else 0.0, "n": n, "ci95": ci,
             "examples": int(sum(len(v) for v in values))}
 
@@ -183,18 +213,24 @@ def rule_power(n: int, effect: float, sweeps: int = 4000, seed: int = 1) -> floa
     return hits / sweeps
 
 
-def detectable(n: int, seed_sd: float) -> float | None:
+def detectable(n: int, seed_sd: float, shared: float = 0.0) -> float | None:
     """Smallest true difference the rule detects with 80 % power over n seeds whose per-seed
-    difference has standard deviation `seed_sd` (None: below MIN_SEEDS it detects nothing)."""
+    difference has standard deviation `seed_sd` (None: below MIN_SEEDS it detects nothing). `shared`:
+    the variance shared evaluation examples add to the mean, which no number of seeds averages away;
+    the rule's interval holds it, so the detectable difference grows by it (in the interval's units)."""
     unit = standard_detectable(n)
-    return None if unit is None else unit * seed_sd
+    if unit is None:
+        return None
+    se_seeds = seed_sd / math.sqrt(n)
+    return unit * math.sqrt(n) * math.sqrt(se_seeds ** 2 + shared)
 
 
-def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict | None:
+def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], ids: dict[int, list] | None = None) -> dict | None:
     """A − B over the data seeds both have. `a`, `b`: seed -> aligned 0/1 correctness vectors (the same
-    examples in the same order for both methods of a seed). Mean difference, t-interval over the
-    per-seed differences, sign-flip p, the verdict with its reason, and the smallest difference the
-    design could detect at 80 % power."""
+    examples in the same order for both methods of a seed); `ids`: seed -> those examples' ids, when
+    known (examples the seeds share add their own variance, which the seeds' spread cannot show).
+    Mean difference, t-interval over the per-seed differences, sign-flip p, the verdict with its
+    reason, and the smallest difference the design could detect at 80 % power."""
     seeds = sorted(s for s in set(a) & set(b) if len(a[s]) and len(a[s]) == len(b[s]))
     if not seeds:
         return None
@@ -202,21 +238,25 @@ def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict | None:
     observed = [float(d.mean()) for d in per_seed]
     floors = [examples_variance(d) for d in per_seed]
     n, mean = len(seeds), float(np.mean(observed))
-    (lo, hi), se = seeds_interval(observed, floors, (-1.0, 1.0))
+    b2, overlap = shared_examples(per_seed, [ids[s] for s in seeds] if ids else None)
+    (lo, hi), se = seeds_interval(observed, floors, (-1.0, 1.0), b2 * overlap)
     p, p_error = sign_flip(observed)
     # the design's power: the seeds' observed spread, never below what the examples alone give
     spread = math.sqrt(max(float(np.var(observed, ddof=1)) if n > 1 else 0.0, float(np.mean(floors))))
-    size = detectable(n, spread)
+    size = detectable(n, spread, b2 * overlap)
     out = {"n": n, "mean_diff": mean, "ci95": [lo, hi], "se": se, "p": p, "seeds": seeds,
-           "examples": int(sum(len(d) for d in per_seed)), "detectable": size}
+           "examples": int(sum(len(d) for d in per_seed)), "detectable": size,
+           "shared_examples_sd": math.sqrt(b2 * overlap)}
     if n < MIN_SEEDS:
         reason = f"{n} seed{'s' if n > 1 else ''}: p ≥ {min_p(n):.4g}" if n > 1 else "1 seed: no test across seeds"
         return {**out, "verdict": "inconclusive", "reason": reason}
     p_text = f"p {p:.3g}" + (f" (Monte Carlo over {MONTE_CARLO:,} sign patterns, ± {p_error:.1g})" if n > EXACT_UP_TO else "")
     if p < ALPHA and (lo > 0 or hi < 0):
         return {**out, "verdict": "a better" if mean > 0 else "b better", "reason": p_text}
+    held = (f" (the examples the seeds share hold ±{1.96 * math.sqrt(b2 * overlap):.3f} of the interval whatever the "
+            f"seeds)" if b2 * overlap > 0 else "")
     return {**out, "verdict": "no detectable difference",
-            "reason": f"{p_text}; this design detects differences of {size:.3f} or more"}
+            "reason": f"{p_text}; this design detects differences of {size:.3f} or more{held}"}
 
 
 def collapsed_seeds(top_fractions: list[float]) -> tuple[int, int]:

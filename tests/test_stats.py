@@ -173,3 +173,23 @@ def test_methods_are_compared_on_the_examples_both_scored(tmp_path):
     _, _, _, comps = write_tables(tmp_path)
     comp = next(c for c in comps if c["set"] == "in_domain")
     assert comp["examples"] == 6 * 9 and comp["mean_diff"] == pytest.approx(-1 / 9)
+
+
+def test_examples_every_seed_shares_add_their_own_variance_which_seeds_cannot_average_away():
+    from benchmarks.stats_coverage import _population_delta, simulate_shared
+    from orchestrator.stats import shared_examples
+    rng = np.random.default_rng(11)
+    a, b, ids = simulate_shared(rng, 10, 200, 0.05, 0.016)
+    diffs = [a[s] - b[s] for s in range(10)]
+    b2, overlap = shared_examples(diffs, [ids[s] for s in range(10)])
+    assert overlap == pytest.approx(1 / 200) and 0.2 < math.sqrt(b2) < 0.4  # the examples' own effects: sd 0.3
+    assert shared_examples(diffs, [[f"{s}-{j}" for j in range(200)] for s in range(10)])[1] == 0  # none shared
+    truth = _population_delta(rng, 0.05, 0.016)
+    with_shared = seeds_only = 0
+    for _ in range(100):
+        a, b, ids = simulate_shared(rng, 10, 200, 0.05, 0.016)
+        lo, hi = paired(a, b, ids)["ci95"]
+        with_shared += lo <= truth <= hi
+        lo, hi = paired(a, b)["ci95"]
+        seeds_only += lo <= truth <= hi
+    assert with_shared >= 88 and seeds_only <= 85, (with_shared, seeds_only)
