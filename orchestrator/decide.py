@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.cells import variant_of
-from orchestrator.compare import completed_replicates, newest_per_seed
+from orchestrator.compare import completed_replicates, correctness, newest_per_seed
 from orchestrator.results import cell_stats, load_records, trials_table
 
 GROUP = ("task", "model", "shots")
@@ -46,6 +46,7 @@ class Method:
     adapt: np.ndarray  # per seed: the cell's whole search + that seed's replicate adaptation
     serve: np.ndarray  # per seed: device-seconds per query
     out: str | None = None
+    examples: list = field(default_factory=list)  # per seed: {example id: 0/1}, for the examples seeds share
     device: str = "CPU"
     peak_gib: float | None = None
     note: str = ""  # what a candidate carries along (a collapse out of domain)
@@ -74,8 +75,9 @@ def _device(row) -> tuple[str, float]:
 def methods_of(table: pd.DataFrame, records: list[dict], cells: list[dict], key: tuple,
                max_memory_gb: float | None) -> list[Method]:
     reps = completed_replicates(table)
-    mine = [c for c in cells if tuple(c[k] for k in GROUP) == key]
-    by_cell = {c["cell"]: newest_per_seed(reps[reps["cell"] == c["cell"]]).set_index("data_seed") for c in mine}
+    mine = [c for c in cells if tuple(c[k] for k in GROUP) == key and c["seeds"]]  # cells with a completed replicate
+    by_cell = {c["cell"]: newest_per_seed(reps[reps["cell"] == c["cell"]]).reset_index().set_index("data_seed")
+               for c in mine}
     common = sorted(set.intersection(*(set(r.index) for r in by_cell.values()))) if by_cell else []
     out = []
     for c in mine:
@@ -84,8 +86,13 @@ def methods_of(table: pd.DataFrame, records: list[dict], cells: list[dict], key:
         adapt = (c["search_seconds"] + rows["adaptation_seconds"].fillna(0).to_numpy(float)) * count
         serve = rows["serve_ms_per_query"].to_numpy(float) / 1000 * count
         peak = max([float(x) for x in (*rows["peak_memory_mib"], *rows.get("serve_peak_mib", [])) if x == x] or [0.0]) / 1024
+        idx = by_cell[c["cell"]].loc[common].reset_index()["index"] if common else []
+        examples = []
+        for i in idx:
+            ids, correct = correctness(records[int(i)], "in_domain")
+            examples.append(dict(zip(ids, correct)) if ids is not None else {})
         m = Method(c["cell"], variant_of(c["cell"]), common, rows["in_domain_accuracy"].to_numpy(float), adapt, serve,
-                   device=device, peak_gib=peak or None,
+                   examples=examples, device=device, peak_gib=peak or None,
                    note="; ".join(f"collapsed on {s} in {v['seeds']} of {v['of']} seeds"
                                   for s, v in (c.get("collapse") or {}).items() if s != "in_domain"))
         fell = (c.get("collapse") or {}).get("in_domain")
@@ -126,6 +133,24 @@ def joint_means(per_seed: np.ndarray, draws: int, seed: int = 0) -> np.ndarray:
     return mean + scale * (z @ dev) / math.sqrt(n * (n - 1))
 
 
+def shared_examples_draws(methods: list[Method], draws: int, seed: int = 0) -> np.ndarray:
+    """Draws of what the evaluation examples every seed shares add to each method's accuracy (jointly:
+    an example hard for one method is often hard for another), which the seeds' spread cannot show:
+    a normal combination of the examples' deviations from their mean (each example's mean over the
+    seeds, per method), so its variance is the examples' spread over their number. Zeros when the
+    seeds share no examples."""
+    per = [m.examples for m in methods]
+    if not all(per) or not all(all(e) for e in per):
+        return np.zeros((draws, len(methods)))
+    common = set.intersection(*(set(e) for ex in per for e in ex))
+    if len(common) < 2:
+        return np.zeros((draws, len(methods)))
+    keys = sorted(common, key=str)
+    c = np.array([[np.mean([e[key] for e in ex]) for ex in per] for key in keys])  # examples x methods
+    z = np.random.default_rng(seed).standard_normal((draws, len(keys))) / len(keys)
+    return z @ (c - c.mean(axis=0))
+
+
 def decide_group(methods: list[Method], queries: list[float], tolerance: float, where: str,
                  draws: int = DRAWS, seed: int = 0) -> Decision:
     n = len(methods[0].seeds) if methods else 0
@@ -134,6 +159,7 @@ def decide_group(methods: list[Method], queries: list[float], tolerance: float, 
     per_seed = np.column_stack([m.accuracy for m in methods] + [m.adapt for m in methods] + [m.serve for m in methods])
     drawn = joint_means(per_seed, draws, seed)
     acc, adapt, serve = drawn[:, :k], drawn[:, k:2 * k], drawn[:, 2 * k:]
+    acc = acc + shared_examples_draws(methods, draws, seed + 1)
     means = [(m.accuracy.mean() if n else np.nan, m.adapt.mean() if n else np.nan, m.serve.mean() if n else np.nan)
              for m in methods]
     chosen, probability = {}, {}
