@@ -124,10 +124,12 @@ def test_moved_results_folder_with_a_corrupt_record_reruns_only_that_trial(smoke
     (moved / "smoke" / "trials" / name).write_text(json.dumps(rec)[:200])  # a truncated write
     summarize = subprocess.run([sys.executable, "-m", "orchestrator", "summarize", str(moved / "smoke")],
                                capture_output=True, text=True, timeout=120)
-    assert summarize.returncode == 0 and name in summarize.stderr and "set aside" in summarize.stderr
-    assert (moved / "smoke" / "trials" / "corrupt" / name).exists()
-    r = sweep(moved, "--space", "smoke", "--resume")
+    # a reading command names the record and skips it; it moves nothing
+    assert summarize.returncode == 0 and name in summarize.stderr and "skipped" in summarize.stderr
+    assert (moved / "smoke" / "trials" / name).exists() and not (moved / "smoke" / "trials" / "corrupt").exists()
+    r = sweep(moved, "--space", "smoke", "--resume")  # the sweep sets it aside and runs its trial again
     assert r.returncode == 0, r.stderr[-3000:]
+    assert (moved / "smoke" / "trials" / "corrupt" / name).exists() and "set aside" in r.stderr
     ran = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
     assert len(ran) == 1 and f" s{rec['data_seed']} " in ran[0]
     assert json.loads((moved / "smoke" / "trials" / name).read_text())["trial_key"] == rec["trial_key"]
