@@ -236,6 +236,17 @@ class RecordWriter(ray.tune.Callback):
         if waited > self.stall_timeout_s:
             self.progress.stalled = (f"{len(pending)} trial(s) waited {_clock(waited)} with none running: {why}")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """Tune runs a failed trial again (max_failures): say so in one line, with the cause."""
+        error = trial.get_error() if hasattr(trial, "get_error") else None
+        cause = str(error).strip().splitlines()[-1] if error and str(error).strip() else "its process died"
+        if "node" in str(error or "").lower() and "died" in str(error or "").lower():
+            cause = "its node was lost"
+        run = run_of(trial.config)
+        print(fit(f"  ! {trial.config['cell']} ({trial.config['phase']}, s{run['data_seed']}): {cause}; running it again "
+                  f"({trial.num_failures} failure(s) so far)", self.progress.width), file=sys.stderr, flush=True)
+        self.started.pop(trial.trial_id, None)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "record" not in result and "epoch" in result:
             if self.metrics:

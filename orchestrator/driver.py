@@ -34,6 +34,8 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # Tune's default CSV/JSON/TensorBoard loggers write a second copy of every result beside our records and
 # keep state per trial to the sweep's end (ray-project/ray#64231): off, the driver grew 130 MiB per 1,000 trials, not 172
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# a trial's failure is one line from RecordWriter (retried, or its record with the error), not Tune's traceback
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 import optuna  # noqa: E402
 import ray  # noqa: E402

@@ -20,8 +20,6 @@ import os
 import socket
 from pathlib import Path
 
-import ray
-
 from trainers.records import COMMIT_ENV, git_commit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,9 +54,19 @@ class NoCluster(Exception):
     """--address names a place where no Ray cluster answers (a usage error: one line, exit 2)."""
 
 
+def _token() -> str | None:
+    """Where this machine keeps a Ray authentication token, if it has one (Ray's own places)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    return str(path) if path.is_file() else None
+
+
 def check_address(address: str | None, timeout: float = 5.0) -> None:
     """Before Ray starts: a host:port (or ray://host:port) address must accept a connection within
-    `timeout` seconds, else one line instead of Ray's minute of retries and tracebacks."""
+    `timeout` seconds, else one line instead of Ray's minute of retries and tracebacks. A cluster that
+    asks for token authentication gets it when this machine has the token (RAY_AUTH_MODE=token set
+    here for ray.init, as `ray start` does for its own processes), else one line saying where to put it."""
     if not address or address in ("auto", "local") or in_job():
         return
     target = address.split("://", 1)[-1]
@@ -67,8 +75,13 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         host, port = target, "10001" if address.startswith("ray://") else "6379"
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
-        if not address.startswith("ray://"):
-            _ask_gcs(f"{host}:{port}", timeout)
+        if not address.startswith("ray://") and _ask_gcs(f"{host}:{port}", timeout) == "token":
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                if not _token():
+                    raise NoCluster(f"--address {address}: the Ray cluster there asks for token authentication and this "
+                                    f"machine has no token; copy the cluster's ~/.ray/auth_token here (or set "
+                                    f"RAY_AUTH_TOKEN) and run again")
+                os.environ["RAY_AUTH_MODE"] = "token"  # Ray reads the token from its usual places
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise NoCluster(f"--address {address}: no Ray cluster answers at {host}:{port} ({why}, waited at most "
@@ -76,18 +89,19 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
                         f"address, or leave --address out to run on a local Ray instance") from None
 
 
-def _ask_gcs(target: str, timeout: float) -> None:
+def _ask_gcs(target: str, timeout: float) -> str | None:
     """One call to the Ray GCS at `target` (its cluster id): a port that accepts connections may be
     another service (or a proxy), and ray.init would then retry for half a minute."""
-    import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    import grpc  # not ray: Ray reads RAY_AUTH_MODE when it is first imported, and this may have to set it
     with grpc.insecure_channel(target) as channel:
-        try:
-            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
-                                                                              timeout=timeout)
+        try:  # an empty GetClusterIdRequest is zero bytes on the wire
+            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId", request_serializer=lambda _: b"",
+                                response_deserializer=lambda raw: raw)(None, timeout=timeout)
         except grpc.RpcError as e:
-            if e.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):  # those: a Ray GCS
-                raise OSError(f"not a Ray GCS: {e.code().name.lower()}") from None
+            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return "token"  # a Ray GCS that wants a token
+            raise OSError(f"not a Ray GCS: {e.code().name.lower()}") from None
+    return None
 
 
 def hub_revisions(space) -> dict[str, str]:
@@ -117,6 +131,7 @@ def _free_port() -> int:
 
 def start_ray(address: str | None, space) -> str:
     """Start a local instance (address None) or join `address`; returns the dashboard URL."""
+    import ray
     env = trial_env(space)
     for key in job_env_keys():  # the job's own value, the same one this process read
         env.pop(key, None)

@@ -255,6 +255,29 @@ def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_it
     assert len(recs) == 2 and {rec["env"]["git_commit"] for rec in recs} == {"feedc0de"}
 
 
+def test_a_driver_without_ray_auth_mode_joins_a_token_cluster_when_it_has_the_token(tmp_path):
+    """`ray start --head` turns token authentication on; a driver started without RAY_AUTH_MODE used to
+    retry for half a minute and fail with a traceback. It now asks the GCS, finds it wants a token,
+    and uses the one this machine has (the head's ~/.ray/auth_token: one machine here)."""
+    if not RAY:
+        pytest.skip("needs the ray command")
+    port, ray_tmp = _free_port(), tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             f"--temp-dir={ray_tmp}", "--block"], env={**env, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        poll(lambda: subprocess.run([RAY, "status", f"--address=127.0.0.1:{port}"], capture_output=True,
+                                    env={**env, "RAY_AUTH_MODE": "token"}).returncode == 0, 120, "the head starting")
+        r = sweep("--space", "smoke", "--address", f"127.0.0.1:{port}", "--results", str(tmp_path), "--set", "search={}",
+                  "--set", "data_seeds=[0]", env={**env, "RAY_TMPDIR": ray_tmp})
+        assert r.returncode == 0 and "InvalidAuthToken" not in r.stderr, r.stderr[-3000:]
+        assert len(records(tmp_path / "smoke")) == 2
+    finally:
+        _stop(proc)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def test_a_gpu_space_on_a_cluster_without_gpus_is_refused_as_on_one_machine():
     import dataclasses
     space = load_space("smoke", ["resources.gpus_per_worker=1"])

@@ -111,7 +111,8 @@ def test_max_trials_stops_with_3_and_ctrl_c_with_130_both_keeping_records_and_po
     # the hint is the whole command, as pasted: this interpreter, every argument quoted, --resume, no --max-trials
     line = stopped.stderr.split("Continue with:\n", 1)[1].splitlines()[0].strip()
     assert line.endswith("--resume") and "--max-trials" not in line and "'methods={icl: [none]}'" in line
-    proc = subprocess.Popen(line, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # exec: the shell becomes the sweep, so Ctrl-C (SIGINT) reaches the sweep itself
+    proc = subprocess.Popen(f"exec {line}", shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         poll(lambda: len(list((tmp_path / "stopped" / "trials").glob("*.json"))) > 1, 600, "a second record")
         proc.send_signal(signal.SIGINT)
@@ -201,7 +202,8 @@ def _scrape(port):
 
 def test_the_sweeps_metrics_reach_rays_prometheus_export(cluster, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), "--space", "smoke",
-                             "--address", cluster, "--set", "search={}", "--set", "data_seeds=[0]", "--name", "watched"],
+                             "--address", cluster, "--set", "search={}", "--set", "data_seeds=[0]", "--name", "watched",
+                             "--set", "fixed.train.epochs=1500"],  # a PBFT trial of half a minute: time to scrape it running
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     def finished_lines():  # Ray exports application metrics with its own prefix: ray_fewshot_...
         return [ln for ln in _scrape(METRICS["port"]).splitlines() if ln.startswith("ray_fewshot_trials_finished")
