@@ -186,10 +186,10 @@ def test_examples_every_seed_shares_add_their_own_variance_which_seeds_cannot_av
     assert shared_examples(diffs, [[f"{s}-{j}" for j in range(200)] for s in range(10)])[1] == 0  # none shared
     truth = _population_delta(rng, 0.05, 0.016)
     with_shared = seeds_only = 0
-    for _ in range(100):
-        a, b, ids = simulate_shared(rng, 10, 200, 0.05, 0.016)
+    for _ in range(100):  # 20 seeds: the seeds' spread alone shrinks, the shared examples' effects do not
+        a, b, ids = simulate_shared(rng, 20, 200, 0.05, 0.016)
         lo, hi = paired(a, b, ids)["ci95"]
         with_shared += lo <= truth <= hi
         lo, hi = paired(a, b)["ci95"]
         seeds_only += lo <= truth <= hi
-    assert with_shared >= 88 and seeds_only <= 85, (with_shared, seeds_only)
+    assert with_shared >= 88 and seeds_only <= 78, (with_shared, seeds_only)  # measured over 300: 96 % and 65 %
