@@ -51,9 +51,10 @@ class Progress:
     """One line per finished trial, at most `width` columns (the terminal's, 100 at most); a
     heartbeat when no trial has finished for `heartbeat_s`, one line per running trial; and the time
     left. Each kind of trial is estimated from the finished trials of that kind (the same cell and
-    phase, else the same phase and method); a kind not seen yet from the plan (`planned`: seconds
-    per kind), scaled by how far finished trials of the same phase ran from their own plans (a
-    search trial says nothing of a replicate, which also scores OOD sets and serves). A running
+    phase, else the same phase and method); a replicate not seen yet from its cell's measured search
+    trials plus the evaluation and serving its plan adds; any other kind not seen yet from the plan
+    (`planned`: seconds per kind), scaled by how far finished trials of the same phase ran from their
+    own plans (a search trial's ratio says nothing of a replicate, which also scores OOD sets and serves). A running
     trial that has outlived its estimate is still running: its kind's estimate takes its time so far
     into account and it is expected to need a tenth of its time so far again, so the ETA grows
     while it overruns instead of standing still. The work left is spread over `slots`."""
@@ -91,9 +92,16 @@ class Progress:
                 mean = sum(times) / len(times)
                 over = [now - t0 for rk, t0 in self.running.values() if same(rk) and now - t0 > mean]
                 return (sum(times) + sum(over)) / (len(times) + len(over)), True
+        ratios = sorted(self.ratios.get(k.phase, []))
+        ratio = ratios[len(ratios) // 2] if ratios else 1.0
+        searched = [t for key, ts in self.seconds.items() if key == Kind("search", k.cell, k.method) for t in ts]
+        search_plan = self.planned_seconds.get(Kind("search", k.cell, k.method))
+        if k.phase == "replicate" and searched and k in self.planned_seconds and search_plan is not None:
+            # the cell's own search trials measured its training: a replicate adds its evaluation and serving
+            extra = max(0.0, self.planned_seconds[k] - search_plan) * ratio
+            return sum(searched) / len(searched) + extra, False
         if k in self.planned_seconds:
-            ratios = sorted(self.ratios.get(k.phase, []))
-            return self.planned_seconds[k] * (ratios[len(ratios) // 2] if ratios else 1.0), False
+            return self.planned_seconds[k] * ratio, False
         times = [t for ts in self.seconds.values() for t in ts]
         return (sum(times) / len(times), True) if times else (None, False)
 

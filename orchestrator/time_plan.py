@@ -19,7 +19,8 @@ import time
 
 from trainers import spec
 
-RAY_OVERHEAD_S = 20.0  # a worker group's start and stop on a 2-core machine (results/bench/sweep_overhead.md: 17-20 s)
+RAY_OVERHEAD_S = 17.0  # a worker group's start and stop on a 2-core machine (results/bench/sweep_overhead.md: 16.7 s)
+IN_PROCESS_OVERHEAD_S = 2.5  # a one-worker trial inside its Tune trial (resources.in_process: 2.3 s measured there)
 EFFICIENCY = 0.35  # transformer layers at small batch reach this share of a large matmul's rate on CPU (fitted: quickstart)
 GPU_FLOPS = 100e12  # bf16 on a current data-centre GPU at moderate utilisation; a guess until a GPU run says otherwise
 DEFAULT_TOKENS = 64  # prompt tokens of one example when preflight measured none
@@ -70,13 +71,14 @@ def trial_flops(run: dict, params: float, layers: int, kv_width: int, tokens: fl
     return flops
 
 
-def trial_seconds(run: dict, shape, tokens: float | None, sets: dict[str, int], cpus: float, gpus: float) -> float:
-    """Planned wall-clock seconds of one trial, Ray's overhead included."""
+def trial_seconds(run: dict, shape, tokens: float | None, sets: dict[str, int], cpus: float, gpus: float,
+                  in_process: bool = False) -> float:
+    """Planned wall-clock seconds of one trial, Ray's overhead included (a worker group's, or an in-process trial's)."""
     kv_width = shape.kv_heads * shape.head_dim
     flops = trial_flops(run, shape.params, shape.layers, kv_width, tokens or DEFAULT_TOKENS, sets)
     rate = GPU_FLOPS * max(gpus, 0.1) if gpus else cpu_flops(int(max(1, cpus))) * EFFICIENCY
     load = shape.params * 4 / 400e6  # reading fp32 weights at ~400 MB/s
-    return RAY_OVERHEAD_S + load + flops / rate
+    return (IN_PROCESS_OVERHEAD_S if in_process else RAY_OVERHEAD_S) + load + flops / rate
 
 
 def planned(space, has_gpus: bool) -> dict[tuple[str, str], float]:
@@ -94,6 +96,6 @@ def planned(space, has_gpus: bool) -> dict[tuple[str, str], float]:
         for phase in ("search", "replicate"):
             run = plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=phase == "replicate")
             seconds = trial_seconds(run, shape, (lengths.get("tokens") or {}).get(cell.model), lengths.get("sets") or {},
-                                    r["cpus_per_worker"], r["gpus_per_worker"])
+                                    r["cpus_per_worker"], r["gpus_per_worker"], r["in_process"] and r["workers"] == 1)
             out[(phase, cell.id)] = seconds / max(1, r["workers"]) ** 0.5  # data parallel helps, not linearly
     return out

@@ -188,3 +188,10 @@ def test_trials_that_wait_with_none_running_are_shown_and_end_the_sweep_after_th
     progress.stalled, writer.started["t2"], writer.shown["t2"] = None, clock[0], ("replic s0", None)
     writer.on_step_end(3, running + waiting)  # something runs again: the wait starts over
     assert writer.waiting_since is None
+
+
+def test_an_unseen_replicate_is_its_cells_measured_search_plus_what_the_plan_adds():
+    planned = {kind("search", PBFT): 90.0, kind("replicate", PBFT): 150.0}  # the replicate adds 60 s of evaluation
+    p = Progress(Counter({kind("search", PBFT): 1, kind("replicate", PBFT): 2}), slots=1, width=100, planned_seconds=planned)
+    p.line(record(PBFT), 40.0)  # the search trial took 40 s, not 90: training is quicker than planned
+    assert p.eta() == "ETA ~3m20s (planned)"  # 2 x (40 + 60), not 2 x 150 nor 2 x 150 x 40/90
