@@ -22,10 +22,11 @@ def remember(argv: list[str]) -> None:
 
 
 def shown(path: Path | str) -> str:
-    """A path as the user would type it: relative to the working folder when inside it."""
-    path = Path(path)
+    """A path as the user would type it: relative to the working folder when inside it (links not
+    followed: a virtual environment's python is a link to the base interpreter)."""
+    path = Path(os.path.abspath(path))
     try:
-        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+        return os.path.relpath(path) if path.is_relative_to(os.path.abspath(os.getcwd())) else str(path)
     except (ValueError, OSError):
         return str(path)
 

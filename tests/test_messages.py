@@ -4,6 +4,7 @@ is not a causal LM, data that is not UTF-8, a misspelt option, an empty name, a 
 the hub out of reach), exit 4 with the command that resumes when results cannot be written, exit 5
 for what nobody foresaw."""
 import socket
+import sys
 import threading
 
 import pytest
@@ -133,3 +134,16 @@ def test_a_single_run_without_data_or_hub_is_one_line_before_any_retry(monkeypat
     assert trainers_cli.main(["run", "--method", "icl", "--task", "rte", "--model", "facebook/opt-125m"]) == 2
     line = one_error(capsys)
     assert "the Hugging Face hub is unreachable" in line and "pass --data-dir" in line
+
+
+def test_a_printed_command_names_this_environments_interpreter_as_typed(tmp_path, monkeypatch):
+    from orchestrator import commands
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)  # a venv's python: a link to the base interpreter
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setattr(commands, "_ARGV", ["sweep", "--space", "smoke", "--set", "shots=[8, 16]"])
+    assert commands.resume(tmp_path / "results" / "smoke") == \
+        ".venv/bin/python -m orchestrator sweep --space smoke --set 'shots=[8, 16]' --resume"
+    assert commands.report(tmp_path / "a folder") == ".venv/bin/python -m orchestrator report 'a folder'"
