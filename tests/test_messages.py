@@ -114,8 +114,9 @@ def test_usage_slips_are_named(args, message, capsys):
     assert message in one_error(capsys)
 
 
-def test_a_data_dir_that_is_a_file_says_so(tiny_opt, capsys):
-    assert cli.main(["sweep", "--space", "quickstart", "--set", f"models=[{tiny_opt}]", "--data-dir", __file__]) == 2
+def test_a_data_dir_that_is_a_file_says_so(tiny_opt, tmp_path, capsys):
+    assert cli.main(["sweep", "--space", "quickstart", "--set", f"models=[{tiny_opt}]", "--data-dir", __file__,
+                     "--results", str(tmp_path)]) == 2
     assert f"data folder {__file__} is a file, not a folder" in one_error(capsys)
 
 
