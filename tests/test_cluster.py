@@ -104,6 +104,15 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
+def _token(tmp_path) -> dict:
+    """A token of this test's own, where `ray get-auth-token --generate` would put one: `ray start --head`
+    with token auth refuses to start without one, and a fresh HOME (CI) has none until some local
+    ray.init happens to write ~/.ray/auth_token."""
+    path = tmp_path / "auth_token"
+    path.write_text(os.urandom(32).hex())
+    return {"RAY_AUTH_TOKEN_PATH": str(path)}
+
+
 @pytest.fixture
 def two_nodes(tmp_path):
     """A head with no CPUs and a second raylet, in its own mount namespace, that runs every trial and
@@ -115,7 +124,8 @@ def two_nodes(tmp_path):
     results.mkdir()
     port = _free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token"}
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token",
+           **_token(tmp_path)}
     head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
                              f"--dashboard-port={_free_port()}", f"--temp-dir={ray_tmp}", "--block"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -258,11 +268,11 @@ def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_it
 def test_a_driver_without_ray_auth_mode_joins_a_token_cluster_when_it_has_the_token(tmp_path):
     """`ray start --head` turns token authentication on; a driver started without RAY_AUTH_MODE used to
     retry for half a minute and fail with a traceback. It now asks the GCS, finds it wants a token,
-    and uses the one this machine has (the head's ~/.ray/auth_token: one machine here)."""
+    and uses the one this machine has (the head's token file: one machine here)."""
     if not RAY:
         pytest.skip("needs the ray command")
     port, ray_tmp = _free_port(), tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, **_token(tmp_path)}
     proc = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                              f"--temp-dir={ray_tmp}", "--block"], env={**env, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
