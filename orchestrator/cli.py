@@ -2,6 +2,7 @@
 
     python -m orchestrator sweep --space quickstart [--set key=value ...] [--data-dir DIR] [--name NAME]
                                  [--resume] [--address ADDR] [--dry-run] [--allow-cpu] [--max-trials N]
+    python -m orchestrator submit --to http://localhost:8265 --space cd_vs_icl --results s3://BUCKET/results
     python -m orchestrator spaces
     python -m orchestrator summarize results/quickstart
     python -m orchestrator report results/quickstart           # report/report.md and figures
@@ -33,12 +34,8 @@ def _sub(sub, name: str, **kw) -> argparse.ArgumentParser:
     return sub.add_parser(name, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m orchestrator", description="Ray sweeps of few-shot adaptation methods.",
-                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    s = _sub(sub, "sweep", help="run (or --resume) a sweep", description="Run (or --resume) a sweep: search each cell, "
-             "replicate its best configuration over the data seeds, write records, tables and a report.")
+def _sweep_arguments(s: argparse.ArgumentParser, submit: bool) -> None:
+    """The arguments of a sweep; `submit` passes them to the job, less those that only mean something here."""
     s.add_argument("--space", required=True, help="a name from search_spaces/ (python -m orchestrator spaces) or a path to a YAML file")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the space; the value is YAML, e.g. --set shots=[16] "
@@ -50,20 +47,39 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(s3://, gs://, ...: the sweep's files are staged locally and "
                                                         "mirrored there; Ray keeps its run state there)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are not re-run")
-    s.add_argument("--address", help="Ray cluster address (e.g. auto); default: $RAY_ADDRESS (set inside `ray job "
-                                     "submit`), else start a local Ray instance")
-    s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
+    if not submit:
+        s.add_argument("--address", help="Ray cluster address (e.g. auto); default: $RAY_ADDRESS (set inside `ray job "
+                                         "submit`), else start a local Ray instance")
+        s.add_argument("--dry-run", action="store_true", help="print cells, trial counts and resources; do not start Ray")
     s.add_argument("--max-trials", type=int, metavar="N",
                    help="stop after N trials finish in this session, exit 3 (continue with --resume)")
     s.add_argument("--allow-cpu", action="store_true", help="run trials that ask for GPUs on CPUs when the cluster has none")
     s.add_argument("--prior", metavar="DIR", help="an earlier sweep's folder: the power estimate (printed by --dry-run and "
                                                   "at the start) takes its seed spread and accuracy from those records")
-    s.add_argument("--detect", type=float, metavar="D",
-                   help="with --dry-run: the seeds x evaluation-size designs that detect an in-domain difference of D "
-                        "(e.g. 0.05) with 80 %% power, and what each costs (from --prior's spread and seconds when given)")
+    if not submit:
+        s.add_argument("--detect", type=float, metavar="D",
+                       help="with --dry-run: the seeds x evaluation-size designs that detect an in-domain difference of D "
+                            "(e.g. 0.05) with 80 %% power, and what each costs (from --prior's spread and seconds when given)")
     s.add_argument("--track", metavar="mlflow[=URI]|wandb[=PROJECT]|tensorboard", action="append", default=[],
                    help="also log every trial (config, epochs, final metrics, record) to a tracker (repeatable); "
                         "mlflow without URI: results/<sweep>/mlruns")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m orchestrator", description="Ray sweeps of few-shot adaptation methods.",
+                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    s = _sub(sub, "sweep", help="run (or --resume) a sweep", description="Run (or --resume) a sweep: search each cell, "
+             "replicate its best configuration over the data seeds, write records, tables and a report.")
+    _sweep_arguments(s, submit=False)
+    j = _sub(sub, "submit", help="run a sweep on a Ray cluster as a job (its code and commit travel with it)",
+             description="Submit `sweep` with these arguments to a cluster's job server: this checkout's code and "
+             "commit travel with the job, its log streams here, and this command ends with the sweep's exit status "
+             "(the job's status on the dashboard follows it).")
+    j.add_argument("--to", metavar="URL", help="the cluster's dashboard (default: $RAY_API_SERVER_ADDRESS, else "
+                                                "http://localhost:8265, where `ray dashboard cluster.yaml` forwards it)")
+    j.add_argument("--no-follow", action="store_true", help="return once the job is submitted (exit 0)")
+    _sweep_arguments(j, submit=True)
     _sub(sub, "spaces", help="list the search spaces")
     m = _sub(sub, "summarize", help="rebuild the tables and summary of a results folder from its records")
     m.add_argument("folder", help="a sweep's results folder (e.g. results/quickstart), or a folder of single-run "
@@ -198,8 +214,8 @@ def _report(folder: Path) -> int:
 def _usage_errors() -> tuple:
     """The exceptions that mean bad input (the trainers' own imported only when one was raised: they
     pull in torch, which naming a space or listing them does not need)."""
-    from trainers.cli import USAGE_ERRORS
     from orchestrator.ray_session import NoCluster
+    from trainers.cli import USAGE_ERRORS
     return (SpaceError, NoCluster, *USAGE_ERRORS)
 
 
@@ -229,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             return _report(Path(ns.folder))
         if ns.command == "decide":
             return _decide(ns)
+        if ns.command == "submit":
+            from orchestrator.submit import submit
+            return submit(ns)
         return _sweep(ns)
     except ModuleNotFoundError as e:  # a package imported late (ray, torch) missing from this Python
         print(settings.missing_package(e.name, "orchestrator"), file=sys.stderr)

@@ -44,7 +44,11 @@ def orchestrator(*args: str) -> str:
 def resume(sweep_dir: Path, space_path: str | None = None) -> str:
     """The command that continues this sweep: its own arguments with --resume (and without
     --max-trials, which stopped it, or --dry-run); without them (a sweep started from Python), one
-    rebuilt from its folder."""
+    rebuilt from its folder. Inside a job from `orchestrator submit`, that command: it runs on the user's machine."""
+    from trainers import settings
+    submitted = settings.get("FEWSHOT_SUBMITTED_WITH")
+    if submitted:
+        return submitted if " --resume" in submitted else f"{submitted} --resume"
     if _ARGV and _ARGV[0] == "sweep":
         args, skip = [], False
         for i, a in enumerate(_ARGV):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweeps import poll
+from sweeps import RAY, free_port, poll, stop_session, token_env
 
 from orchestrator import cluster, identity, plan, preflight
 from orchestrator.preflight import model_identity
@@ -22,8 +22,6 @@ from orchestrator.space import load_space
 from trainers import synthetic
 from trainers.models import load_config
 from trainers.tasks import load_task
-
-RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
 
 
 def sweep(*args, timeout=900, env=None):
@@ -84,35 +82,6 @@ def test_gpu_memory_and_node_types_come_from_the_cluster_file(tmp_path):
     assert cluster._memory({"accelerator_type:H100": 1}) == 80
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End a `ray start --block` and everything it started (its own session): never `ray stop`, which
-    would end every Ray instance on the machine, other tests' included."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its processes on SIGTERM
-        proc.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _token(tmp_path) -> dict:
-    """A token of this test's own, where `ray get-auth-token --generate` would put one: `ray start --head`
-    with token auth refuses to start without one, and a fresh HOME (CI) has none until some local
-    ray.init happens to write ~/.ray/auth_token."""
-    path = tmp_path / "auth_token"
-    path.write_text(os.urandom(32).hex())
-    return {"RAY_AUTH_TOKEN_PATH": str(path)}
-
-
 @pytest.fixture
 def two_nodes(tmp_path):
     """A head with no CPUs and a second raylet, in its own mount namespace, that runs every trial and
@@ -122,12 +91,12 @@ def two_nodes(tmp_path):
         pytest.skip("needs root and unshare to hide the results folder from the second node")
     results = tmp_path / "results"
     results.mkdir()
-    port = _free_port()
+    port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AUTH_MODE": "token",
-           **_token(tmp_path)}
+           **token_env(tmp_path)}
     head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
-                             f"--dashboard-port={_free_port()}", f"--temp-dir={ray_tmp}", "--block"], env=env,
+                             f"--dashboard-port={free_port()}", f"--temp-dir={ray_tmp}", "--block"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     hide = f"mount -t tmpfs tmpfs {results} && exec {RAY} start --address=127.0.0.1:{port} --num-cpus=2 --block"
     worker = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", hide], env=env,
@@ -144,8 +113,8 @@ def two_nodes(tmp_path):
             time.sleep(1)
         yield f"127.0.0.1:{port}", results, env, worker.pid  # the second node's session id
     finally:
-        _stop(worker)
-        _stop(head)
+        stop_session(worker)
+        stop_session(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -216,63 +185,14 @@ def test_results_at_a_uri_are_mirrored_and_a_resume_retries_failed_trials(tmp_pa
     assert retried == [{"trials": 1, "now": {"completed": 1}}]
 
 
-@pytest.fixture
-def head(tmp_path):
-    """A one-node cluster from `ray start` in a session of its own, with its own job agent port (a second
-    Ray instance on the host, the other test process's, holds Ray's default one). Token auth off, said
-    explicitly: this process's Ray reads its auth mode once, and a token left in ~/.ray would turn it on."""
-    if not RAY:
-        pytest.skip("needs the ray command")
-    dashboard, ray_tmp = _free_port(), tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    proc = subprocess.Popen([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=2", "--include-dashboard=true",
-                             f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={_free_port()}",
-                             f"--temp-dir={ray_tmp}", "--block"], env={**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield f"http://127.0.0.1:{dashboard}"
-    finally:
-        _stop(proc)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def test_a_submitted_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_its_commit(head, tmp_path):
-    """The guide's `ray job submit --runtime-env-json '{"env_vars": {"FEWSHOT_GIT_COMMIT": ...}}'`: Ray refuses
-    a ray.init that names a job's variable again, so the driver must leave the job's own to the job."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    from orchestrator.ray_session import EXCLUDES
-
-    def submit():  # None until the head's dashboard and job agent are up (refused connections, "No available agent")
-        try:
-            return JobSubmissionClient(head).submit_job(
-                entrypoint=f"{sys.executable} -m orchestrator sweep --space smoke --results {tmp_path} --name submitted "
-                           "--set 'search={}' --set 'data_seeds=[0]'",
-                runtime_env={"working_dir": str(Path(__file__).resolve().parents[1]), "excludes": EXCLUDES,
-                             "env_vars": {"FEWSHOT_GIT_COMMIT": "feedc0de", "FEWSHOT_PROGRESS": "0"}})
-        except ConnectionError:
-            return None
-        except RuntimeError as e:
-            if "No available agent" in str(e) or "Failed to connect" in str(e):
-                return None
-            raise
-
-    job = poll(submit, 180, "the head's job agent accepting the job")
-    client = JobSubmissionClient(head)
-    done = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
-    status = poll(lambda: client.get_job_status(job) in done and client.get_job_status(job), 600, "the submitted sweep's end")
-    assert status == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
-    recs = records(tmp_path / "submitted")
-    assert len(recs) == 2 and {rec["env"]["git_commit"] for rec in recs} == {"feedc0de"}
-
-
-def test_a_driver_without_ray_auth_mode_joins_a_token_cluster_when_it_has_the_token(tmp_path):
+def test_a_driver_without_ray_auth_mode_joins_a_token_cluster_when_it_has_thetoken_env(tmp_path):
     """`ray start --head` turns token authentication on; a driver started without RAY_AUTH_MODE used to
     retry for half a minute and fail with a traceback. It now asks the GCS, finds it wants a token,
     and uses the one this machine has (the head's token file: one machine here)."""
     if not RAY:
         pytest.skip("needs the ray command")
-    port, ray_tmp = _free_port(), tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, **_token(tmp_path)}
+    port, ray_tmp = free_port(), tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, **token_env(tmp_path)}
     proc = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                              f"--temp-dir={ray_tmp}", "--block"], env={**env, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "token"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -284,7 +204,7 @@ def test_a_driver_without_ray_auth_mode_joins_a_token_cluster_when_it_has_the_to
         assert r.returncode == 0 and "InvalidAuthToken" not in r.stderr, r.stderr[-3000:]
         assert len(records(tmp_path / "smoke")) == 2
     finally:
-        _stop(proc)
+        stop_session(proc)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -57,4 +57,24 @@ def test_cloud_cluster_files_validate_and_have_gpu_node_types_beside_a_driver_on
     starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
     assert all("RAY_AUTH_MODE=token" in c and "RAY_TRAIN_ENABLE_STATE_TRACKING=1" in c for c in starts)
     assert "--dashboard-host=127.0.0.1" in next(c for c in starts if "--head" in c)
-    assert "--working-dir ." in (ROOT / name).read_text()  # the code travels with the job
+    assert "python -m orchestrator submit" in (ROOT / name).read_text()  # the code and its commit travel with the job
+    for t in gpu.values():  # Ray gives only the head cloud credentials; the trials write their state to the bucket
+        node = t["node_config"]
+        assert node.get("IamInstanceProfile") or any("cloud-platform" in " ".join(a["scopes"])
+                                                     for a in node.get("serviceAccounts", []))
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-aws.yaml", "cluster-gcp.yaml"])
+def test_every_node_runs_ray_from_the_environment_first_on_its_path_with_the_tested_torch(name):
+    """A submitted job's `python` is looked up on the PATH Ray started with: it must be the environment
+    Ray runs in (the job failed with "package 'ray' is missing" when it was the system's)."""
+    config = prepare_config(yaml.safe_load((ROOT / name).read_text()))
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        if " ray start" not in command and "/ray start" not in command:
+            continue
+        ray = re.search(r"(\S+)/ray start", command).group(1).replace("~", "$HOME")
+        assert command.startswith(f"export PATH={ray}:$PATH;"), command
+        assert "--metrics-export-port=8080" in command and "RAY_TRAIN_ENABLE_STATE_TRACKING=1" in command
+    tested = re.search(r"torch==([\d.]+)", (ROOT / "README.md").read_text()).group(1)
+    pins = re.findall(r"torch(==[\d.]+)?", " ".join(config["setup_commands"]))
+    assert pins and set(pins) == {f"=={tested}"}, pins

@@ -34,19 +34,49 @@ def package_versions() -> dict:
 
 
 def git_commit() -> str | None:
-    """HEAD of the checkout this code runs from, with '-dirty' when it has uncommitted changes."""
+    """HEAD of the checkout this code runs from, with '-dirty' when `git` says it has uncommitted
+    changes. Read from the .git folder itself when `git` cannot answer: a copy shipped by `ray job
+    submit --working-dir .` or `ray up`'s rsync has the files but no empty folders (`.git/refs` of a
+    clone whose refs are packed), and a node may have no git at all; such a commit carries no dirty flag."""
     if settings.get(COMMIT_ENV):
         return settings.get(COMMIT_ENV)
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head.stdout.strip() + ("-dirty" if dirty else "")
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        pass
+    return commit_from_files(here)
+
+
+def commit_from_files(start: Path) -> str | None:
+    """The commit HEAD names, from the first .git above `start` (a folder, or a worktree's `gitdir:`
+    file), following one symbolic ref through loose refs, then packed-refs."""
+    git = next((d / ".git" for d in (start, *start.parents) if (d / ".git").exists()), None)
+    try:
+        if git is not None and git.is_file():
+            git = (git.parent / git.read_text().split("gitdir:", 1)[1].strip()).resolve()
+        if git is None or not (git / "HEAD").is_file():
+            return None
+        common = (git / (git / "commondir").read_text().strip()).resolve() if (git / "commondir").is_file() else git
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.split(":", 1)[1].strip()
+        for folder in (git, common):
+            if (folder / ref).is_file():
+                return (folder / ref).read_text().strip() or None
+        packed = common / "packed-refs"
+        for line in packed.read_text().splitlines() if packed.is_file() else []:
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == ref:
+                return parts[0]
+    except (OSError, UnicodeDecodeError, IndexError):
         return None
+    return None
 
 
 def environment() -> dict:

@@ -82,6 +82,8 @@ SETTINGS = {s.name: s for s in [
     Setting("FEWSHOT_QUIET", _flag, False, "1: no progress lines from a run"),
     Setting("FEWSHOT_PROGRESS", _flag, None, "1/0: progress bars on or off (default: on a terminal only)"),
     Setting("FEWSHOT_GIT_COMMIT", _commit, None, "the commit recorded in every record (set by the sweep for its workers)"),
+    Setting("FEWSHOT_SUBMITTED_WITH", str, None, "the command that submitted this job (set by `orchestrator submit`): "
+            "a hint to continue the sweep repeats it with --resume"),
     Setting("FEWSHOT_HUB_REVISIONS", _revisions, {}, "JSON hub id -> commit: hub models load at these commits (set by "
             "the sweep for its workers: what preflight resolved)"),
 ]}
