@@ -6,11 +6,14 @@ what one Ray Train worker group costs to start and stop.
 
 Three measurements in one Ray session:
 1. `--repeats` times, a `TorchTrainer` whose one worker does nothing (the worker group's start and
-   stop), and a plain Tune function trial that does nothing (a trial without a worker group);
-2. the `smoke` sweep (one trial at a time, so time adds up) twice: every trial a Ray Train worker
-   group (`resources.in_process: false`), then every trial in its own Tune process
-   (`in_process: true`, the smoke space's default): each sweep's wall time against the sum of the
-   methods' own time as their records measure it (`resources.total_seconds`); the rest is overhead;
+   stop), at Ray Train's default health-check interval (2 s) and at the sweep's (0.25 s,
+   `orchestrator/trial.py`), interleaved; and a plain Tune function trial that does nothing (a trial
+   without a worker group);
+2. the `smoke` sweep (one trial at a time, so time adds up) three times: every trial a Ray Train
+   worker group (`resources.in_process: false`) at Ray's default interval, then at the sweep's, then
+   every trial in its own Tune process (`in_process: true`, the smoke space's default): each sweep's
+   wall time against the sum of the methods' own time as their records measure it
+   (`resources.total_seconds`); the rest is overhead;
 3. per trial, the driver's view of the trial (`trial_seconds`) minus the method's own time, and
    where a worker-group trial's time goes (the records' `resources.timeline`): from the Tune trial's
    start to its worker's (the controller, placement group and worker process), the worker's imports
@@ -33,7 +36,14 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 from benchmarks.common import ROOT, publish, table  # noqa: E402
+from orchestrator.trial import HEALTH_CHECK_INTERVAL  # noqa: E402
 from trainers.records import environment  # noqa: E402
+
+INTERVAL, SWEEP = HEALTH_CHECK_INTERVAL
+RAY_DEFAULT = "2.0"  # Ray Train's DEFAULT_HEALTH_CHECK_INTERVAL_S
+MODES = {"worker_group_ray_default": "a worker group per trial, Ray's 2 s health checks",
+         "worker_group": f"a worker group per trial, the sweep's {SWEEP} s health checks",
+         "in_process": "in-process trials"}
 
 
 def _noop_worker(config: dict) -> None:
@@ -46,9 +56,10 @@ def _noop_trial(config: dict) -> None:
     ray.tune.report({"done": 1})
 
 
-def worker_group_seconds(storage: str) -> float:
+def worker_group_seconds(storage: str, interval: str) -> float:
     import ray.train
     from ray.train.torch import TorchTrainer
+    os.environ[INTERVAL] = interval  # Ray Train passes it from here to the controller it starts
     start = time.perf_counter()
     TorchTrainer(_noop_worker, scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
                  run_config=ray.train.RunConfig(storage_path=storage, name=f"noop-{time.time_ns()}")).fit()
@@ -63,11 +74,12 @@ def tune_trial_seconds(storage: str) -> float:
     return time.perf_counter() - start
 
 
-def smoke_sweep(results_root: Path, in_process: bool) -> tuple[float, list[dict]]:
+def smoke_sweep(results_root: Path, mode: str) -> tuple[float, list[dict]]:
     from orchestrator.driver import run_sweep
     from orchestrator.results import load_records
     from orchestrator.space import load_space
-    name = "in_process" if in_process else "worker_group"
+    name, in_process = mode, mode == "in_process"
+    os.environ[INTERVAL] = RAY_DEFAULT if mode == "worker_group_ray_default" else SWEEP  # the driver passes it to trials
     space = load_space("smoke", ["max_concurrent_trials=1", f"resources.in_process={str(in_process).lower()}"])
     start = time.perf_counter()
     run_sweep(space, name=name, results_root=results_root)
@@ -95,12 +107,15 @@ def measure(args) -> dict:
         start = time.perf_counter()
         ray.init(num_cpus=args.cpus, log_to_driver=False)
         ray_start = time.perf_counter() - start
-        groups = [worker_group_seconds(tmp) for _ in range(args.repeats)]
+        groups = {RAY_DEFAULT: [], SWEEP: []}
+        for _ in range(args.repeats):
+            for interval in groups:
+                groups[interval].append(round(worker_group_seconds(tmp, interval), 2))
         trials = [tune_trial_seconds(tmp) for _ in range(args.repeats)]
-        sweeps = {mode: smoke_sweep(Path(tmp), mode == "in_process") for mode in ("worker_group", "in_process")}
+        sweeps = {mode: smoke_sweep(Path(tmp), mode) for mode in MODES}
         ray.shutdown()
-    out = {"ray_init_seconds": round(ray_start, 2), "worker_group_seconds": [round(x, 2) for x in groups],
-           "tune_trial_seconds": [round(x, 2) for x in trials]}
+    out = {"ray_init_seconds": round(ray_start, 2), "worker_group_seconds": groups[SWEEP],
+           "worker_group_seconds_ray_default": groups[RAY_DEFAULT], "tune_trial_seconds": [round(x, 2) for x in trials]}
     for mode, (wall, records) in sweeps.items():
         method = sum(r["resources"].get("total_seconds", 0.0) for r in records)
         per_trial = [r["trial_seconds"] - r["resources"].get("total_seconds", 0.0) for r in records if "trial_seconds" in r]
@@ -114,18 +129,22 @@ def measure(args) -> dict:
 def render(f: dict) -> str:
     med = statistics.median
     rows = [["ray.init (local instance)", f["ray_init_seconds"]],
-            ["worker group start + stop (no-op TorchTrainer.fit, median)", med(f["worker_group_seconds"])],
+            [f"worker group start + stop (no-op TorchTrainer.fit, median), Ray's {RAY_DEFAULT} s health checks",
+             med(f["worker_group_seconds_ray_default"])],
+            [f"worker group start + stop (no-op TorchTrainer.fit, median), the sweep's {SWEEP} s",
+             med(f["worker_group_seconds"])],
             ["Tune function trial, no worker group (median)", med(f["tune_trial_seconds"])]]
-    for mode, label in (("worker_group", "a worker group per trial"), ("in_process", "in-process trials")):
+    for mode, label in MODES.items():
         s = f[mode]
         rows += [[f"smoke sweep, {label}: wall ({s['trials']} trials, one at a time)", s["sweep_wall_seconds"]],
                  ["  methods' own time (sum over records)", s["method_seconds"]],
                  ["  overhead share of the wall time", f"{100 * s['overhead_share']:.1f} %"],
                  ["  overhead per trial (trial seconds - method seconds, median)", med(s["per_trial_overhead_seconds"])]]
         rows += [[f"    {part}", seconds] for part, seconds in s["timeline"].items()]
-    notes = (f"- every worker group: {f['worker_group_seconds']} s; every Tune trial: {f['tune_trial_seconds']} s\n"
+    notes = (f"- every worker group: {f['worker_group_seconds_ray_default']} s at {RAY_DEFAULT} s health checks, "
+             f"{f['worker_group_seconds']} s at {SWEEP} s; every Tune trial: {f['tune_trial_seconds']} s\n"
              + "".join(f"- {mode}: per-trial overhead {f[mode]['per_trial_overhead_seconds']} s; statuses "
-                       f"{f[mode]['statuses']}\n" for mode in ("worker_group", "in_process")))
+                       f"{f[mode]['statuses']}\n" for mode in MODES))
     return table(["figure", "seconds"], rows) + "\n\n" + notes
 
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # the driver's settings that decide what a trial reads: they must be the same on every node
 PASSED = ("FEWSHOT_DATA_DIR", "FEWSHOT_CACHE", "FEWSHOT_MODEL_DIR", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT",
           "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
-          "WANDB_MODE", "WANDB_SILENT", "MLFLOW_ALLOW_FILE_STORE")
+          "WANDB_MODE", "WANDB_SILENT", "MLFLOW_ALLOW_FILE_STORE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
 EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"]
 
 
