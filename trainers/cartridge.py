@@ -26,14 +26,13 @@ from trainers import precision
 from trainers.cd import kl_divergence, teacher_pass
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
-from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.evaluation import dev_scores, label_word_predictions
 from trainers.memory_plan import kv_bytes
 from trainers.metering import Meter
-from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
+from trainers.models import context_window, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
-from trainers.records import build_record
 from trainers.scoring import ContextScorer, answer_logits, collate, prefill
-from trainers.training import train
+from trainers.training import finish, reporting_setup, train
 
 
 class BehindPrefix:
@@ -94,30 +93,14 @@ def run(cfg: RunConfig, report=None) -> dict:
     def predict(examples, name):
         return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"cartridge {name}")
 
-    def dev_fn():
-        with meter.phase("dev"):  # inside "train", which it pauses
-            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-
-    setup = meter.phases["teacher_targets"]["seconds"]
-
-    def report_with_setup(entry):  # a trial the pruner stops has only its reports: its teacher's cost rides on epoch 1
-        report({**entry, "setup_seconds": setup} if entry["epoch"] == 1 else entry)
-
     before = student.prompt_encoder["default"].trainable_embedding.detach().clone()
     with meter.phase("train"):
-        outcome = train(student, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(),
-                        report_with_setup if report else None, prec, tokens=sum(map(len, ids_of.values())))
+        outcome = train(student, items, loss_fn, dev_scores(meter, predict, prep), cfg.train, cfg.lr(), cfg.training_seed(),
+                        reporting_setup(report, meter), prec, tokens=sum(map(len, ids_of.values())))
     moved = float((student.prompt_encoder["default"].trainable_embedding.detach() - before).abs().max())
-    results = {"teacher": teacher.metrics}
-    if outcome.status == "completed":
-        if cfg.final_eval:
-            results.update(evaluate_sets(predict, prep, cfg, meter=meter, kv_bytes_per_query=kv_bytes(student, tokens)))
-        results["dev"] = outcome.dev
     facts = {"context": teacher.fitted.facts, "cartridge_tokens": tokens, "lr": cfg.lr(),
              "precision": precision.facts(student, prec, trained=True),
              "train_tokens": max(map(len, ids_of.values()), default=0)}
-    extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(items),
-             "prefix_max_change": round(moved, 6)}
-    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, **facts), metrics=results,
-                        resources=meter.as_dict(), params=count_parameters(student), history=outcome.history,
-                        extra=extra, error=outcome.error)
+    return finish(cfg, prep, meter, student, outcome, predict, metrics={"teacher": teacher.metrics}, resolved=facts,
+                  extra={"distilled_inputs": len(items), "prefix_max_change": round(moved, 6)},
+                  kv_bytes_per_query=kv_bytes(student, tokens))

@@ -26,14 +26,13 @@ import torch.nn.functional as F
 from trainers import context_fit, precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import ConfigError, RunConfig
-from trainers.evaluation import evaluate_sets, evaluation_sets, label_word_predictions, metrics
-from trainers.metering import Meter
-from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
+from trainers.evaluation import dev_scores, evaluate_sets, evaluation_sets, label_word_predictions, metrics
+from trainers.metering import SETUP_PHASE, Meter
+from trainers.models import context_window, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
-from trainers.records import build_record
 from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.spec import Parallel
-from trainers.training import train
+from trainers.training import finish, reporting_setup, train
 
 
 @dataclass
@@ -46,7 +45,7 @@ class TeacherPass:
 
 def teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec, meter: Meter) -> TeacherPass:
     """Teacher logits on the unlabelled inputs (once), the teacher's own ICL metrics, and how the context fit."""
-    with meter.phase("teacher_targets"):
+    with meter.phase(SETUP_PHASE):
         window = context_window(teacher, cfg.max_context)
         sets = evaluation_sets(prep, cfg) if cfg.final_eval else {}
         scored = list(prep.draw.unlabeled) + list(prep.draw.dev) + [ex for examples, _ in sets.values() for ex in examples]
@@ -158,33 +157,14 @@ def run(cfg: RunConfig, report=None) -> dict:
     def predict(examples, name):
         return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"student {name}")
 
-    def dev_fn():
-        with meter.phase("dev"):  # inside "train", which it pauses
-            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-
     kl_before = None
     if cfg.final_eval:  # the record's diagnostics: a search trial needs only its dev scores
         with meter.phase("diagnostics"):
             kl_before = mean_kl()
-    setup = meter.phases["teacher_targets"]["seconds"]
-
-    def report_with_setup(entry):  # a trial the pruner stops has only its reports: its teacher's cost rides on epoch 1
-        report({**entry, "setup_seconds": setup} if entry["epoch"] == 1 else entry)
-
     with meter.phase("train"):
-        outcome = train(model, items, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(),
-                        report_with_setup if report else None, prec, tokens=sum(map(len, ids_of.values())))
-    results = {"teacher": taught.metrics}
-    kl_after = None
-    if outcome.status == "completed":
-        if cfg.final_eval:
-            results.update(evaluate_sets(predict, prep, cfg, meter=meter))
-        results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
-        if cfg.final_eval:
-            with meter.phase("diagnostics"):
-                kl_after = mean_kl()
-    extra = {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, "distilled_inputs": len(inputs_kept),
-             "kl_to_teacher_before": kl_before, "kl_to_teacher_after": kl_after}
-    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, lr=cfg.lr(), train_tokens=max(map(len, ids_of.values())), **facts),
-                        metrics=results, resources=meter.as_dict(), params=count_parameters(model),
-                        history=outcome.history, extra=extra, error=outcome.error)
+        outcome = train(model, items, loss_fn, dev_scores(meter, predict, prep), cfg.train, cfg.lr(), cfg.training_seed(), reporting_setup(report, meter),
+                        prec, tokens=sum(map(len, ids_of.values())))
+    return finish(cfg, prep, meter, model, outcome, predict, metrics={"teacher": taught.metrics},
+                  resolved={"lr": cfg.lr(), "train_tokens": max(map(len, ids_of.values())), **facts},
+                  extra={"distilled_inputs": len(inputs_kept), "kl_to_teacher_before": kl_before, "kl_to_teacher_after": None},
+                  diagnostics=lambda: {"kl_to_teacher_after": mean_kl()})

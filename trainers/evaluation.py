@@ -63,6 +63,15 @@ def metrics(p: Predictions, classes: tuple[str, ...]) -> dict:
     return out
 
 
+def dev_scores(meter, predict, prep) -> Callable[[], dict]:
+    """What training selects its epoch by: the dev set's scores, timed in the meter's "dev" phase
+    (inside "train", which it pauses)."""
+    def score() -> dict:
+        with meter.phase("dev"):
+            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+    return score
+
+
 def label_word_predictions(scorer: ContextScorer, prompt_ids: PromptIds, label_ids: list[int],
                            examples: list[Example], desc: str = "scoring") -> Predictions:
     """Score the label words for each example after its prompt's demonstrations (or none)."""

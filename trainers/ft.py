@@ -18,12 +18,11 @@ from torch import nn
 from trainers import precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
-from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.evaluation import dev_scores, label_word_predictions
 from trainers.metering import Meter
-from trainers.models import context_window, count_parameters, load_backbone, pick_device
-from trainers.records import build_record
+from trainers.models import context_window, load_backbone, pick_device
 from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
-from trainers.training import train
+from trainers.training import finish, train
 
 
 class HeadClassifier(nn.Module):
@@ -80,21 +79,9 @@ def run(cfg: RunConfig, report=None) -> dict:
         p.full_vocab_correct = None  # a head has no vocabulary to be wrong over
         return p
 
-    def dev_fn():
-        with meter.phase("dev"):  # inside "train", which it pauses
-            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-
     with meter.phase("train"):
-        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec,
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_scores(meter, predict, prep), cfg.train, cfg.lr(), cfg.training_seed(), report, prec,
                         tokens=sum(map(len, encoded)))
-    results = {}
-    if outcome.status == "completed":
-        if cfg.final_eval:
-            results = evaluate_sets(predict, prep, cfg, meter=meter)
-        results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
-    resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True),
-                             train_tokens=max(map(len, encoded)), **peft_facts)
-    return build_record(cfg, outcome.status, resolved=resolved,
-                        metrics=results, resources=meter.as_dict(), params=count_parameters(model),
-                        history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},
-                        error=outcome.error)
+    return finish(cfg, prep, meter, model, outcome, predict,
+                  resolved={"lr": cfg.lr(), "precision": precision.facts(model, prec, trained=True),
+                            "train_tokens": max(map(len, encoded)), **peft_facts})

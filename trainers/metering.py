@@ -28,7 +28,8 @@ MiB = 2**20
 # training steps and the per-epoch dev evaluation that selects and prunes. The teacher's own
 # evaluation ("teacher_eval") repeats ICL and is reported apart; "serve" is the in-domain set
 # scored as deployed, "evaluate" the other sets, "diagnostics" what only the record needs.
-ADAPTATION_PHASES = ("teacher_targets", "train", "dev")
+SETUP_PHASE = "teacher_targets"  # a distilling method's teacher pass: adaptation time, carried by its first report
+ADAPTATION_PHASES = (SETUP_PHASE, "train", "dev")
 _GATE = None  # inside a sweep: trials on one node/device take turns with serving (orchestrator/gate.py)
 
 

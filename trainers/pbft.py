@@ -15,13 +15,12 @@ import torch.nn.functional as F
 from trainers import precision, sharding
 from trainers.common import prepare, seed_everything
 from trainers.config import RunConfig
-from trainers.evaluation import evaluate_sets, label_word_predictions, metrics
+from trainers.evaluation import dev_scores, label_word_predictions
 from trainers.metering import Meter
-from trainers.models import context_window, count_parameters, load_causal_lm, pick_device
+from trainers.models import context_window, load_causal_lm, pick_device
 from trainers.prompts import label_token_ids
-from trainers.records import build_record
 from trainers.scoring import ContextScorer, PromptIds, answer_logits, collate
-from trainers.training import train
+from trainers.training import finish, train
 
 
 def label_word_loss(model, tok, prompt, label_ids: list[int], examples: list, max_length: int,
@@ -59,21 +58,9 @@ def run(cfg: RunConfig, report=None) -> dict:
     def predict(examples, name):
         return label_word_predictions(scorer, prompt_ids, label_ids, examples, desc=f"pbft {name}")
 
-    def dev_fn():
-        with meter.phase("dev"):  # inside "train", which it pauses
-            return metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
-
     with meter.phase("train"):
-        outcome = train(model, prep.draw.labelled, loss_fn, dev_fn, cfg.train, cfg.lr(), cfg.training_seed(), report, prec,
+        outcome = train(model, prep.draw.labelled, loss_fn, dev_scores(meter, predict, prep), cfg.train, cfg.lr(), cfg.training_seed(), report, prec,
                         tokens=sum(map(len, encoded)))
-    results = {}
-    if outcome.status == "completed":
-        if cfg.final_eval:
-            results = evaluate_sets(predict, prep, cfg, meter=meter)
-        results["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
-    resolved = prep.resolved(cfg, lr=cfg.lr(), precision=precision.facts(model, prec, trained=True),
-                             train_tokens=max(map(len, encoded)), **peft_facts)
-    return build_record(cfg, outcome.status, resolved=resolved,
-                        metrics=results, resources=meter.as_dict(), params=count_parameters(model),
-                        history=outcome.history, extra={"steps": outcome.steps, "selected_epoch": outcome.best_epoch},
-                        error=outcome.error)
+    return finish(cfg, prep, meter, model, outcome, predict,
+                  resolved={"lr": cfg.lr(), "precision": precision.facts(model, prec, trained=True),
+                            "train_tokens": max(map(len, encoded)), **peft_facts})

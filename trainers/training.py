@@ -24,7 +24,11 @@ from torch.distributed.tensor import DTensor
 
 from trainers.config import TrainConfig
 from trainers.distributed import all_reduce, rank_and_world, say
+from trainers.evaluation import evaluate_sets
+from trainers.metering import SETUP_PHASE
+from trainers.models import count_parameters
 from trainers.precision import Precision
+from trainers.records import build_record
 from trainers.sharding import reshard
 
 
@@ -175,3 +179,31 @@ def _restore(outcome: TrainOutcome, params: list, best_state: dict | None, cfg: 
     with torch.no_grad():
         for p in params:
             p.copy_(best_state[id(p)])
+
+
+def reporting_setup(report, meter):
+    """The report a distilling method trains with: a trial the pruner stops has only its reports, so its
+    teacher's cost (the meter's SETUP_PHASE) rides on epoch 1's as `setup_seconds` (what the analysis
+    adds to a trial's adaptation time)."""
+    if report is None:
+        return None
+    setup = meter.phases[SETUP_PHASE]["seconds"]
+    return lambda entry: report({**entry, "setup_seconds": setup} if entry["epoch"] == 1 else entry)
+
+
+def finish(cfg, prep, meter, model, outcome: TrainOutcome, predict, *, resolved: dict, metrics: dict | None = None,
+           extra: dict | None = None, diagnostics: Callable[[], dict] | None = None, kv_bytes_per_query: int = 0) -> dict:
+    """The end every trained method shares: a completed run's selected weights scored on the evaluation
+    sets (with `final_eval`), its dev scores those of the selected epoch, then `diagnostics()` (with
+    `final_eval`, in the meter's "diagnostics" phase) and the record."""
+    metrics, extra = dict(metrics or {}), {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, **(extra or {})}
+    if outcome.status == "completed":
+        if cfg.final_eval:
+            metrics.update(evaluate_sets(predict, prep, cfg, meter=meter, kv_bytes_per_query=kv_bytes_per_query))
+        metrics["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
+        if cfg.final_eval and diagnostics is not None:
+            with meter.phase("diagnostics"):
+                extra.update(diagnostics())
+    return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, **resolved), metrics=metrics,
+                        resources=meter.as_dict(), params=count_parameters(model), history=outcome.history,
+                        extra=extra, error=outcome.error)
