@@ -34,7 +34,6 @@ RESUMABLE_KEYS = {"resources", "max_concurrent_trials", "max_failures", "max_sta
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 MAX_NAME = 100  # leaves room under the file system's 255 bytes for Ray's own folder names inside
 LOCK = ".sweep.lock"
-RETRIED = "retried"  # under trials/: failed records a --resume set aside to run their trials again
 
 
 def sweep_folder(results_root: Path, name: str) -> Path:
@@ -210,15 +209,9 @@ def set_aside_failed(sweep_dir: Path) -> list[dict]:
     for rec in results.load_records(sweep_dir):
         if rec.get("status") != "failed" or not rec.get("trial_key"):
             continue
-        dest = folder / RETRIED
+        dest = folder / results.RETRIED
         dest.mkdir(exist_ok=True)
         n = len(list(dest.glob(f"{rec['trial_key']}.*.json")))
         os.replace(folder / f"{rec['trial_key']}.json", dest / f"{rec['trial_key']}.{n}.json")
         out.append(rec)
     return out
-
-
-def retried(sweep_dir: Path) -> list[dict]:
-    """The failed records earlier resumes set aside (oldest first per trial)."""
-    folder = results.records_dir(sweep_dir) / RETRIED
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []

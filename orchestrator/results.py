@@ -26,6 +26,7 @@ from trainers.records import Record, write_json_atomic
 
 RECORDS = "trials"
 CORRUPT = "corrupt"  # under trials/: records that did not parse
+RETRIED = "retried"  # under trials/: failed records a --resume set aside to run their trials again
 
 
 def records_dir(sweep_dir: Path) -> Path:
@@ -36,6 +37,12 @@ def write_record(sweep_dir: Path, record: dict) -> Path:
     path = records_dir(sweep_dir) / f"{record['trial_key']}.json"
     write_json_atomic(path, record)
     return path
+
+
+def retried(sweep_dir: Path) -> list[dict]:
+    """The failed records earlier resumes set aside (oldest first per trial)."""
+    folder = records_dir(sweep_dir) / RETRIED
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
 def load_records(folder: Path, set_aside: bool = False) -> list[dict]:
@@ -359,7 +366,6 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
     folder = Path(folder)
     records = load_records(folder)
     table = trials_table(records)
-    from orchestrator.folders import retried
     cells = cell_stats(table, records, retried(folder))
     summary = summary_table(cells)
     title = title or title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
