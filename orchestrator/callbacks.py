@@ -62,6 +62,10 @@ class Progress:
     MAX_SHOWN = 8  # running trials listed one per line in a heartbeat; the rest are counted
     OVERRUN = 0.1  # of its time so far: what an overdue running trial is still expected to need
     FINISH_S = 10.0  # the tables and the report after the last trial (8-12 s on this project's 2-core machine)
+    # Wall time between one trial's end and the next one's start (Tune stopping one trial's process and
+    # starting the next's): ~2.8 s a trial in the smoke sweep on a 2-core machine. Assumed until the
+    # sweep has measured its own, which needs a trial started after one ended.
+    GAP_S = 2.5
 
     def __init__(self, planned: Counter, slots: int = 1, width: int | None = None, heartbeat_s: float | None = None,
                  planned_seconds: dict | None = None):
@@ -76,6 +80,7 @@ class Progress:
         self.stalled: str | None = None  # why the sweep stopped waiting (then StopAfter ends the experiment)
         self.first_start: float | None = None  # the first trial's start: wall time since counts trials' gaps
         self.busy = 0.0  # seconds of finished trials
+        self.gap_seen = False  # a trial has started after one finished: the gaps are measured
         self.expect(planned)
 
     def expect(self, planned: Counter) -> None:
@@ -86,6 +91,7 @@ class Progress:
     def started(self, trial_id: str, k: Kind) -> None:
         self.running[trial_id] = (k, time.time())
         self.first_start = self.first_start or time.time()
+        self.gap_seen = self.gap_seen or self.done > 0
 
     def _estimate(self, k: Kind, now: float) -> tuple[float | None, bool]:
         """(seconds, whether it was measured) for a trial of kind `k`: finished trials of that kind, with
@@ -129,6 +135,8 @@ class Progress:
         if self.first_start and self.done:
             running = sum(now - t0 for _, t0 in self.running.values())
             gaps = max(0.0, (now - self.first_start) - (self.busy + running) / self.slots) / self.done
+            if not self.gap_seen:
+                gaps = max(gaps, self.GAP_S / self.slots)
         n = sum(left.values())
         return (max(0.0, work) / min(self.slots, n) + gaps * n + self.FINISH_S), all(est[k][1] for k in left)
 

@@ -19,8 +19,8 @@ import time
 
 from trainers import spec
 
-RAY_OVERHEAD_S = 17.0  # a worker group's start and stop on a 2-core machine (results/bench/sweep_overhead.md: 16.7 s)
-IN_PROCESS_OVERHEAD_S = 2.5  # a one-worker trial inside its Tune trial (resources.in_process: 2.3 s measured there)
+RAY_OVERHEAD_S = 9.5  # a worker group's start and stop on a 2-core machine (results/bench/sweep_overhead.md: 9.25 s)
+IN_PROCESS_OVERHEAD_S = 2.0  # a one-worker trial inside its Tune trial (resources.in_process: 1.85 s measured there)
 EFFICIENCY = 0.35  # transformer layers at small batch reach this share of a large matmul's rate on CPU (fitted: quickstart)
 GPU_FLOPS = 100e12  # bf16 on a current data-centre GPU at moderate utilisation; a guess until a GPU run says otherwise
 DEFAULT_TOKENS = 64  # prompt tokens of one example when preflight measured none

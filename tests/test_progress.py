@@ -42,7 +42,8 @@ def test_eta_uses_each_kinds_own_duration_not_the_first_trial(capsys):
     assert p.total == 3 and p.eta() == "ETA 5m00s"  # one trial left uses one slot, not two
 
 
-def test_before_any_trial_ends_the_eta_comes_from_the_plan_then_each_phase_from_its_own_trials(capsys):
+def test_before_any_trial_ends_the_eta_comes_from_the_plan_then_each_phase_from_its_own_trials(capsys, monkeypatch):
+    monkeypatch.setattr(Progress, "GAP_S", 0.0)  # the gaps between trials have a test of their own
     planned = {kind("search", PBFT): 100.0, kind("replicate", PBFT): 200.0, kind("replicate", ICL): 50.0}
     p = Progress(Counter({kind("search", PBFT): 2, kind("replicate", PBFT): 2, kind("replicate", ICL): 2}), slots=2,
                  width=100, planned_seconds=planned)
@@ -218,3 +219,21 @@ def test_wall_time_between_trials_and_the_report_at_the_end_count_in_the_eta(mon
         p.line(record(ICL, "replicate"), 2.0, f"t{i}")
     # from the first start: 7 s of wall for 4 s of trials, 1.5 s unaccounted per trial; 2 trials left
     assert p.remaining()[0] == pytest.approx(2 * 2.0 + 2 * 1.5 + 10.0)
+
+
+def test_before_a_gap_between_trials_is_seen_the_eta_assumes_one(monkeypatch):
+    """At the first trial's end no gap has been measured yet (the next trial has not started): the
+    ETA assumes Progress.GAP_S a trial, then takes the sweep's own once a trial starts after one ended."""
+    from orchestrator import callbacks
+    monkeypatch.setattr(Progress, "FINISH_S", 10.0)
+    monkeypatch.setattr(Progress, "GAP_S", 2.5)
+    clock = [100.0]
+    monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
+    p = Progress(Counter({kind("replicate", ICL): 4}), slots=1, width=100)
+    p.started("t0", kind("replicate", ICL))
+    clock[0] += 2
+    p.line(record(ICL, "replicate"), 2.0, "t0")
+    assert p.remaining()[0] == pytest.approx(3 * 2.0 + 3 * 2.5 + 10.0)  # not 3 x 2 + 10: the gaps are real
+    clock[0] += 0.5  # Tune starts the next one quickly here: the measured gap replaces the assumed one
+    p.started("t1", kind("replicate", ICL))
+    assert p.remaining()[0] == pytest.approx(3 * 2.0 + 3 * 0.5 + 10.0)
