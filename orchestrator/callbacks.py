@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import sys
 import textwrap
 import time
@@ -103,7 +104,7 @@ class Progress:
                 over = [now - t0 for rk, t0 in self.running.values() if same(rk) and now - t0 > mean]
                 return (sum(times) + sum(over)) / (len(times) + len(over)), True
         ratios = sorted(self.ratios.get(k.phase, []))
-        ratio = ratios[len(ratios) // 2] if ratios else 1.0
+        ratio = statistics.median(ratios) if ratios else 1.0  # of two, their mean: not the larger
         searched = [t for key, ts in self.seconds.items() if key == Kind("search", k.cell, k.method) for t in ts]
         search_plan = self.planned_seconds.get(Kind("search", k.cell, k.method))
         if k.phase == "replicate" and searched and k in self.planned_seconds and search_plan is not None:
