@@ -35,7 +35,7 @@ def prior_from(folder: Path) -> dict:
     paired differences' spread less their own evaluation noise, pooled over comparisons), and the
     seconds its trials took (`seconds`: per task, method and model, what a replicate costs apart
     from its evaluation and per evaluated query; a search trial's)."""
-    from orchestrator.compare import aligned_ids, comparisons, completed_replicates, newest_per_seed
+    from orchestrator.compare import comparisons, completed_replicates
     from orchestrator.results import load_records, trials_table
     folder = Path(folder)
     if not folder.exists():
@@ -46,32 +46,44 @@ def prior_from(folder: Path) -> dict:
     if not records:
         raise ValueError("holds no result records; give an earlier sweep's results folder")
     table = trials_table(records)
-    comps = [c for c in comparisons(table, records) if c["n"] > 1 and c["set"] == "in_domain"]
+    every = [c for c in comparisons(table, records) if c["n"] > 1]
+    comps = [c for c in every if c["set"] == "in_domain"]
     if not comps:
         raise ValueError("has no in-domain comparison over two or more data seeds to take a prior from")
     reps = completed_replicates(table)
+    sets = {}
+    for name in sorted({c["set"] for c in every} - {"in_domain"}):  # an OOD set's spread is its own
+        sets[name] = {**_spread([c for c in every if c["set"] == name], records, reps, name),
+                      "comparisons": sum(c["set"] == name for c in every)}
+    accs = reps["in_domain_accuracy"].dropna()
+    return {**_spread(comps, records, reps, "in_domain"), "accuracy": float(accs.mean()), "comparisons": len(comps),
+            "seconds": _seconds(table, records), "sets": sets,
+            "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
+                      f"{len({s for c in comps for s in c['seeds']})} data seeds)"}
+
+
+def _spread(comps: list[dict], records: list[dict], reps, name: str) -> dict:
+    """seed_sd, example_sd and effect_sd of one evaluation set's comparisons: the per-seed paired
+    differences' spread less their own evaluation noise (less what shared examples hide of it), one
+    example's paired-difference spread, and the examples' own effects, pooled over comparisons."""
+    from orchestrator.compare import aligned_ids, newest_per_seed
     seed_vars, example_vars, effects = [], [], []
     for c in comps:
         ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c["a"], c["b"]))
         diffs, noise, per_seed, ids = [], [], [], []
         for s in c["seeds"]:
-            a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], "in_domain")
+            a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], name)
             diffs.append(float((a - b).mean()))
             noise.append(examples_variance(a - b))
             example_vars.append(noise[-1] * len(a))
             per_seed.append(a - b)
             ids.append(keys)
         b2, overlap = shared_examples(per_seed, ids if all(k is not None for k in ids) else None)
-        # the seeds' spread less their examples' noise (less what examples they share hide of it)
         seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)) + b2 * overlap)
         if overlap:
             effects.append(b2)
-    accs = reps["in_domain_accuracy"].dropna()
     return {"seed_sd": math.sqrt(max(0.0, float(np.mean(seed_vars)))), "example_sd": math.sqrt(float(np.mean(example_vars))),
-            "effect_sd": math.sqrt(float(np.mean(effects))) if effects else 0.0,
-            "accuracy": float(accs.mean()), "comparisons": len(comps), "seconds": _seconds(table, records),
-            "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
-                      f"{len({s for c in comps for s in c['seeds']})} data seeds)"}
+            "effect_sd": math.sqrt(float(np.mean(effects))) if effects else 0.0}
 
 
 def _seconds(table, records) -> dict:
@@ -103,6 +115,12 @@ def default_prior() -> dict:
             "effect_sd": DEFAULT_EFFECT_SD, "accuracy": DEFAULT_ACCURACY, "seconds": {},
             "source": f"the stated prior (seed spread {DEFAULT_SEED_SD}, accuracy {DEFAULT_ACCURACY}, independent errors, "
                       f"examples' own effects {DEFAULT_EFFECT_SD})"}
+
+
+def for_set(prior: dict, name: str) -> dict:
+    """The prior for one evaluation set: an OOD set's own spread where the prior's sweep compared
+    methods on it (its methods may agree there far more, or less, than in domain), else in-domain's."""
+    return {**prior, **(prior.get("sets") or {}).get(name, {})}
 
 
 def seed_spread(prior: dict, m: int) -> float:
@@ -170,13 +188,17 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
                 lines.append(where + f"{m} examples each: no power — with {n} seed{'s' if n != 1 else ''} the sign-flip "
                                      f"test cannot reach p < 0.05 (its smallest p is {min_p(n):.4g})")
                 continue
-            sd, pool = seed_spread(prior, m), set_size(space, task, name)[0]
-            shared = shared_variance(prior, pool)
+            own = for_set(prior, name)
+            sd, pool = seed_spread(own, m), set_size(space, task, name)[0]
+            shared = shared_variance(own, pool)
             lines.append(where + f"{m} examples each ({how}): differences of {detectable(n, sd, shared):.3f} or more "
                                  f"are detected with 80 % power by the verdict rule (simulated); a comparison's 95 % "
                                  f"interval about ±{t95(n - 1) * math.sqrt(sd ** 2 / n + shared):.3f}"
                                  + (f", of which the {pool} examples themselves hold ±{1.96 * math.sqrt(shared):.3f} "
-                                    f"whatever the seeds" if shared else ""))
+                                    f"whatever the seeds" if shared else "")
+                                 + (f" (the prior's own {own['comparisons']} comparison(s) on {name}: seed spread "
+                                    f"{own['seed_sd']:.3f}, examples' own effects {own['effect_sd']:.2f})"
+                                    if name in (prior.get("sets") or {}) else ""))
     if n < MIN_SEEDS:
         lines.append(f"warning: with {n} data seed(s) no comparison can reach p < 0.05 (the sign-flip test's smallest p "
                      f"is {min_p(n):.4g}): every verdict will be 'inconclusive'; use at least {MIN_SEEDS} data seeds "

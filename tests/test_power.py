@@ -55,6 +55,25 @@ def test_a_prior_is_measured_from_an_earlier_sweeps_paired_differences(tmp_path)
     assert ("rte", "cd+lora", "small") in prior["seconds"] and "4 data seeds" in prior["source"]
 
 
+def test_an_ood_sets_prior_is_its_own_comparisons_spread(tmp_path):
+    """In domain the handmade methods move together seed by seed (no seed spread); on HANS PBFT swings
+    by 0.3 between seeds: the OOD set's prior is its own, a set the prior never compared takes in-domain's."""
+    import json
+    write_sweep(tmp_path, seeds=4)
+    for path in (tmp_path / "trials").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec["config"]["method"] == "pbft" and rec["phase"] == "replicate":
+            rec["metrics"]["ood"]["hans"]["accuracy"] = 0.4 + 0.3 * (rec["data_seed"] % 2)
+            path.write_text(json.dumps(rec))
+    prior = power.prior_from(tmp_path)
+    assert prior["sets"]["hans"]["seed_sd"] > 0.1 > prior["seed_sd"]
+    assert power.for_set(prior, "hans")["seed_sd"] == prior["sets"]["hans"]["seed_sd"]
+    assert power.for_set(prior, "paws_qqp")["seed_sd"] == prior["seed_sd"]
+    space = load_space("cd_vs_icl", ["tasks={rte: {ood: [hans]}}", "fixed.ood_limit=64"])
+    hans = next(line for line in power.plan_lines(space, prior) if "rte on hans" in line)
+    assert "the prior's own" in hans and "comparison(s) on hans" in hans
+
+
 @pytest.mark.parametrize("folder,message", [("/no/such/folder", "does not exist"), (__file__, "is a file")])
 def test_a_prior_folder_that_is_not_a_sweep_gets_its_own_line(folder, message, capsys):
     assert cli.main(["sweep", "--space", "cd_vs_icl", "--dry-run", "--prior", folder]) == 2
