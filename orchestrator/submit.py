@@ -59,8 +59,12 @@ def _headers() -> dict:
 
 
 def _client(url: str):
+    import logging
+
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
+    for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):  # Ray's notices
+        logging.getLogger(name).setLevel(logging.ERROR)  # (once ray is imported: it sets these levels itself)
     try:
         return JobSubmissionClient(url, headers=_headers())
     except (ConnectionError, RuntimeError, AuthenticationError) as e:
