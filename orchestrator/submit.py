@@ -94,15 +94,16 @@ def submit(ns) -> int:
     except (ConnectionError, RuntimeError) as e:  # the job server answered, but not with a job
         raise SpaceError(f"--to {url}: the cluster did not take the job: {(str(e).splitlines() or [''])[0][:200]}; "
                          f"`ray status` on the head says whether its nodes are up") from None
-    print(f"submitted job {job} (commit {commit or 'unknown'}) to {url}; its log follows")
+    print(f"submitted job {job} (commit {commit or 'unknown'}) to {url}" + ("" if ns.no_follow else "; its log follows"))
+    ray = f"{'RAY_AUTH_MODE=token ' if _headers() else ''}ray job"  # Ray's own CLI sends the token only when told
     if ns.no_follow:
-        print(f"follow it: ray job logs -f {job} --address {url}")
+        print(f"follow it: {ray} logs -f {job} --address {url}")
         return exit_codes.OK
     try:
         asyncio.run(_follow(client, job))
     except KeyboardInterrupt:
-        print(f"\nthe job goes on: follow it with `ray job logs -f {job} --address {url}`, stop it with "
-              f"`ray job stop {job} --address {url}`")
+        print(f"\nthe job goes on: follow it with `{ray} logs -f {job} --address {url}`, stop it with "
+              f"`{ray} stop {job} --address {url}`")
         return exit_codes.INTERRUPTED
     info = client.get_job_info(job)
     code = info.driver_exit_code

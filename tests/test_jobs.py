@@ -88,6 +88,15 @@ def test_a_submit_refused_here_sends_nothing(head, tmp_path):
     assert no_token.returncode == 2 and "wants a token" in no_token.stderr, no_token.stderr[-2000:]
 
 
+def test_no_follow_returns_once_submitted_with_the_command_that_follows_it(head, tmp_path):
+    url, headers, token_path = head
+    r = _submit(url, token_path, "--no-follow", "--space", "smoke", "--results", str(tmp_path), "--name", "quick",
+                "--data-dir", str(tmp_path / "absent"))  # the job itself ends at once (exit 2): nothing lingers
+    assert r.returncode == 0 and "its log follows" not in r.stdout, r.stdout + r.stderr
+    follow = r.stdout.strip().splitlines()[-1]
+    assert follow.startswith("follow it: RAY_AUTH_MODE=token ray job logs -f quick-") and url in follow
+
+
 def test_a_hand_written_job_that_sets_the_sweeps_variables_itself_runs_and_keeps_its_commit(head, tmp_path):
     """The guide's `ray job submit --runtime-env-json '{"env_vars": {"FEWSHOT_GIT_COMMIT": ...}}'`: Ray refuses
     a ray.init that names a job's variable again, so the driver must leave the job's own to the job."""
