@@ -200,8 +200,12 @@ def _dry_run(space, address: str | None, prior: dict | None = None, detect: floa
 
 def _report(folder: Path) -> int:
     from orchestrator import results
-    if not folder.is_dir() or not results.load_records(folder, set_aside=False):
+    records = results.load_records(folder, set_aside=False) if folder.is_dir() else []
+    if not records:
         raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
+    if not any(r.get("cell") for r in records):
+        raise SpaceError(f"{folder} holds single-run records (python -m trainers run --json), not a sweep's: a report "
+                         f"compares a sweep's cells; `python -m orchestrator summarize {folder}` tabulates these")
     from orchestrator.report import (
         write_report,  # imports matplotlib: only for a report
     )

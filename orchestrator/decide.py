@@ -85,7 +85,7 @@ def methods_of(table: pd.DataFrame, records: list[dict], cells: list[dict], key:
         device, count = _device(records[int(table.index[table["cell"] == c["cell"]][0])].get("trial_resources") or {})
         adapt = (c["search_seconds"] + rows["adaptation_seconds"].fillna(0).to_numpy(float)) * count
         serve = rows["serve_ms_per_query"].to_numpy(float) / 1000 * count
-        peak = max([float(x) for x in (*rows["peak_memory_mib"], *rows.get("serve_peak_mib", [])) if x == x] or [0.0]) / 1024
+        peak = max([float(x) for x in (*rows["peak_memory_mib"], *rows.get("serve_peak_mib", [])) if pd.notna(x)] or [0.0]) / 1024
         idx = by_cell[c["cell"]].loc[common].reset_index()["index"] if common else []
         examples = []
         for i in idx:

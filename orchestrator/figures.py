@@ -19,6 +19,7 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display on a cluster node
+matplotlib.rcParams["svg.hashsalt"] = "fewshot-sweeps"  # the same records draw the same file: no random ids
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -107,7 +108,8 @@ def log_x(ax, ticks: dict | None = None) -> None:
 def save(fig, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     for p in paths:
-        fig.savefig(p, dpi=150 if p.suffix == ".png" else None, bbox_inches="tight")
+        fig.savefig(p, dpi=150 if p.suffix == ".png" else None, bbox_inches="tight",
+                    metadata={"Date": None} if p.suffix == ".svg" else None)  # nor the hour it was drawn
     plt.close(fig)
     return paths
 

@@ -148,3 +148,15 @@ def test_a_printed_command_names_this_environments_interpreter_as_typed(tmp_path
     assert commands.resume(tmp_path / "results" / "smoke") == \
         ".venv/bin/python -m orchestrator sweep --space smoke --set 'shots=[8, 16]' --resume"
     assert commands.report(tmp_path / "a folder") == ".venv/bin/python -m orchestrator report 'a folder'"
+
+
+def test_a_report_of_single_run_records_says_what_they_are_in_one_line(tmp_path, capsys):
+    """`trainers run --json` records have no cells to compare: one line, exit 2, not a traceback."""
+    import shutil
+    from pathlib import Path
+
+    from orchestrator import cli
+    shutil.copy(Path(__file__).resolve().parents[1] / "results/acceptance/icl_rte/icl_s0_d0.json", tmp_path)
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds single-run records" in err and "summarize" in err and "Traceback" not in err
