@@ -103,7 +103,7 @@ class Progress:
                 mean = sum(times) / len(times)
                 over = [now - t0 for rk, t0 in self.running.values() if same(rk) and now - t0 > mean]
                 return (sum(times) + sum(over)) / (len(times) + len(over)), True
-        ratios = sorted(self.ratios.get(k.phase, []))
+        ratios = self.ratios.get(k.phase, [])
         ratio = statistics.median(ratios) if ratios else 1.0  # of two, their mean: not the larger
         searched = [t for key, ts in self.seconds.items() if key == Kind("search", k.cell, k.method) for t in ts]
         search_plan = self.planned_seconds.get(Kind("search", k.cell, k.method))

@@ -54,7 +54,7 @@ class NoCluster(Exception):
     """--address names a place where no Ray cluster answers (a usage error: one line, exit 2)."""
 
 
-def _token() -> str | None:
+def token_source() -> str | None:
     """Where this machine keeps a Ray authentication token, if it has one (Ray's own places)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return "RAY_AUTH_TOKEN"
@@ -77,7 +77,7 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
         if not address.startswith("ray://") and _ask_gcs(f"{host}:{port}", timeout) == "token":
             if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-                if not _token():
+                if not token_source():
                     raise NoCluster(f"--address {address}: the Ray cluster there asks for token authentication and this "
                                     f"machine has no token; copy the cluster's ~/.ray/auth_token here (or set "
                                     f"RAY_AUTH_TOKEN) and run again")

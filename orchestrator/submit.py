@@ -51,10 +51,9 @@ def check(ns) -> str:
 
 
 def _headers() -> dict:
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
-    if not token and path.is_file():
-        token = path.read_text().strip()
+    from orchestrator.ray_session import token_source
+    source = token_source()  # Ray's own places, in its order
+    token = os.environ["RAY_AUTH_TOKEN"] if source == "RAY_AUTH_TOKEN" else Path(source).read_text().strip() if source else ""
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
