@@ -48,6 +48,20 @@ def correctness(rec: Record, name: str, full_vocab: bool = False) -> tuple[list[
     return None, bernoulli(float(acc), n) if n else np.array([float(acc)])
 
 
+def labels(rec: Record, name: str, keys: list[tuple[str, int]] | None) -> np.ndarray | None:
+    """The gold labels (class indices) of one record's examples on one set, in `keys`' order, where
+    the record tells them: a two-class set's label is the prediction when right, the other class when
+    wrong (None for more classes, or records without per-example predictions)."""
+    block = _block(rec, name)
+    ex = block.get("examples") or {}
+    if keys is None or len(block.get("pred_fraction") or {}) != 2 or not ex.get("pred") or not ex.get("ids"):
+        return None
+    pred = np.frombuffer(ex["pred"].encode(), dtype=np.uint8) - ord("0")
+    correct = np.frombuffer(ex["correct"].encode(), dtype=np.uint8) - ord("0")
+    gold = dict(zip(_keys(ex["ids"]), np.where(correct == 1, pred, 1 - pred)))
+    return np.array([gold[k] for k in keys]) if all(k in gold for k in keys) else None
+
+
 def _keys(ids: list[str]) -> list[tuple[str, int]]:
     seen: Counter = Counter()
     out = []
@@ -104,7 +118,10 @@ def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_voc
     got = {int(row.data_seed): correctness(records[i], name, full_vocab) for i, row in reps.iterrows()}
     got = {s: (ids, v) for s, (ids, v) in got.items() if len(v)}
     ids = {s: _keys(i) for s, (i, _) in got.items()} if all(i is not None for i, _ in got.values()) else None
-    return cell_interval({s: v for s, (_, v) in got.items()}, ids)
+    rows = {int(row.data_seed): i for i, row in reps.iterrows()}
+    strata = {s: labels(records[rows[s]], name, k) for s, k in ids.items()} if ids else None
+    strata = strata if strata and all(g is not None for g in strata.values()) else None
+    return cell_interval({s: v for s, (_, v) in got.items()}, ids, strata)
 
 
 def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
@@ -123,7 +140,10 @@ def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
                 pairs = {int(r.data_seed): aligned_ids(records[i], records[by_seed[int(r.data_seed)]], name)
                          for i, r in ra.iterrows() if int(r.data_seed) in by_seed}
                 ids = {s: p[2] for s, p in pairs.items()} if all(p[2] is not None for p in pairs.values()) else None
-                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids)
+                rows = {int(r.data_seed): i for i, r in ra.iterrows()}
+                strata = {s: labels(records[rows[s]], name, k) for s, k in ids.items()} if ids else None
+                strata = strata if strata and all(g is not None for g in strata.values()) else None
+                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids, strata)
                 if result:
                     fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
                             and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]

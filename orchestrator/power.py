@@ -7,7 +7,12 @@ reach 80 % power for a difference, with what each costs.
 
 One seed's paired difference between two methods varies by σ² = σ²_seed + σ²_example / m: the
 few-shot draw's spread (`seed_sd`) plus the evaluation noise of m examples, σ²_example being the
-variance of one example's paired difference (a -1/0/+1 outcome). The smallest difference detected
+variance of one example's paired difference (a -1/0/+1 outcome). Part of σ²_example is the examples'
+own effects σ²_b, which move every seed alike on the examples they share: seeds drawing m of a pool of
+N vary by σ²_seed + (σ²_example − σ²_b) / m + σ²_b (1/m − 1/N), and the pool adds σ²_b / N to the
+mean whatever the seeds (`seed_spread`, `shared_variance`). Methods differ in how closely they agree
+on single examples (two LoRA students far more than either with ICL), so where the prior's sweep
+compared the same two methods on the same task and set, that pair's own spread is used (`for_pair`). The smallest difference detected
 with 80 % power is `stats.detectable(n, σ)`: the verdict rule itself (sign-flip p < 0.05 and a
 t-interval excluding 0) simulated over n seeds, not a normal formula, which overstates the rule's
 power at few seeds. The prior is stated: `seed_sd` 0.05 (the reference paper's seed-to-seed spread is
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.stats import MIN_SEEDS, detectable, examples_variance, min_p, shared_examples, t95
+from orchestrator.stats import MIN_SEEDS, detectable, min_p, seed_noise, shared_examples, t95
 
 DEFAULT_SEED_SD, DEFAULT_ACCURACY = 0.05, 0.6
 DEFAULT_EFFECT_SD = 0.3  # the spread of single examples' own paired effects (SmolLM2 on RTE: 0.34 between two methods)
@@ -57,28 +62,42 @@ def prior_from(folder: Path) -> dict:
                       "comparisons": sum(c["set"] == name for c in every)}
     accs = reps["in_domain_accuracy"].dropna()
     return {**_spread(comps, records, reps, "in_domain"), "accuracy": float(accs.mean()), "comparisons": len(comps),
-            "seconds": _seconds(table, records), "sets": sets,
+            "seconds": _seconds(table, records), "sets": sets, "pairs": _pair_spreads(every, records, reps),
             "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
                       f"{len({s for c in comps for s in c['seeds']})} data seeds)"}
+
+
+def _pair_spreads(comps: list[dict], records: list[dict], reps) -> dict:
+    """(task, set, variant, variant) -> the spread of that pair's comparisons (pooled over models and
+    shots), the two variants in sorted order."""
+    from orchestrator.cells import Cell
+    groups: dict = {}
+    for c in comps:
+        a, b = Cell.parse(c["a"]), Cell.parse(c["b"])
+        groups.setdefault((a.task, c["set"], *sorted((a.variant, b.variant))), []).append(c)
+    return {key: {**_spread(group, records, reps, key[1]), "comparisons": len(group),
+                  "seeds": min(c["n"] for c in group)} for key, group in groups.items()}
 
 
 def _spread(comps: list[dict], records: list[dict], reps, name: str) -> dict:
     """seed_sd, example_sd and effect_sd of one evaluation set's comparisons: the per-seed paired
     differences' spread less their own evaluation noise (less what shared examples hide of it), one
     example's paired-difference spread, and the examples' own effects, pooled over comparisons."""
-    from orchestrator.compare import aligned_ids, newest_per_seed
+    from orchestrator.compare import aligned_ids, labels, newest_per_seed
     seed_vars, example_vars, effects = [], [], []
     for c in comps:
         ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c["a"], c["b"]))
-        diffs, noise, per_seed, ids = [], [], [], []
+        diffs, per_seed, ids, golds = [], [], [], []
         for s in c["seeds"]:
-            a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], name)
+            rec_a = records[int(ra.loc[s, "index"])]
+            a, b, keys = aligned_ids(rec_a, records[int(rb.loc[s, "index"])], name)
             diffs.append(float((a - b).mean()))
-            noise.append(examples_variance(a - b))
-            example_vars.append(noise[-1] * len(a))
             per_seed.append(a - b)
             ids.append(keys)
+            golds.append(labels(rec_a, name, keys))
         b2, overlap = shared_examples(per_seed, ids if all(k is not None for k in ids) else None)
+        noise = seed_noise(per_seed, golds if all(g is not None for g in golds) else None, overlap)
+        example_vars += [v * len(d) for v, d in zip(noise, per_seed)]
         seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)) + b2 * overlap)
         if overlap:
             effects.append(b2)
@@ -123,9 +142,21 @@ def for_set(prior: dict, name: str) -> dict:
     return {**prior, **(prior.get("sets") or {}).get(name, {})}
 
 
-def seed_spread(prior: dict, m: int) -> float:
-    """The standard deviation of one seed's paired difference scored on m examples."""
-    return math.sqrt(prior["seed_sd"] ** 2 + prior["example_sd"] ** 2 / m)
+def for_pair(prior: dict, task: str, name: str, a: str, b: str) -> dict | None:
+    """The prior of one pair of methods on one task and set, where the prior's sweep compared them
+    there (None otherwise: the set's pooled prior serves)."""
+    own = (prior.get("pairs") or {}).get((task, name, *sorted((a, b))))
+    return {**for_set(prior, name), **own} if own else None
+
+
+def seed_spread(prior: dict, m: int, pool: int = 0) -> float:
+    """The standard deviation of one seed's paired difference scored on m examples drawn from a pool
+    of `pool` (0: a pool so large that seeds share none): the examples' own effects σ²_b are in each
+    seed's evaluation noise only as far as the seeds' examples differ; what they share moves every
+    seed alike (`shared_variance`)."""
+    effect = min(prior.get("effect_sd", 0.0) ** 2, prior["example_sd"] ** 2)
+    unshared = max(0.0, 1 / m - 1 / pool) if pool else 1 / m
+    return math.sqrt(prior["seed_sd"] ** 2 + (prior["example_sd"] ** 2 - effect) / m + effect * unshared)
 
 
 def shared_variance(prior: dict, pool: int) -> float:
@@ -166,15 +197,56 @@ def eval_size(space, task: str, name: str = "in_domain", limit: int | None = Non
     return size, f"the whole set ({how}): every seed scores the same examples"
 
 
-def _pairs(space, task: str) -> int:
+def _variants(space, task: str) -> list[str]:
     from orchestrator import plan
-    variants = {c.variant for c in plan.cells(space) if c.task == task}
-    return len(variants) * (len(variants) - 1) // 2 * len(space.models) * len(space.shots)
+    return sorted({c.variant for c in plan.cells(space) if c.task == task})
+
+
+def _pairs(space, task: str) -> int:
+    k = len(_variants(space, task))
+    return k * (k - 1) // 2 * len(space.models) * len(space.shots)
+
+
+def _planned(prior: dict, n: int, m: int, pool: int) -> tuple[float, float, float]:
+    """(detectable difference, the 95 % interval's half-width, what the pool's examples hold of it)
+    for n seeds scoring m examples each from a pool of `pool`."""
+    sd, shared = seed_spread(prior, m, pool), shared_variance(prior, pool)
+    return detectable(n, sd, shared), t95(n - 1) * math.sqrt(sd ** 2 / n + shared), 1.96 * math.sqrt(shared)
+
+
+def _set_lines(space, prior: dict, task: str, name: str, n: int) -> list[str]:
+    """One evaluation set's power: one line from the pooled prior, then a line per pair of methods
+    whose own spread the prior measured (those predict that pair's interval)."""
+    m, how = eval_size(space, task, name)
+    pool = set_size(space, task, name)[0]
+    where = f"  {task} {'in domain' if name == 'in_domain' else 'on ' + name}: {_pairs(space, task)} paired comparison(s), "
+    if n < MIN_SEEDS:
+        return [where + f"{m} examples each: no power — with {n} seed{'s' if n != 1 else ''} the sign-flip "
+                        f"test cannot reach p < 0.05 (its smallest p is {min_p(n):.4g})"]
+    own = for_set(prior, name)
+    size, half, held = _planned(own, n, m, pool)
+    lines = [where + f"{m} examples each ({how}): differences of {size:.3f} or more are detected with 80 % power by "
+                     f"the verdict rule (simulated); a comparison's 95 % interval about ±{half:.3f}"
+                     + (f", of which the {pool} examples themselves hold ±{held:.3f} whatever the seeds" if held else "")
+                     + (f" (the prior's own {own['comparisons']} comparison(s) on {name}: seed spread "
+                        f"{own['seed_sd']:.3f}, examples' own effects {own['effect_sd']:.2f})"
+                        if name in (prior.get("sets") or {}) else "")]
+    variants = _variants(space, task)
+    for a, b in [(a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]:
+        pair = for_pair(prior, task, name, a, b)
+        if pair:
+            size, half, held = _planned(pair, n, m, pool)
+            lines.append(f"    {a} − {b}: detects {size:.3f}, interval about ±{half:.3f}"
+                         + (f" (examples hold ±{held:.3f})" if held else "")
+                         + f" — this pair's own spread in the prior ({pair['seeds']} seeds): seed spread "
+                           f"{pair['seed_sd']:.3f}, examples' own effects {pair['effect_sd']:.2f}")
+    return lines
 
 
 def plan_lines(space, prior: dict | None = None) -> list[str]:
     """The dry run's power section: per task and evaluation set, the smallest difference the verdict
-    rule detects with 80 % power, or that it has no power at all."""
+    rule detects with 80 % power and the interval it will print (per pair of methods where the prior
+    measured that pair), or that it has no power at all."""
     prior = prior or default_prior()
     n = len(space.data_seeds)
     lines = [f"power: {n} data seeds; prior from {prior['source']}: seed spread {prior['seed_sd']:.3f}, "
@@ -182,23 +254,7 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
              f"{prior.get('effect_sd', 0):.2f}"]
     for task in space.tasks:
         for name in ["in_domain", *(space.tasks[task].get("ood") or [])]:
-            m, how = eval_size(space, task, name)
-            where = f"  {task} {'in domain' if name == 'in_domain' else 'on ' + name}: {_pairs(space, task)} paired comparison(s), "
-            if n < MIN_SEEDS:
-                lines.append(where + f"{m} examples each: no power — with {n} seed{'s' if n != 1 else ''} the sign-flip "
-                                     f"test cannot reach p < 0.05 (its smallest p is {min_p(n):.4g})")
-                continue
-            own = for_set(prior, name)
-            sd, pool = seed_spread(own, m), set_size(space, task, name)[0]
-            shared = shared_variance(own, pool)
-            lines.append(where + f"{m} examples each ({how}): differences of {detectable(n, sd, shared):.3f} or more "
-                                 f"are detected with 80 % power by the verdict rule (simulated); a comparison's 95 % "
-                                 f"interval about ±{t95(n - 1) * math.sqrt(sd ** 2 / n + shared):.3f}"
-                                 + (f", of which the {pool} examples themselves hold ±{1.96 * math.sqrt(shared):.3f} "
-                                    f"whatever the seeds" if shared else "")
-                                 + (f" (the prior's own {own['comparisons']} comparison(s) on {name}: seed spread "
-                                    f"{own['seed_sd']:.3f}, examples' own effects {own['effect_sd']:.2f})"
-                                    if name in (prior.get("sets") or {}) else ""))
+            lines += _set_lines(space, prior, task, name, n)
     if n < MIN_SEEDS:
         lines.append(f"warning: with {n} data seed(s) no comparison can reach p < 0.05 (the sign-flip test's smallest p "
                      f"is {min_p(n):.4g}): every verdict will be 'inconclusive'; use at least {MIN_SEEDS} data seeds "
@@ -209,7 +265,7 @@ def plan_lines(space, prior: dict | None = None) -> list[str]:
 def seeds_needed(prior: dict, m: int, target: float, pool: int = 0) -> int | None:
     """The fewest seeds whose rule detects `target` with 80 % power at m examples per seed drawn from
     a pool of `pool` (None: more than MAX_SEEDS, or the pool's own examples forbid it)."""
-    sd, shared = seed_spread(prior, m), shared_variance(prior, pool)
+    sd, shared = seed_spread(prior, m, pool), shared_variance(prior, pool)
     if detectable(MAX_SEEDS, sd, shared) > target:
         return None
     lo, hi = MIN_SEEDS, MAX_SEEDS  # detectable falls with n: the first n at or under target
@@ -257,6 +313,14 @@ def _clock(seconds: float) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _pair_priors(space, prior: dict, task: str) -> list[dict]:
+    """The in-domain priors a design must satisfy on `task`: each pair of methods' own where the prior
+    measured it, the pooled prior for the rest."""
+    variants = _variants(space, task)
+    pairs = [(a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]
+    return [for_pair(prior, task, "in_domain", a, b) or prior for a, b in pairs] or [prior]
+
+
 def design_lines(space, prior: dict | None, target: float, has_gpus: bool, slots: int) -> list[str]:
     """Per task, the seeds × evaluation-size designs whose verdict rule detects an in-domain
     difference of `target` with 80 % power, and what each costs in planned time, cheapest named."""
@@ -269,10 +333,12 @@ def design_lines(space, prior: dict | None, target: float, has_gpus: bool, slots
         cells = [c for c in plan.cells(space) if c.task == task]
         oods = space.tasks[task].get("ood") or []
         search = sum(_search_seconds(space, c, prior, has_gpus) for c in cells)
-        options = []
-        floor = (t95(MAX_SEEDS) + 0.8416) * math.sqrt(shared_variance(prior, size))  # what the pool allows at best
+        options, priors = [], _pair_priors(space, prior, task)
+        worst = max(priors, key=lambda p: p.get("effect_sd", 0.0))
+        floor = (t95(MAX_SEEDS) + 0.8416) * math.sqrt(shared_variance(worst, size))  # what the pool allows at best
         for m in sorted({k for k in (32, 64, 128, 256, 512) if k < size} | {size}):
-            n = seeds_needed(prior, m, target, size)
+            needed = [seeds_needed(p, m, target, size) for p in priors]  # every pair must reach the power
+            n = None if None in needed else max(needed)
             m_ood = [eval_size(space, task, o, None if space.fixed.get("ood_limit") else m)[0] for o in oods]
             costs = [_replicate_seconds(space, c, prior, m, m_ood, has_gpus) for c in cells]
             per_seed = None if any(s is None for s, _ in costs) else sum(s for s, _ in costs)
@@ -286,8 +352,8 @@ def design_lines(space, prior: dict | None, target: float, has_gpus: bool, slots
                          + (f"{_clock(total)} ({'measured cost' if measured else 'planned cost'})" if total else "-"))
         if all(n is None for _, n, _, _ in options) and floor >= target:
             lines.append(f"    no design detects {target:.3f} here: the {size} examples of {task}'s evaluation set themselves "
-                         f"vary by ±{1.96 * math.sqrt(shared_variance(prior, size)):.3f} (examples' own effects, spread "
-                         f"{prior.get('effect_sd', 0):.2f}), whatever the seeds; about {floor:.3f} is the least any number "
+                         f"vary by ±{1.96 * math.sqrt(shared_variance(worst, size)):.3f} (examples' own effects, spread "
+                         f"{worst.get('effect_sd', 0):.2f}), whatever the seeds; about {floor:.3f} is the least any number "
                          f"of seeds can detect on them")
         priced = [o for o in options if o[2] is not None]
         if not priced and any(n for _, n, _, _ in options):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from pathlib import Path
 
 from orchestrator import hub, plan
 from orchestrator.identity import model_identity  # noqa: F401 - preflight's public name for it

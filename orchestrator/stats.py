@@ -64,6 +64,31 @@ def examples_variance(values: np.ndarray) -> float:
     return float(np.var(v, ddof=1) / len(v)) if len(v) > 1 else 0.0
 
 
+def stratified_variance(values: np.ndarray, strata: np.ndarray) -> float:
+    """The variance of one seed's mean over a subset stratified by `strata` (equal shares per label,
+    `trainers.tasks.eval_subset`): the pooled variance within strata over m. What moves between
+    strata (a method that answers one class gains on one label what it loses on the other) cannot
+    move a stratified subset's mean."""
+    v, g = np.asarray(values, dtype=float), np.asarray(strata)
+    groups = [v[g == k] for k in np.unique(g)]
+    df = len(v) - len(groups)
+    if df < 1:
+        return examples_variance(v)
+    return float(sum(((x - x.mean()) ** 2).sum() for x in groups) / df / len(v))
+
+
+def seed_noise(values: list[np.ndarray], strata: list[np.ndarray] | None, overlap: float) -> list[float]:
+    """Each seed's examples' noise (the floor of the seeds' spread): within strata where each seed
+    scored its own stratified subset (little shared: `overlap` × m < 1/2; every seed the same count
+    per label, give or take the two an over-long input may drop) and the strata are known, else
+    var(x) / m."""
+    if strata is not None and values and overlap * len(values[0]) < 0.5:
+        counts = np.array([np.bincount(np.asarray(g, dtype=int), minlength=2)[:2] for g in strata])
+        if len(counts) and (counts.max(axis=0) - counts.min(axis=0)).max() <= 2:
+            return [stratified_variance(v, g) for v, g in zip(values, strata)]
+    return [examples_variance(v) for v in values]
+
+
 def chance_agreement(df: int) -> float:
     """How closely seeds agree by chance at most 2.5 % of the time when only their examples' noise
     moves them: the 2.5 % quantile of χ²_df / df (Wilson–Hilferty)."""
@@ -121,9 +146,11 @@ def bernoulli(accuracy: float, n: int) -> np.ndarray:
     return np.array([1.0] * k + [0.0] * (n - k))
 
 
-def cell_interval(per_seed: dict[int, np.ndarray], ids: dict[int, list] | None = None) -> dict | None:
+def cell_interval(per_seed: dict[int, np.ndarray], ids: dict[int, list] | None = None,
+                  strata: dict[int, np.ndarray] | None = None) -> dict | None:
     """{"mean", "std", "n", "ci95", "examples"} of a cell's accuracy over its seeds, both noises in the
-    interval (`ids`: seed -> its examples' ids, when known: examples the seeds share add theirs)."""
+    interval (`ids`: seed -> its examples' ids, when known: examples the seeds share add theirs;
+    `strata`: seed -> its examples' labels, when known: a stratified subset's noise is within them)."""
     seeds = [s for s, v in sorted(per_seed.items()) if len(v)]
     values = [np.asarray(per_seed[s], dtype=float) for s in seeds]
     if not values:
@@ -131,7 +158,8 @@ def cell_interval(per_seed: dict[int, np.ndarray], ids: dict[int, list] | None =
     observed = [float(v.mean()) for v in values]
     n, mean = len(observed), float(np.mean(observed))
     b2, overlap = shared_examples(values, [ids[s] for s in seeds] if ids else None)
-    ci, _ = seeds_interval(observed, [examples_variance(v) for v in values], (0.0, 1.0), b2 * overlap)
+    floors = seed_noise(values, [strata[s] for s in seeds] if strata else None, overlap)
+    ci, _ = seeds_interval(observed, floors, (0.0, 1.0), b2 * overlap)
     return {"mean": mean, "std": float(np.std(observed, ddof=1)) if n > 1 else 0.0, "n": n, "ci95": ci,
             "examples": int(sum(len(v) for v in values))}
 
@@ -225,10 +253,12 @@ def detectable(n: int, seed_sd: float, shared: float = 0.0) -> float | None:
     return unit * math.sqrt(n) * math.sqrt(se_seeds ** 2 + shared)
 
 
-def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], ids: dict[int, list] | None = None) -> dict | None:
+def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], ids: dict[int, list] | None = None,
+           strata: dict[int, np.ndarray] | None = None) -> dict | None:
     """A − B over the data seeds both have. `a`, `b`: seed -> aligned 0/1 correctness vectors (the same
     examples in the same order for both methods of a seed); `ids`: seed -> those examples' ids, when
-    known (examples the seeds share add their own variance, which the seeds' spread cannot show).
+    known (examples the seeds share add their own variance, which the seeds' spread cannot show);
+    `strata`: seed -> those examples' labels, when known (a stratified subset's noise is within them).
     Mean difference, t-interval over the per-seed differences, sign-flip p, the verdict with its
     reason, and the smallest difference the design could detect at 80 % power."""
     seeds = sorted(s for s in set(a) & set(b) if len(a[s]) and len(a[s]) == len(b[s]))
@@ -236,9 +266,9 @@ def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], ids: dict[int, li
         return None
     per_seed = [np.asarray(a[s], dtype=float) - np.asarray(b[s], dtype=float) for s in seeds]
     observed = [float(d.mean()) for d in per_seed]
-    floors = [examples_variance(d) for d in per_seed]
     n, mean = len(seeds), float(np.mean(observed))
     b2, overlap = shared_examples(per_seed, [ids[s] for s in seeds] if ids else None)
+    floors = seed_noise(per_seed, [strata[s] for s in seeds] if strata else None, overlap)
     (lo, hi), se = seeds_interval(observed, floors, (-1.0, 1.0), b2 * overlap)
     p, p_error = sign_flip(observed)
     # the design's power: the seeds' observed spread, never below what the examples alone give

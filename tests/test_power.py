@@ -26,12 +26,12 @@ def test_the_printed_difference_is_the_verdict_rules_at_each_tasks_own_size():
     assert power.eval_size(space, "mnli")[0] == 9815 and power.eval_size(space, "rte")[0] == 277
     assert power.eval_size(space, "rte", "hans")[0] == 10_000  # one HANS heuristic of three
     prior = power.default_prior()
-    rte = detectable(10, power.seed_spread(prior, 277), power.shared_variance(prior, 277))  # every seed: the same 277
-    mnli = detectable(10, power.seed_spread(prior, 9815), power.shared_variance(prior, 9815))
+    rte = detectable(10, power.seed_spread(prior, 277, 277), power.shared_variance(prior, 277))  # every seed: the same 277
+    mnli = detectable(10, power.seed_spread(prior, 9815, 9815), power.shared_variance(prior, 9815))
     assert "rte in domain: 18 paired comparison(s), 277 examples each" in lines and f"{rte:.3f} or more" in lines
     assert "mnli in domain: 18 paired comparison(s), 9815 examples each" in lines and f"{mnli:.3f} or more" in lines
     # what the realised interval should be: the seeds' spread, and the 277 shared examples' own
-    half = t95(9) * math.sqrt(power.seed_spread(prior, 277) ** 2 / 10 + power.shared_variance(prior, 277))
+    half = t95(9) * math.sqrt(power.seed_spread(prior, 277, 277) ** 2 / 10 + power.shared_variance(prior, 277))
     assert f"a comparison's 95 % interval about ±{half:.3f}, of which the 277 examples themselves hold" in lines
 
 
@@ -112,3 +112,34 @@ def test_the_dry_run_with_detect_prints_the_designs(capsys):
     # RTE's 277 examples vary too much on their own for 0.05 under the stated prior; MNLI's 9,815 do not
     assert "no design detects 0.050 here: the 277 examples of rte's evaluation set themselves vary" in out
     assert out.count("to run the design with the fewest seeds:") == 1 and "give --prior DIR" in out  # mnli; hub ids
+
+
+def test_each_pair_of_methods_is_planned_by_its_own_spread_where_the_prior_has_it(tmp_path):
+    """Two LoRA students agree on single examples far more than either does with ICL: the prior
+    keeps each pair's own spread, the dry run prints each pair's interval from it, and a design
+    must give every pair its power."""
+    write_sweep(tmp_path, seeds=6)
+    prior = power.prior_from(tmp_path)
+    assert ("rte", "in_domain", "cd+lora", "icl") in prior["pairs"]
+    pair = power.for_pair(prior, "rte", "in_domain", "icl", "cd+lora")  # either order
+    assert pair["comparisons"] == 2 and pair["seeds"] == 6  # both models' comparisons of the pair, pooled
+    assert power.for_pair(prior, "rte", "in_domain", "icl", "ft+lora") is None  # never compared: the pooled prior
+    space = load_space("cd_vs_icl", ["tasks={rte: {ood: [hans]}}", "shots=[16]", "data_seeds=[0, 1, 2, 3, 4, 5, 6, 7]"])
+    lines = power.plan_lines(space, prior)
+    rows = [line for line in lines if line.startswith("    cd+lora − icl:")]
+    own = power.for_pair(prior, "rte", "in_domain", "cd+lora", "icl")
+    half = t95(7) * math.sqrt(power.seed_spread(own, 277, 277) ** 2 / 8 + power.shared_variance(own, 277))
+    assert rows and f"interval about ±{half:.3f}" in rows[0] and "this pair's own spread in the prior (6 seeds)" in rows[0]
+    wide = {**prior, "pairs": {**prior["pairs"], ("rte", "in_domain", "cd+lora", "icl"): {**own, "seed_sd": 0.2}}}
+    assert power.seeds_needed(wide["pairs"][("rte", "in_domain", "cd+lora", "icl")], 277, 0.3, 277) > \
+        power.seeds_needed(prior, 277, 0.3, 277)
+    text = "\n".join(power.design_lines(space, wide, 0.3, has_gpus=True, slots=2))
+    needed = power.seeds_needed(wide["pairs"][("rte", "in_domain", "cd+lora", "icl")], 277, 0.3, 277)
+    assert f"{'277 (the whole set: shared by every seed)':<44} {needed:>6}" in text  # the hardest pair decides
+
+
+def test_a_shared_sets_examples_move_every_seed_alike_and_leave_each_seeds_spread():
+    prior = {"seed_sd": 0.0, "example_sd": 0.6, "effect_sd": 0.3}
+    assert power.seed_spread(prior, 277, 277) == pytest.approx(math.sqrt((0.36 - 0.09) / 277))  # all shared
+    assert power.seed_spread(prior, 64) == pytest.approx(math.sqrt(0.36 / 64))  # a pool so large nothing is shared
+    assert power.seed_spread(prior, 64, 128) == pytest.approx(math.sqrt((0.36 - 0.09) / 64 + 0.09 * (1 / 64 - 1 / 128)))

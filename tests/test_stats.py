@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from orchestrator.results import write_record, write_tables
-from orchestrator.stats import (bernoulli, cell_interval, collapsed, collapsed_seeds, detectable, min_p, paired,
-                                rule_power, sign_flip, sign_flip_p, standard_detectable, t95)
+from orchestrator.stats import (bernoulli, cell_interval, collapsed, collapsed_seeds, detectable, examples_variance,
+                                min_p, paired, rule_power, seed_noise, sign_flip, sign_flip_p, standard_detectable,
+                                stratified_variance, t95)
 
 
 def simulate(rng, n_seeds, m, delta, seed_sd=0.04, base=0.65):
@@ -135,7 +136,7 @@ def rec(method, seed, correct: str, hans: str, hans_top, key, ids=None):
     block = lambda c, top, name: {  # noqa: E731
         "accuracy": c.count("1") / len(c), "n_scored": len(c), "pred_fraction": {"a": top, "b": 1 - top},
         "examples": {"ids": (ids if name == "x" else None) or [f"{name}{seed}-{i}" for i in range(len(c))], "correct": c,
-                     "pred": "0" * len(c)}}
+                     "pred": ("01" * len(c))[:len(c)]}}
     return {"phase": "replicate", "status": "completed", "trial_key": key, "cell": f"rte/{method}/m/8shot",
             "config": {"task": "rte", "method": method, "peft": {"kind": "none"}, "model": "m", "shots": 8,
                        "data_seed": seed, "seed": 0},
@@ -193,3 +194,34 @@ def test_examples_every_seed_shares_add_their_own_variance_which_seeds_cannot_av
         lo, hi = paired(a, b)["ci95"]
         seeds_only += lo <= truth <= hi
     assert with_shared >= 88 and seeds_only <= 78, (with_shared, seeds_only)  # measured over 300: 96 % and 65 %
+
+
+def test_a_stratified_subsets_noise_is_within_its_labels_and_a_shared_sets_is_not():
+    """A method that answers one class gains on one label what it loses on the other: on a subset
+    with equal shares per label (each seed its own) that cannot move the seed's mean, so the
+    examples' noise (the floor of the seeds' spread) is the variance within labels. On one set every
+    seed shares, the labels do not stratify anything: the whole variance stays."""
+    labels = np.array([0, 1] * 32)
+    always_a = (labels == 0).astype(float)  # right exactly on label 0
+    assert stratified_variance(always_a, labels) == 0.0 < examples_variance(always_a)
+    rng = np.random.default_rng(0)
+    a = {s: always_a for s in range(8)}
+    b = {s: rng.integers(0, 2, 64).astype(float) for s in range(8)}
+    ids = {s: [f"s{s}-{i}" for i in range(64)] for s in range(8)}  # each seed its own examples
+    strata = {s: labels for s in range(8)}
+    own, plain = paired(a, b, ids, strata), paired(a, b, ids)
+    assert seed_noise([a[0] - b[0]], [labels], 0.0) == [stratified_variance(a[0] - b[0], labels)]
+    assert own["ci95"][1] - own["ci95"][0] <= plain["ci95"][1] - plain["ci95"][0]
+    one_set = {s: [f"e{i}" for i in range(64)] for s in range(8)}  # every seed: the same 64
+    assert seed_noise([a[0] - b[0]], [labels], 1 / 64) == [examples_variance(a[0] - b[0])]
+    assert paired(a, b, one_set, strata)["ci95"] == paired(a, b, one_set)["ci95"]
+    # a collapsed cell on stratified subsets scores exactly one half every seed, and nothing else
+    cell = cell_interval({s: always_a for s in range(6)}, ids, strata)
+    assert cell["mean"] == 0.5 and cell["ci95"] == [0.5, 0.5]
+
+
+def test_subsets_whose_label_counts_differ_between_seeds_were_not_stratified_and_keep_the_whole_noise():
+    d = [np.array([1.0, 0.0] * 16), np.array([1.0, 0.0] * 16)]
+    even, uneven = np.array([0, 1] * 16), np.array([0] * 24 + [1] * 8)
+    assert seed_noise(d, [even, even], 0.0) == [stratified_variance(x, even) for x in d]
+    assert seed_noise(d, [even, uneven], 0.0) == [examples_variance(x) for x in d]
