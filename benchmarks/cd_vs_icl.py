@@ -9,13 +9,13 @@ through `label_word_predictions` as the project scores them: ICL after the k dem
 project's sampler draws, with the prefix key/value cache and without it (plain; `--no-plain` skips
 it, at thousands of context tokens it takes minutes per pass on a CPU), the CD student with no
 context at all, and a cartridge of p tokens per `--cartridge-tokens` (peft's CartridgeConfig, made
-by `trainers.cartridge.make_student` from the first p tokens of the largest k's demonstrations;
+by `trainers.methods.cartridge.make_student` from the first p tokens of the largest k's demonstrations;
 untrained: its values change nothing about the cost, which does not depend on k). Each row also
 gives the key/value bytes a query attends to beside its own tokens (ICL: the context's; a
 cartridge: p tokens'; the LoRA student: none), from the model's shape (a sliding-window layer
-holds only its window: `trainers.memory_plan.kv_positions`). A CD student is the base model plus a LoRA
+holds only its window: `trainers.runtime.memory_plan.kv_positions`). A CD student is the base model plus a LoRA
 adapter, so its cost does not depend on k; here the adapter is freshly applied by
-`trainers.adapters.apply(model, PeftConfig(kind='lora'))` and untrained (the weights change
+`trainers.runtime.adapters.apply(model, PeftConfig(kind='lora'))` and untrained (the weights change
 nothing about the cost), and left unmerged, as the project evaluates it (merged it would cost
 exactly the base model's zero-shot pass, a little less).
 
@@ -41,16 +41,17 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from benchmarks import common
 from benchmarks.common import alternate, load_model, parser, ratio, run_config, table
-from trainers import adapters, cartridge
-from trainers.common import prepare
+from trainers.runtime import adapters
+from trainers.methods import cartridge
+from trainers.methods.common import prepare
 from trainers.config import PeftConfig
-from trainers.evaluation import label_word_predictions
-from trainers.memory_plan import kv_bytes
-from trainers.metering import Meter
-from trainers.models import max_positions
-from trainers.prompts import label_token_ids
-from trainers.scoring import ContextScorer, PromptIds
-from trainers.tasks import eval_subset
+from trainers.runtime.evaluation import label_word_predictions
+from trainers.runtime.memory_plan import kv_bytes
+from trainers.runtime.metering import Meter
+from trainers.runtime.models import max_positions
+from trainers.data.prompts import label_token_ids
+from trainers.runtime.scoring import ContextScorer, PromptIds
+from trainers.data.tasks import eval_subset
 
 # The plain path costs the most by far: run it once per repeat, the cheap paths on both sides of it.
 SANDWICH = ["cd", "icl_cached", "icl_plain", "icl_cached", "cd"]

@@ -34,8 +34,8 @@ from typing import Any, Callable
 import torch
 
 from trainers.config import RunConfig
-from trainers.metering import MiB, Meter
-from trainers.models import load_causal_lm, pick_device
+from trainers.runtime.metering import MiB, Meter
+from trainers.runtime.models import load_causal_lm, pick_device
 from trainers.records import environment, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -51,7 +51,7 @@ def fake_trainable(finished, storage_path, limits):
         lr = config["searched"].get("train.lr", 0.01)
         dev = round(min(1.0, 0.5 + lr * 10), 4)
         ray.tune.report({"epoch": 1, "dev_accuracy": dev})
-        run_config = json.loads(config["run"])  # as orchestrator.trial.run_of does, without that module's torch import
+        run_config = json.loads(config["run"])  # as orchestrator.engine.trial.run_of does, without that module's torch import
         rec = build_record(from_dict(run_config), "completed", resolved={}, history=[{"epoch": 1, "dev_accuracy": dev}],
                            metrics={"dev": {"accuracy": dev}})
         ray.tune.report({"epoch": 1, "dev_accuracy": dev, "record": json.dumps(rec)})
@@ -60,7 +60,7 @@ def fake_trainable(finished, storage_path, limits):
 
 
 def measure(trials: int, concurrent: int) -> dict:
-    from orchestrator import driver
+    from orchestrator.engine import driver
     from orchestrator.space import load_space
     samples = []
     space = load_space("smoke", [f"budget={trials}", "methods={pbft: [lora]}", "data_seeds=[0]", "pruner={type: none}",
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("FEWSHOT_HEARTBEAT_S", "3600")
     if args.trials_per_fit:
         os.environ["FEWSHOT_TRIALS_PER_FIT"] = str(args.trials_per_fit)
-    from orchestrator.driver import trials_per_fit
+    from orchestrator.engine.driver import trials_per_fit
     figures = measure(args.trials, args.concurrent)
     rows = [["trials", figures["trials"]], ["driver RSS growth per 1,000 trials (MiB)", figures["rss_growth_mib_per_1000_trials"]],
             ["driver CPU seconds per trial", figures["driver_cpu_seconds_per_trial"]],

@@ -5,7 +5,7 @@
 
 Both loops train the same model from the same starting weights on the same examples, in the same
 batches in the same order (the project's own seeded shuffle), with the same loss: pattern-based
-fine-tuning's label-word cross-entropy at the answer position (`trainers.pbft.label_word_loss`). The project loop is `trainers.training.train` with a dev function that returns
+fine-tuning's label-word cross-entropy at the answer position (`trainers.methods.pbft.label_word_loss`). The project loop is `trainers.runtime.training.train` with a dev function that returns
 at once, so evaluation is not timed; the bare loop is AdamW with forward, backward, step and
 nothing else. Warm-up ratio and clipping are off (`TrainConfig(warmup_ratio=0, max_grad_norm=0)`)
 so the two compute the same update and their final trainable parameters can be compared.
@@ -28,14 +28,14 @@ import torch
 from benchmarks import common
 from benchmarks.common import (alternate, fmt, load_model, parser, phase_rows, ratio, round_robin, run_config,
                                table)
-from trainers import adapters
-from trainers.common import prepare
+from trainers.runtime import adapters
+from trainers.methods.common import prepare
 from trainers.config import PeftConfig, TrainConfig
-from trainers.metering import Meter
-from trainers.models import count_parameters
-from trainers.pbft import label_word_loss
-from trainers.prompts import label_token_ids
-from trainers.training import epoch_batches, train
+from trainers.runtime.metering import Meter
+from trainers.runtime.models import count_parameters
+from trainers.methods.pbft import label_word_loss
+from trainers.data.prompts import label_token_ids
+from trainers.runtime.training import epoch_batches, train
 
 LOOPS = ("project", "bare")
 

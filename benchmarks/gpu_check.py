@@ -17,8 +17,8 @@ is needed) and fed synthetic token ids; the project's own code does the work:
 4. fine-tuning throughput: tokens/s and model FLOP utilisation of full fine-tuning (OPT-1.3b shape,
    bf16 autocast) through the project's training loop.
 5. fsdp on one device: full fine-tuning of the OPT-1.3b shape whole and under FSDP2 (a process group
-   of one; `trainers/sharding.py`): the same loss, and each one's measured peak against the memory
-   plan's estimate (`trainers/memory_plan.py`).
+   of one; `trainers/runtime/sharding.py`): the same loss, and each one's measured peak against the memory
+   plan's estimate (`trainers/runtime/memory_plan.py`).
 
 Writes results/bench/gpu_check.{json,md}.
 """
@@ -39,14 +39,14 @@ import torch.nn.functional as F
 
 from benchmarks.common import _release, fmt, publish, ratio, table
 from benchmarks.precision import one_step
-from trainers import adapters
+from trainers.runtime import adapters
 from trainers.config import PeftConfig, TrainConfig
-from trainers.metering import Meter
-from trainers.models import pick_dtype
-from trainers.precision import Precision
+from trainers.runtime.metering import Meter
+from trainers.runtime.models import pick_dtype
+from trainers.runtime.precision import Precision
 from trainers.records import environment
-from trainers.scoring import ContextScorer, answer_logits, collate, label_word_reduce
-from trainers.training import train
+from trainers.runtime.scoring import ContextScorer, answer_logits, collate, label_word_reduce
+from trainers.runtime.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # OPT's published shapes (facebook/opt-125m, facebook/opt-1.3b config.json): hidden, layers, heads, FFN.
@@ -183,8 +183,8 @@ def check_fsdp(a, device: torch.device) -> dict:
     """Full fine-tuning of the large shape, whole (ddp) and sharded by FSDP2 (one GPU): the same losses,
     and each one's measured peak against the memory plan's estimate."""
     from transformers import OPTConfig
-    from trainers import sharding
-    from trainers.memory_plan import estimate, shape_from_config
+    from trainers.runtime import sharding
+    from trainers.runtime.memory_plan import estimate, shape_from_config
     dist, prec = _fsdp_group(device), Precision(device, pick_dtype("auto", device))
     hidden, layers, heads, ffn = SHAPES[a.large]
     shape = shape_from_config(OPTConfig(vocab_size=a.vocab, hidden_size=hidden, num_hidden_layers=layers,

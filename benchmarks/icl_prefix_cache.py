@@ -26,13 +26,13 @@ import torch
 from benchmarks import common
 from benchmarks.common import (alternate, fmt, load_model, parser, phase_rows, ratio, round_robin, run_config,
                                table)
-from trainers.common import prepare
-from trainers.evaluation import label_word_predictions
-from trainers.metering import Meter
-from trainers.models import max_positions
-from trainers.prompts import label_token_ids
-from trainers.scoring import ContextScorer, PromptIds
-from trainers.tasks import eval_subset
+from trainers.methods.common import prepare
+from trainers.runtime.evaluation import label_word_predictions
+from trainers.runtime.metering import Meter
+from trainers.runtime.models import max_positions
+from trainers.data.prompts import label_token_ids
+from trainers.runtime.scoring import ContextScorer, PromptIds
+from trainers.data.tasks import eval_subset
 
 PATHS = ("cached", "plain")
 

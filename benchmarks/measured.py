@@ -82,7 +82,7 @@ def acceptance_section(folder: Path) -> str | None:
     times = sorted((r.get("env") or {}).get("time", "") for r in records if (r.get("env") or {}).get("time"))
     span = f"{times[0][:16]} to {times[-1][:16]}" if times else "unknown dates"
     notes = _demote((folder / "NOTES.md").read_text().strip()) + "\n\n" if (folder / "NOTES.md").exists() else ""
-    from orchestrator.results import cell_stats, summary_table, to_markdown, trials_table
+    from orchestrator.analysis.results import cell_stats, summary_table, to_markdown, trials_table
     cells = cell_stats(trials_table(records), records)
     summary = "Summary, derived from the records by the current code:\n\n" + to_markdown(summary_table(cells))
     report = folder / "report" / "report.md"

@@ -6,7 +6,7 @@
 Each run is `python -m trainers run` in a fresh process (so one run's heap does not inflate the
 next), with `MALLOC_MMAP_THRESHOLD_=65536` so freed blocks go back to the system and the resident
 set follows live memory. Measured: the run's peak (`Meter`: the largest per-phase resident-set
-high-water mark). Estimated: `trainers/memory_plan.py` from the model's config, as the record
+high-water mark). Estimated: `trainers/runtime/memory_plan.py` from the model's config, as the record
 stores it (`resources.memory_plan`). Aim: within +-25 %. Writes results/bench/memory_plan.{json,md}.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import DEFAULT_DATA, DEFAULT_MODEL, ROOT, fmt, publish, table
 
-from trainers import spec  # noqa: E402
+from trainers.methods import spec  # noqa: E402
 
 VARIANTS = {name: list(m.peft) for name, m in spec.METHODS.items()}  # every registered method, cartridge included
 

@@ -28,7 +28,7 @@ OPT_30B_BYTES = 30e9 * 2
 
 
 def measure(folder: Path) -> dict:
-    from orchestrator import identity
+    from orchestrator.planning import identity
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     with tempfile.TemporaryDirectory() as cache:
         os.environ["FEWSHOT_CACHE"] = str(Path(cache) / "data")  # an empty digest cache: a node's first trial

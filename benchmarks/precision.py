@@ -3,7 +3,7 @@
     python -m benchmarks.precision                       # SmolLM2-135M, full PBFT on 8 RTE examples, CPU
     python -m benchmarks.precision --device cuda
 
-Three runs of the project's training loop (`trainers.training.train`, one optimiser step of
+Three runs of the project's training loop (`trainers.runtime.training.train`, one optimiser step of
 full pattern-based fine-tuning, warm-up off so the step is taken at lr 1e-5), each from freshly
 loaded weights:
 
@@ -28,13 +28,13 @@ import torch
 
 from benchmarks import common
 from benchmarks.common import fmt, parser, ratio, run_config, table
-from trainers.common import prepare
+from trainers.methods.common import prepare
 from trainers.config import TrainConfig
-from trainers.models import load_causal_lm
-from trainers.pbft import label_word_loss
-from trainers.precision import Precision
-from trainers.prompts import label_token_ids
-from trainers.training import train
+from trainers.runtime.models import load_causal_lm
+from trainers.methods.pbft import label_word_loss
+from trainers.runtime.precision import Precision
+from trainers.data.prompts import label_token_ids
+from trainers.runtime.training import train
 
 VARIANTS = {"fp32": ("float32", torch.float32), "bf16_autocast": ("float32", torch.bfloat16),
             "bf16_weights": ("bfloat16", torch.float32)}  # name -> (weights loaded in, compute precision)

@@ -30,8 +30,8 @@ from trainers.records import environment  # noqa: E402
 
 
 def one_sweep(root: Path, name: str, overrides: list[str]) -> dict:
-    from orchestrator.driver import run_sweep
-    from orchestrator.results import best_search_trials, load_records
+    from orchestrator.engine.driver import run_sweep
+    from orchestrator.analysis.results import best_search_trials, load_records
     from orchestrator.space import load_space
     start = time.perf_counter()
     run_sweep(load_space("smoke", overrides), name=name, results_root=root)

@@ -5,9 +5,9 @@
 
 Each mode runs in its own pair of fresh processes. Both train the same model from the same
 weights on the same batches (8 examples per step, 4 per rank) with PBFT's loss
-(`trainers.pbft.label_word_loss`) through the project's own step (`trainers.training`): ddp holds
+(`trainers.methods.pbft.label_word_loss`) through the project's own step (`trainers.runtime.training`): ddp holds
 a whole copy per rank and all-reduces the gradients, fsdp holds half of every parameter, gradient
-and AdamW moment per rank (`trainers.sharding`). Memory per worker is `Meter`'s peak resident
+and AdamW moment per rank (`trainers.runtime.sharding`). Memory per worker is `Meter`'s peak resident
 set of the training phase (the heap trimmed first, `MALLOC_MMAP_THRESHOLD_=65536` so freed blocks
 go back to the system); load is reported apart (fsdp's rank 0 reads the checkpoint, rank 1 does
 not). Writes results/bench/sharding.{json,md}.
@@ -34,14 +34,14 @@ def worker(rank: int, world: int, port: int, mode: str, args: dict, out: str) ->
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), FEWSHOT_QUIET="1")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from trainers import adapters, sharding
-    from trainers.common import prepare
+    from trainers.runtime import adapters, sharding
+    from trainers.methods.common import prepare
     from trainers.config import RunConfig, TrainConfig
-    from trainers.metering import Meter
-    from trainers.models import load_causal_lm
-    from trainers.pbft import label_word_loss
-    from trainers.prompts import label_token_ids
-    from trainers.training import _batch_loss, _step
+    from trainers.runtime.metering import Meter
+    from trainers.runtime.models import load_causal_lm
+    from trainers.methods.pbft import label_word_loss
+    from trainers.data.prompts import label_token_ids
+    from trainers.runtime.training import _batch_loss, _step
 
     cfg = RunConfig(method="pbft", model=args["model"], data_dir=args["data_dir"], shots=args["shots"], n_dev=0,
                     dtype="float32", device="cpu", parallel=mode).replace(**{"peft.kind": args["peft"]})

@@ -7,7 +7,7 @@ run prints, beside the old two-level bootstrap (examples counted twice) for comp
 
 A simulated sweep: n data seeds; each seed moves both methods' accuracy by a shared shift (sd 0.05)
 and their gap by its own draw (δ + N(0, seed_sd)); each method then answers m examples right with its
-accuracy, independently (Bernoulli). The interval and verdict are `orchestrator.stats.paired`, the
+accuracy, independently (Bernoulli). The interval and verdict are `orchestrator.analysis.stats.paired`, the
 module the summaries use. Coverage: the share of sweeps whose interval holds δ; false verdicts: the
 share of sweeps with δ = 0 that name a better method (the nominal level is 5 %); power: the share of
 sweeps at δ = the dry run's printed difference (`power.seed_spread` from the simulation's own
@@ -31,8 +31,8 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from benchmarks.common import ROOT, publish, table  # noqa: E402
-from orchestrator import power  # noqa: E402
-from orchestrator.stats import MIN_SEEDS, detectable, paired, t95  # noqa: E402
+from orchestrator.analysis import power  # noqa: E402
+from orchestrator.analysis.stats import MIN_SEEDS, detectable, paired, t95  # noqa: E402
 from trainers.records import environment  # noqa: E402
 
 DESIGNS = [(3, 64, 0.016), (3, 277, 0.05), (10, 64, 0.016), (10, 277, 0.016), (10, 277, 0.05), (12, 277, 0.016),

@@ -7,7 +7,7 @@ what one Ray Train worker group costs to start and stop.
 Three measurements in one Ray session:
 1. `--repeats` times, a `TorchTrainer` whose one worker does nothing (the worker group's start and
    stop), at Ray Train's default health-check interval (2 s) and at the sweep's (0.25 s,
-   `orchestrator/trial.py`), interleaved; and a plain Tune function trial that does nothing (a trial
+   `orchestrator/engine/trial.py`), interleaved; and a plain Tune function trial that does nothing (a trial
    without a worker group);
 2. the `smoke` sweep (one trial at a time, so time adds up) three times: every trial a Ray Train
    worker group (`resources.in_process: false`) at Ray's default interval, then at the sweep's, then
@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 from benchmarks.common import ROOT, publish, table  # noqa: E402
-from orchestrator.trial import HEALTH_CHECK_INTERVAL  # noqa: E402
+from orchestrator.engine.trial import HEALTH_CHECK_INTERVAL  # noqa: E402
 from trainers.records import environment  # noqa: E402
 
 INTERVAL, SWEEP = HEALTH_CHECK_INTERVAL
@@ -75,8 +75,8 @@ def tune_trial_seconds(storage: str) -> float:
 
 
 def smoke_sweep(results_root: Path, mode: str) -> tuple[float, list[dict]]:
-    from orchestrator.driver import run_sweep
-    from orchestrator.results import load_records
+    from orchestrator.engine.driver import run_sweep
+    from orchestrator.analysis.results import load_records
     from orchestrator.space import load_space
     name, in_process = mode, mode == "in_process"
     os.environ[INTERVAL] = RAY_DEFAULT if mode == "worker_group_ray_default" else SWEEP  # the driver passes it to trials

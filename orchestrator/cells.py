@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers import spec
+from trainers.methods import spec
 
 
 def model_tag(model: str) -> str:

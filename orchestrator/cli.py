@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _decide(ns) -> int:
-    from orchestrator import decide, results
+    from orchestrator.analysis import decide, results
     folder = Path(ns.folder)
     if not folder.is_dir() or not results.load_records(folder):
         raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
@@ -123,7 +123,7 @@ def _decide(ns) -> int:
 
 
 def _spaces() -> int:
-    from orchestrator import plan
+    from orchestrator.planning import plan
     for name in available_spaces():
         try:
             space = load_space(name)
@@ -141,8 +141,8 @@ def _sweep(ns) -> int:
     space = dataclasses.replace(load_space(ns.space, ns.overrides, ns.data_dir), allow_cpu=ns.allow_cpu)
     if ns.max_trials is not None and ns.max_trials < 1:
         raise SpaceError("--max-trials must be at least 1")
-    from orchestrator import ray_session, storage
-    from orchestrator.folders import sweep_folder
+    from orchestrator.engine import ray_session, storage
+    from orchestrator.analysis.folders import sweep_folder
     if ns.name is not None and not ns.name.strip():
         raise SpaceError("--name is empty; give a folder name (letters, digits, '.', '_', '+', '-'), e.g. --name "
                          "cd_vs_icl_try2, or leave --name out for the space's own name")
@@ -153,12 +153,12 @@ def _sweep(ns) -> int:
     address = ray_session.address_from_env(ns.address)  # a `ray job submit` job joins its cluster
     if not ns.dry_run:
         ray_session.check_address(address)  # a bounded wait, one line, before anything starts
-    from orchestrator.tracking import parse
+    from orchestrator.engine.tracking import parse
     parse(ns.track)  # before anything starts: an unknown tracker or a missing library is a usage error
     if space.resources.get("auto") and address is None:  # placed from the memory plan, refused here when a cell fits nowhere
-        from orchestrator import plan, preflight
+        from orchestrator.planning import plan, preflight
         space = plan.resolve_placement(space, preflight.local_totals()["GPU"])
-    from orchestrator import power
+    from orchestrator.analysis import power
     try:
         prior = power.prior_from(Path(ns.prior)) if ns.prior else None
     except (ValueError, OSError) as e:
@@ -170,7 +170,7 @@ def _sweep(ns) -> int:
     if ns.dry_run:
         return _dry_run(space, address, prior, ns.detect)
     warnings = [line for line in power.plan_lines(space, prior) if line.startswith("warning")]
-    from orchestrator.driver import (
+    from orchestrator.engine.driver import (
         run_sweep,  # imports Ray: only when a sweep really starts
     )
     results = ns.results if storage.is_uri(ns.results) else Path(ns.results)
@@ -181,7 +181,8 @@ def _sweep(ns) -> int:
 def _dry_run(space, address: str | None, prior: dict | None = None, detect: float | None = None) -> int:
     """The plan, with the cells' configurations checked, and what it can detect; nothing loaded, so it
     works without the hub. Data, models and draws are checked when the sweep starts (preflight), before Ray."""
-    from orchestrator import plan, power, preflight
+    from orchestrator.planning import plan, preflight
+    from orchestrator.analysis import power
     preflight.check_configs(space)
     totals = preflight.local_totals()
     print(plan.describe(space, has_gpus=totals["GPU"] > 0))
@@ -199,14 +200,14 @@ def _dry_run(space, address: str | None, prior: dict | None = None, detect: floa
 
 
 def _report(folder: Path) -> int:
-    from orchestrator import results
+    from orchestrator.analysis import results
     records = results.load_records(folder, set_aside=False) if folder.is_dir() else []
     if not records:
         raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
     if not any(r.get("cell") for r in records):
         raise SpaceError(f"{folder} holds single-run records (python -m trainers run --json), not a sweep's: a report "
                          f"compares a sweep's cells; `python -m orchestrator summarize {folder}` tabulates these")
-    from orchestrator.report import (
+    from orchestrator.analysis.report import (
         write_report,  # imports matplotlib: only for a report
     )
     path = write_report(folder)
@@ -218,7 +219,7 @@ def _report(folder: Path) -> int:
 def _usage_errors() -> tuple:
     """The exceptions that mean bad input (the trainers' own imported only when one was raised: they
     pull in torch, which naming a space or listing them does not need)."""
-    from orchestrator.ray_session import NoCluster
+    from orchestrator.engine.ray_session import NoCluster
     from trainers.cli import USAGE_ERRORS
     return (SpaceError, NoCluster, *USAGE_ERRORS)
 
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "spaces":
             return _spaces()
         if ns.command == "summarize":
-            from orchestrator import results
+            from orchestrator.analysis import results
             if not Path(ns.folder).is_dir() or not results.load_records(Path(ns.folder)):
                 raise SpaceError(f"{ns.folder} holds no result records")
             table, summary, title, comps = results.write_tables(Path(ns.folder), ns.title)
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "decide":
             return _decide(ns)
         if ns.command == "submit":
-            from orchestrator.submit import submit
+            from orchestrator.engine.submit import submit
             return submit(ns)
         return _sweep(ns)
     except ModuleNotFoundError as e:  # a package imported late (ray, torch) missing from this Python

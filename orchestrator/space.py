@@ -20,9 +20,9 @@ import yaml
 
 from trainers import settings
 from trainers.config import ConfigError, did_you_mean, from_dict, valid_keys
-from trainers.models import ModelError, check_source
-from trainers.spec import METHODS, Parallel
-from trainers.tasks import DataError, ood_names, task_definitions, task_names, use_tasks_file
+from trainers.runtime.models import ModelError, check_source
+from trainers.methods.spec import METHODS, Parallel
+from trainers.data.tasks import DataError, ood_names, task_definitions, task_names, use_tasks_file
 
 PARALLEL_NAMES = tuple(p.value for p in Parallel)
 
@@ -50,7 +50,7 @@ TOP_KEYS = {
                        "small) before it ends, exit 1, --resume continues (default 600)",
     "fixtures": "synthetic: write a tiny model and data first",
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
-    "tasks_file": "a YAML file of your own tasks and OOD sets (trainers/user_tasks.py), usable in tasks: beside the "
+    "tasks_file": "a YAML file of your own tasks and OOD sets (trainers/data/user_tasks.py), usable in tasks: beside the "
                   "shipped ones; relative to the working folder",
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}

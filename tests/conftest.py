@@ -12,7 +12,7 @@ os.environ.pop("FEWSHOT_DATA_DIR", None)  # tests pass their own data folders
 
 import torch  # noqa: E402
 
-from trainers import synthetic  # noqa: E402
+from trainers.data import synthetic  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import write_report
-from orchestrator.results import write_tables
+from orchestrator.analysis.report import write_report
+from orchestrator.analysis.results import write_tables
 
 ACCEPTANCE = Path(__file__).resolve().parents[1] / "results" / "acceptance"
 SUMMARIES = sorted(p.parent for p in ACCEPTANCE.glob("*/summary.md"))

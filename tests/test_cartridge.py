@@ -1,19 +1,19 @@
-"""The cartridge student (trainers/cartridge.py): a trained key/value prefix of the frozen model."""
+"""The cartridge student (trainers/methods/cartridge.py): a trained key/value prefix of the frozen model."""
 import json
 
 import pytest
 import torch
 
-from trainers import cartridge
+from trainers.methods import cartridge
 from trainers.config import ConfigError
-from trainers.evaluation import label_word_predictions
-from trainers.memory_plan import kv_bytes_per_token, shape_from_config, trainable_params
-from trainers.methods import resolve, run, validate
-from trainers.models import load_causal_lm
-from trainers.prompts import get_prompt, label_token_ids
-from trainers.sampling import draw
-from trainers.scoring import ContextScorer, PromptIds
-from trainers.tasks import load_task
+from trainers.runtime.evaluation import label_word_predictions
+from trainers.runtime.memory_plan import kv_bytes_per_token, shape_from_config, trainable_params
+from trainers.methods.entry import resolve, run, validate
+from trainers.runtime.models import load_causal_lm
+from trainers.data.prompts import get_prompt, label_token_ids
+from trainers.data.sampling import draw
+from trainers.runtime.scoring import ContextScorer, PromptIds
+from trainers.data.tasks import load_task
 
 
 def config(model, data_dir, **over):
@@ -96,7 +96,7 @@ def test_what_a_cartridge_cannot_combine_with_is_refused_in_one_line(tiny_llama,
 
 
 def test_a_long_context_prefilled_in_chunks_scores_as_one_pass(tiny_llama):
-    from trainers.scoring import answer_logits, batch_cache, collate, prefill
+    from trainers.runtime.scoring import answer_logits, batch_cache, collate, prefill
     model, tok = load_causal_lm(tiny_llama, "float32", "cpu")
     model.eval()
     context = list(range(5, 5 + 70))

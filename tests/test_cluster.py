@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from sweeps import RAY, free_port, poll, stop_session, token_env
 
-from orchestrator import cluster, identity, plan, preflight
-from orchestrator.preflight import model_identity
+from orchestrator.engine import cluster
+from orchestrator.planning import identity, plan, preflight
+from orchestrator.planning.preflight import model_identity
 from orchestrator.space import load_space
-from trainers import synthetic
-from trainers.models import load_config
-from trainers.tasks import load_task
+from trainers.data import synthetic
+from trainers.runtime.models import load_config
+from trainers.data.tasks import load_task
 
 
 def sweep(*args, timeout=900, env=None):
@@ -220,7 +221,7 @@ def test_a_gpu_space_on_a_cluster_without_gpus_is_refused_as_on_one_machine():
 
 
 def test_a_local_models_identity_covers_every_byte_and_is_hashed_once(tmp_path, monkeypatch):
-    from orchestrator import identity
+    from orchestrator.planning import identity
     monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "cache" / "data"))
     folder = tmp_path / "model"
     folder.mkdir()

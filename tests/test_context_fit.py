@@ -5,11 +5,11 @@ import sys
 import pytest
 from transformers import AutoTokenizer
 
-from trainers.context_fit import ContextError, fit
-from trainers.methods import resolve, run
-from trainers.prompts import get_prompt
-from trainers.scoring import PromptIds
-from trainers.tasks import Example, load_task
+from trainers.runtime.context_fit import ContextError, fit
+from trainers.methods.entry import resolve, run
+from trainers.data.prompts import get_prompt
+from trainers.runtime.scoring import PromptIds
+from trainers.data.tasks import Example, load_task
 
 PROMPT = get_prompt("nli", "eval_harness")
 

@@ -4,8 +4,9 @@ its reason, probabilities that sum to 1, no crossover where costs are equal."""
 import numpy as np
 import pytest
 
-from orchestrator import cli, decide
-from orchestrator.decide import Method, decide_group
+from orchestrator import cli
+from orchestrator.analysis import decide
+from orchestrator.analysis.decide import Method, decide_group
 from tests.test_report import write_sweep
 
 SEEDS = list(range(6))
@@ -72,7 +73,7 @@ def test_bad_decide_options_are_one_line(tmp_path, capsys, args, message):
 def test_the_expected_best_of_k_trials_is_the_mean_best_over_every_k_subset():
     import itertools
 
-    from orchestrator.tuning import expected_max
+    from orchestrator.analysis.tuning import expected_max
     values = [0.52, 0.61, 0.55, 0.70, 0.61, 0.48]
     for k in range(1, len(values) + 1):
         brute = [max(sub) for sub in itertools.combinations(values, k)]

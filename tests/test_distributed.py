@@ -7,8 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from trainers.config import TrainConfig
-from trainers.distributed import shard, unshard
-from trainers.training import train
+from trainers.runtime.distributed import shard, unshard
+from trainers.runtime.training import train
 
 
 def make_problem():

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import hub
-from orchestrator.folders import LOCK, SweepLock, sweep_folder, took_over_line
+from orchestrator.planning import hub
+from orchestrator.analysis.folders import LOCK, SweepLock, sweep_folder, took_over_line
 from orchestrator.space import SpaceError, load_space
-from trainers import settings, synthetic
+from trainers import settings
+from trainers.data import synthetic
 from trainers.config import ConfigError, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,8 +3,8 @@ ways out (--resume, --name) once they do, and a resume refusal that names the ke
 import pytest
 import yaml
 
-from orchestrator.driver import check_folder
-from orchestrator.results import write_record
+from orchestrator.engine.driver import check_folder
+from orchestrator.analysis.results import write_record
 from orchestrator.space import SpaceError, load_space
 
 

@@ -1,7 +1,7 @@
 """Serving measured alone: the turn-taking rules of the sweep's gate (plain asyncio, no Ray)."""
 import asyncio
 
-from orchestrator.gate import Turns
+from orchestrator.engine.gate import Turns
 
 
 async def _scenario():

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from trainers.config import RunConfig
-from trainers.evaluation import Predictions, label_word_predictions, metrics
-from trainers.icl import run as run_icl
-from trainers.models import load_causal_lm
-from trainers.prompts import get_prompt, label_token_ids
-from trainers.scoring import ContextScorer, PromptIds
-from trainers.tasks import Example, load_task
+from trainers.runtime.evaluation import Predictions, label_word_predictions, metrics
+from trainers.methods.icl import run as run_icl
+from trainers.runtime.models import load_causal_lm
+from trainers.data.prompts import get_prompt, label_token_ids
+from trainers.runtime.scoring import ContextScorer, PromptIds
+from trainers.data.tasks import Example, load_task
 
 
 @pytest.mark.parametrize("arch", ["tiny_opt", "tiny_llama"])
@@ -115,7 +115,7 @@ def _tiny_gemma3():
 def test_a_sliding_window_model_scores_behind_its_prefix_cache_as_in_one_pass():
     """Gemma 3 keeps only its window in five layers' caches: a many-shot context prefilled in chunks
     (shorter and longer than the window) must still score each query as the whole text in one pass."""
-    from trainers.scoring import answer_logits, batch_cache, collate, prefill
+    from trainers.runtime.scoring import answer_logits, batch_cache, collate, prefill
     model = _tiny_gemma3()
     context, queries = list(range(5, 45)), [[7, 8, 9, 10], [11, 12]]
     with torch.no_grad():
@@ -130,8 +130,8 @@ def test_a_sliding_window_model_scores_behind_its_prefix_cache_as_in_one_pass():
 def test_kv_bytes_per_query_are_what_the_prefix_cache_holds(arch, request):
     """The record's KV bytes per query are the bytes of the context's real cache: every position in a
     full-attention model, only the window in Gemma 3's sliding layers (not 6x the window's worth)."""
-    from trainers.memory_plan import kv_bytes
-    from trainers.scoring import prefill
+    from trainers.runtime.memory_plan import kv_bytes
+    from trainers.runtime.scoring import prefill
     model = _tiny_gemma3() if arch == "gemma3" else load_causal_lm(request.getfixturevalue(arch), "float32", "cpu")[0]
     for tokens in (5, 40):
         with torch.no_grad():

@@ -102,7 +102,7 @@ def test_a_hand_written_job_that_sets_the_sweeps_variables_itself_runs_and_keeps
     a ray.init that names a job's variable again, so the driver must leave the job's own to the job."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from orchestrator.ray_session import EXCLUDES
+    from orchestrator.engine.ray_session import EXCLUDES
     url, headers, _ = head
     client = JobSubmissionClient(url, headers=headers)
     job = client.submit_job(

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import cli, exit_codes
 from trainers import cli as trainers_cli
-from trainers.sources import SourceError, read_file
+from trainers.data.sources import SourceError, read_file
 
 
 def one_error(capsys) -> str:
@@ -49,7 +49,7 @@ def test_an_address_where_something_else_listens_is_not_taken_for_ray(capsys):
     accepted = []
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()  # accepts, never answers
     try:
-        from orchestrator.ray_session import NoCluster, check_address
+        from orchestrator.engine.ray_session import NoCluster, check_address
         with pytest.raises(NoCluster, match="not a Ray GCS"):
             check_address(f"127.0.0.1:{port}", timeout=1.0)
     finally:
@@ -57,7 +57,9 @@ def test_an_address_where_something_else_listens_is_not_taken_for_ray(capsys):
 
 
 def test_unwritable_results_end_with_exit_4_and_the_command_that_resumes(tmp_path, monkeypatch, capsys):
-    from orchestrator import commands, driver, results
+    from orchestrator import commands
+    from orchestrator.engine import driver
+    from orchestrator.analysis import results
     from orchestrator.space import load_space
 
     def read_only(*args, **kwargs):
@@ -129,7 +131,7 @@ class _nothing:
 
 
 def test_a_single_run_without_data_or_hub_is_one_line_before_any_retry(monkeypatch, capsys):
-    from trainers import sources
+    from trainers.data import sources
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(sources, "hub_unreachable", lambda timeout=5.0: "huggingface.co: Name or service not known")
     assert trainers_cli.main(["run", "--method", "icl", "--task", "rte", "--model", "facebook/opt-125m"]) == 2

@@ -3,8 +3,8 @@ import types
 
 import torch
 
-from trainers import metering
-from trainers.metering import MiB, _merge, _NvmlPoller, cuda_uuid
+from trainers.runtime import metering
+from trainers.runtime.metering import MiB, _merge, _NvmlPoller, cuda_uuid
 
 
 class FakeNvml:

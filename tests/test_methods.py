@@ -7,16 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import trainers.cd
-import trainers.pbft
-from trainers import adapters, synthetic
+import trainers.methods.cd
+import trainers.methods.pbft
+from trainers.runtime import adapters
+from trainers.data import synthetic
 from trainers.config import PeftConfig, TrainConfig
-from trainers.methods import resolve, run
-from trainers.models import load_causal_lm
-from trainers.prompts import get_prompt, label_token_ids
-from trainers.scoring import PromptIds, answer_logits, collate
-from trainers.tasks import load_task
-from trainers.training import train
+from trainers.methods.entry import resolve, run
+from trainers.runtime.models import load_causal_lm
+from trainers.data.prompts import get_prompt, label_token_ids
+from trainers.runtime.scoring import PromptIds, answer_logits, collate
+from trainers.data.tasks import load_task
+from trainers.runtime.training import train
 
 
 def config(model, data_dir, **over):
@@ -139,14 +140,14 @@ def test_context_distillation_moves_the_student_towards_its_own_teacher(tiny_opt
 def test_the_teacher_runs_once_per_input_not_once_per_epoch(tiny_dir, tiny_opt, data_dir, monkeypatch):
     teacher = str(synthetic.make_model(tiny_dir / "opt_teacher", "opt", seed=3))
     rows = []
-    real_load = trainers.cd._load_teacher
+    real_load = trainers.methods.cd._load_teacher
 
     def counting_load(cfg, tok, *args):
         model = real_load(cfg, tok, *args)
         model.register_forward_hook(lambda m, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
         return model
 
-    monkeypatch.setattr(trainers.cd, "_load_teacher", counting_load)
+    monkeypatch.setattr(trainers.methods.cd, "_load_teacher", counting_load)
     counts = []
     for epochs in (1, 3):
         rows.clear()
@@ -201,7 +202,7 @@ def test_same_seeds_give_identical_results(tiny_opt, data_dir):
 
 def test_a_non_finite_loss_gives_a_diverged_result(tiny_opt, data_dir, monkeypatch):
     nan_ce = lambda logits, labels, **kw: (logits.sum() * float("nan"))
-    monkeypatch.setattr(trainers.pbft, "F", types.SimpleNamespace(cross_entropy=nan_ce))
+    monkeypatch.setattr(trainers.methods.pbft, "F", types.SimpleNamespace(cross_entropy=nan_ce))
     reports = []
     rec = run(config(tiny_opt, data_dir, method="pbft", **{"train.epochs": 3}), reports.append)
     assert rec["status"] == "diverged" and "non-finite loss" in rec["error"]
@@ -217,7 +218,7 @@ def test_best_epoch_selection_restores_the_best_dev_weights(tiny_opt, data_dir):
 
 def test_best_selection_leaves_the_model_on_the_weights_whose_dev_score_is_reported():
     from trainers.config import TrainConfig
-    from trainers.training import train
+    from trainers.runtime.training import train
     torch.manual_seed(0)
     model, x, y = torch.nn.Linear(4, 2), torch.randn(16, 4), torch.randint(0, 2, (16,))
     loss_fn = lambda batch: torch.nn.functional.cross_entropy(model(x[batch]), y[batch])  # noqa: E731
@@ -232,7 +233,7 @@ def test_best_selection_leaves_the_model_on_the_weights_whose_dev_score_is_repor
 def test_run_help_lists_methods_and_tasks_and_shows_defaults():
     from trainers.cli import build_parser
     text = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
-    from trainers.spec import METHODS
+    from trainers.methods.spec import METHODS
     assert f"one of: {', '.join(sorted(METHODS))} (default: icl)" in text and "one of: cola, mnli" in text
     assert "(default: 16)" in text and "(default: lexical_overlap)" in text
     assert "one of: cola_ood, hans, paws_qqp" in text and "for rte, mnli, mnli_merge_neutral: eval_harness, gpt3, minimal" in text

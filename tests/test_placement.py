@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from orchestrator import plan
-from orchestrator.placement import PlacementError
+from orchestrator.planning import plan
+from orchestrator.planning.placement import PlacementError
 from orchestrator.space import load_space
-from trainers.memory_plan import estimate, shape_from_config, trainable_params
+from trainers.runtime.memory_plan import estimate, shape_from_config, trainable_params
 
 # OPT's published shapes (the hub's config.json files), written as small local configs
 OPT = {"opt-125m": (768, 12, 12, 3072), "opt-1.3b": (2048, 24, 32, 8192), "opt-30b": (7168, 48, 56, 28672)}

@@ -6,9 +6,11 @@ import math
 
 import pytest
 
-from orchestrator import cli, plan, power
+from orchestrator import cli
+from orchestrator.planning import plan
+from orchestrator.analysis import power
 from orchestrator.space import load_space
-from orchestrator.stats import detectable, t95
+from orchestrator.analysis.stats import detectable, t95
 from tests.test_report import write_sweep
 
 

@@ -3,14 +3,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers import precision
+from trainers.runtime import precision
 from trainers.config import TrainConfig
-from trainers.methods import resolve, run
-from trainers.models import load_causal_lm
-from trainers.prompts import get_prompt, label_token_ids
-from trainers.scoring import PromptIds, answer_logits, collate
-from trainers.tasks import load_task
-from trainers.training import train
+from trainers.methods.entry import resolve, run
+from trainers.runtime.models import load_causal_lm
+from trainers.data.prompts import get_prompt, label_token_ids
+from trainers.runtime.scoring import PromptIds, answer_logits, collate
+from trainers.data.tasks import load_task
+from trainers.runtime.training import train
 
 CPU = torch.device("cpu")
 

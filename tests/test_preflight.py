@@ -10,9 +10,9 @@ import sys
 import pytest
 import yaml
 
-from orchestrator import hub, plan, preflight
+from orchestrator.planning import hub, plan, preflight
 from orchestrator.space import load_space
-from trainers import synthetic
+from trainers.data import synthetic
 
 
 def space_file(tmp_path, model, data, **change):

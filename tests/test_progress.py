@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from orchestrator.callbacks import Progress, kind
+from orchestrator.engine.callbacks import Progress, kind
 
 PBFT, ICL = "rte/pbft+lora/smollm2-135m/16shot", "rte/icl/smollm2-135m/16shot"
 
@@ -98,7 +98,7 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
 
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    from orchestrator.callbacks import RecordWriter
+    from orchestrator.engine.callbacks import RecordWriter
     from trainers.config import RunConfig
     from trainers.records import build_record
 
@@ -134,8 +134,8 @@ def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_noth
 
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    from orchestrator import results
-    from orchestrator.callbacks import RecordWriter
+    from orchestrator.analysis import results
+    from orchestrator.engine.callbacks import RecordWriter
     from trainers.config import RunConfig
     from trainers.records import build_record
 
@@ -173,8 +173,8 @@ def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_noth
 def test_trials_that_wait_with_none_running_are_shown_and_end_the_sweep_after_the_bound(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from orchestrator import callbacks
-    from orchestrator.callbacks import RecordWriter, StopAfter
+    from orchestrator.engine import callbacks
+    from orchestrator.engine.callbacks import RecordWriter, StopAfter
     clock = [1000.0]
     monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
     monkeypatch.setattr(callbacks, "waiting_for", lambda pending: "node(s) lost: 10.0.0.2 (ab12cd34); 0 CPU / 0 GPU free")
@@ -207,7 +207,7 @@ def test_an_unseen_replicate_is_its_cells_measured_search_plus_what_the_plan_add
 
 
 def test_wall_time_between_trials_and_the_report_at_the_end_count_in_the_eta(monkeypatch):
-    from orchestrator import callbacks
+    from orchestrator.engine import callbacks
     monkeypatch.setattr(Progress, "FINISH_S", 10.0)
     clock = [100.0]
     monkeypatch.setattr(callbacks.time, "time", lambda: clock[0])
@@ -224,7 +224,7 @@ def test_wall_time_between_trials_and_the_report_at_the_end_count_in_the_eta(mon
 def test_before_a_gap_between_trials_is_seen_the_eta_assumes_one(monkeypatch):
     """At the first trial's end no gap has been measured yet (the next trial has not started): the
     ETA assumes Progress.GAP_S a trial, then takes the sweep's own once a trial starts after one ended."""
-    from orchestrator import callbacks
+    from orchestrator.engine import callbacks
     monkeypatch.setattr(Progress, "FINISH_S", 10.0)
     monkeypatch.setattr(Progress, "GAP_S", 2.5)
     clock = [100.0]

@@ -3,9 +3,9 @@ import random
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from trainers.prompts import PromptError, get_prompt, label_token_ids, pattern_names
-from trainers.scoring import PromptIds
-from trainers.tasks import Example
+from trainers.data.prompts import PromptError, get_prompt, label_token_ids, pattern_names
+from trainers.runtime.scoring import PromptIds
+from trainers.data.tasks import Example
 
 DEMOS = [Example("A man sleeps.", "A person rests.", 0), Example("Dogs bark.", "Cats fly.", 1)]
 QUERY = Example("It rains.", "The ground is wet.", 0)
@@ -109,7 +109,7 @@ def test_tokenizing_context_and_query_apart_would_differ(tokenizer):
 
 def test_a_tokenizer_merging_across_the_prefix_boundary_is_refused():
     """Pieces that join a label word and the newline ("e\n") leave no shared prefix to cache: a clear error."""
-    from trainers.scoring import TokenizationError
+    from trainers.runtime.scoring import TokenizationError
     tok = sentencepiece_tokenizer(newlines_apart=False)
     ids = PromptIds(tok, get_prompt("nli", "eval_harness"), DEMOS)
     assert ids.whole(QUERY)[:len(ids.context)] != ids.context

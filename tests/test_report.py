@@ -6,8 +6,8 @@ import math
 import pytest
 
 from orchestrator import cli
-from orchestrator.report import break_even_pairs, replicates, write_report
-from orchestrator.results import cell_stats, load_records, trials_table, write_record
+from orchestrator.analysis.report import break_even_pairs, replicates, write_report
+from orchestrator.analysis.results import cell_stats, load_records, trials_table, write_record
 
 MODELS = {"small": 100_000_000, "large": 300_000_000}
 ACC = {"icl": 0.55, "cd": 0.60, "pbft": 0.70}       # in-domain, plus 0.01 * seed
@@ -177,7 +177,7 @@ def test_report_command_refuses_a_folder_without_records(tmp_path, capsys):
 
 
 def test_cost_vs_shots_draws_ms_and_kv_bytes_per_method_or_says_why_not(tmp_path):
-    from orchestrator import cost_figures, figures
+    from orchestrator.analysis import cost_figures, figures
     cells = [{"cell": f"rte/{v}/m/{k}shot", "task": "rte", "model": "/models/m", "shots": k, "seeds": 3,
               "serve_ms_per_query": {"mean": ms * k, "std": 1.0, "n": 3, "ci95": (ms * k - 1, ms * k + 1)},
               "serve_kv_bytes_per_query": {"mean": kv * k, "std": 0.0, "n": 3, "ci95": None}}
@@ -191,7 +191,7 @@ def test_cost_vs_shots_draws_ms_and_kv_bytes_per_method_or_says_why_not(tmp_path
 
 
 def test_a_pareto_front_is_drawn_per_task_never_across_tasks(tmp_path):
-    from orchestrator import cost_figures
+    from orchestrator.analysis import cost_figures
     st = lambda m: {"mean": m, "std": 0.0, "n": 3, "ci95": (m - 0.01, m + 0.01)}  # noqa: E731
     cells = [{"cell": f"{t}/{v}/m/16shot", "task": t, "model": "m", "shots": 16, "collapsed": [], "serve_alone": True,
               "in_domain_accuracy": {**st(acc), "examples": 192}, "serve_ms_per_query": st(ms), "serve_peak_mib": st(900.0)}

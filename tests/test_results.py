@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from orchestrator.results import best_search_trials, to_markdown, to_text
+from orchestrator.analysis.results import best_search_trials, to_markdown, to_text
 
 
 def search(cell, final, history, status="completed"):
@@ -46,7 +46,7 @@ def replicate(seed, acc, time, key):
 
 
 def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_path):
-    from orchestrator.results import write_record, write_tables
+    from orchestrator.analysis.results import write_record, write_tables
     for rec in [replicate(0, 0.6, "2026-01-01T00:00:00", "old"), replicate(0, 0.8, "2026-01-02T00:00:00", "new"),
                 replicate(1, 0.7, "2026-01-01T00:00:00", "one")]:
         write_record(tmp_path, rec)
@@ -66,7 +66,7 @@ def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_
 
 def test_a_corrupt_record_is_named_set_aside_and_the_rest_load(tmp_path, capsys):
     import os
-    from orchestrator.results import load_records, write_record
+    from orchestrator.analysis.results import load_records, write_record
     write_record(tmp_path, replicate(0, 0.6, "2026-01-01T00:00:00", "good"))
     path = write_record(tmp_path, replicate(1, 0.6, "2026-01-01T00:00:00", "cut"))
     path.write_text(path.read_text()[:50])

@@ -1,7 +1,7 @@
 import pytest
 
-from trainers.sampling import SamplingError, draw, without_overlap
-from trainers.tasks import Example
+from trainers.data.sampling import SamplingError, draw, without_overlap
+from trainers.data.tasks import Example
 
 
 def pool(n=200, classes=2):

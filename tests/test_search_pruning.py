@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from orchestrator.pruning import OptunaPrunerScheduler
-from orchestrator.search import CellSearcher, journal
+from orchestrator.engine.pruning import OptunaPrunerScheduler
+from orchestrator.engine.search import CellSearcher, journal
 
 LR = {"a": {"train.lr": {"loguniform": [1e-5, 1e-2]}}}
 NO_PRUNING = {"type": "none"}
@@ -120,7 +120,7 @@ def test_successive_halving_pruner_is_available(tmp_path):
 
 
 def test_a_failed_search_trial_is_retried_once_and_its_study_stays_consistent(tmp_path):
-    from orchestrator.search import not_counted, open_study, retry
+    from orchestrator.engine.search import not_counted, open_study, retry
     s = searcher(tmp_path / "j", {"a": 2})
     first = s.suggest("t0")
     s.on_trial_complete("t0", error=True)  # the method failed: told FAIL, finished

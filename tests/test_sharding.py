@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import trainers.cd
-import trainers.ft
-import trainers.pbft
-from trainers import sharding
-from trainers.methods import resolve, run
+import trainers.methods.cd
+import trainers.methods.ft
+import trainers.methods.pbft
+from trainers.runtime import sharding
+from trainers.methods.entry import resolve, run
 
 VARIANTS = [("ft", "none"), ("ft", "lora"), ("ft", "bitfit"), ("pbft", "none"), ("pbft", "lora"), ("pbft", "bitfit"),
             ("cd", "none"), ("cd", "lora"), ("cd", "bitfit"), ("icl", "none")]
@@ -25,7 +25,7 @@ def config(model, data_dir, method, peft, parallel):
                     "eval_batch_size": 3, "parallel": parallel, "dtype": "float32", "device": "cpu"})
 
 
-MODULES = {"ft": trainers.ft, "pbft": trainers.pbft, "cd": trainers.cd}
+MODULES = {"ft": trainers.methods.ft, "pbft": trainers.methods.pbft, "cd": trainers.methods.cd}
 
 
 def run_all(model, data_dir, parallel):
@@ -103,7 +103,7 @@ def load_worker(rank, world, port, model, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from trainers.models import load_causal_lm
+    from trainers.runtime.models import load_causal_lm
     built, _ = load_causal_lm(model, "float32", "cpu", empty=sharding.builds_empty("fsdp"))
     facts = {"meta_params": all(p.is_meta for p in built.parameters()),
              "real_buffers": all(not b.is_meta for b in built.buffers())}
@@ -121,7 +121,7 @@ def test_a_meta_built_rank_gets_from_rank_0_exactly_what_from_pretrained_reads(t
     out = tmp_path / "loaded.pt"
     mp.spawn(load_worker, args=(2, 29900 + os.getpid() % 90, tiny_llama, str(out)), nprocs=2, join=True)
     got = torch.load(out, weights_only=False)
-    from trainers.models import load_causal_lm
+    from trainers.runtime.models import load_causal_lm
     reference, _ = load_causal_lm(tiny_llama, "float32", "cpu")
     assert [r["meta_params"] for r in got["ranks"]] == [False, True]  # rank 1 read no weights
     assert all(r["real_buffers"] for r in got["ranks"])  # rotary tables computed, not loaded

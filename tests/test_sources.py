@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write
-from trainers import sources, tasks
-from trainers.data_export import export
-from trainers.tasks import DataError, load_ood, load_task, task_definitions
+from trainers.data import sources, tasks
+from trainers.data.data_export import export
+from trainers.data.tasks import DataError, load_ood, load_task, task_definitions
 
 HANS_RELEASE_HEADER = ["gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
                        "sentence2_parse", "sentence1", "sentence2", "pairID", "heuristic", "subcase", "template"]
@@ -154,7 +154,7 @@ def test_export_command_and_a_run_on_the_export_gives_the_same_record(data_dir, 
     bad = subprocess.run([sys.executable, "-m", "trainers", "data", "export", "--to", str(out), "--tasks", "sst9"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown task 'sst9'" in bad.stderr
-    from trainers.methods import resolve, run
+    from trainers.methods.entry import resolve, run
     base = {"method": "icl", "task": "rte", "model": tiny_opt, "shots": 4, "n_dev": 8, "n_unlabeled": 8, "eval_limit": 20}
     a, b = run(resolve({**base, "data_dir": data_dir})), run(resolve({**base, "data_dir": str(out)}))
     assert a["metrics"] == b["metrics"]

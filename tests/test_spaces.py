@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import plan
-from orchestrator.results import cell_stats, summary_table, trials_table
+from orchestrator.planning import plan
+from orchestrator.analysis.results import cell_stats, summary_table, trials_table
 from orchestrator.space import SpaceError, available_spaces, load_space, space_path
-from trainers.spec import METHODS
+from trainers.methods.spec import METHODS
 
 
 def _local_models(name):
@@ -104,8 +104,8 @@ def test_cells_trials_and_keys(tmp_path):
 def test_a_trial_config_packs_its_run_small_and_unpacks_it_whole(name):
     """Tune keeps every trial's config for the whole sweep: the run travels as the fields that differ
     from the defaults, and the trial gets every field back, equal to the plan's, in every cell."""
-    from orchestrator.driver import _trial_config
-    from orchestrator.trial import run_of
+    from orchestrator.engine.driver import _trial_config
+    from orchestrator.engine.trial import run_of
     space = load_space(name, [])
     for cell in plan.cells(space):
         for phase, seed in (("search", None), ("replicate", space.data_seeds[-1])):

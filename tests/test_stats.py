@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.results import write_record, write_tables
-from orchestrator.stats import (bernoulli, cell_interval, collapsed, collapsed_seeds, detectable, examples_variance,
+from orchestrator.analysis.results import write_record, write_tables
+from orchestrator.analysis.stats import (bernoulli, cell_interval, collapsed, collapsed_seeds, detectable, examples_variance,
                                 min_p, paired, rule_power, seed_noise, sign_flip, sign_flip_p, standard_detectable,
                                 stratified_variance, t95)
 
@@ -178,7 +178,7 @@ def test_methods_are_compared_on_the_examples_both_scored(tmp_path):
 
 def test_examples_every_seed_shares_add_their_own_variance_which_seeds_cannot_average_away():
     from benchmarks.stats_coverage import _population_delta, simulate_shared
-    from orchestrator.stats import shared_examples
+    from orchestrator.analysis.stats import shared_examples
     rng = np.random.default_rng(11)
     a, b, ids = simulate_shared(rng, 10, 200, 0.05, 0.016)
     diffs = [a[s] - b[s] for s in range(10)]

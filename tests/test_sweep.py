@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sweeps import SMOKE_LR, poll, records, search_lrs, sweep
 
-from orchestrator.results import best_search_trials
+from orchestrator.analysis.results import best_search_trials
 
 pytestmark = pytest.mark.sweep
 ray = pytest.importorskip("ray")
@@ -60,7 +60,7 @@ def test_pruned_trials_release_their_reservations(smoke, cluster):
 def test_optuna_study_holds_one_trial_per_tune_trial_in_its_true_state(smoke):
     import optuna
 
-    from orchestrator.search import journal
+    from orchestrator.engine.search import journal
     study = optuna.load_study(study_name="rte/pbft+lora/opt/8shot", storage=journal(smoke["folder"] / "optuna.journal"))
     states = sorted(t.state.name for t in study.trials)
     recs = [r for r in smoke["records"].values() if r["phase"] == "search"]

@@ -228,7 +228,7 @@ def test_the_sweeps_metrics_reach_rays_prometheus_export(cluster, tmp_path):
 def test_a_second_sweep_of_one_name_in_one_ray_session_finds_its_gate(cluster):
     """Two sweeps named alike in one Ray session (a benchmark, a notebook) share the gate actor: the second
     start must not drop the owner's handle, which would end the actor under the first one's trials."""
-    from orchestrator import gate
+    from orchestrator.engine import gate
     for _ in range(2):
         name = gate.start("twice")
     actor = ray.get_actor(name, namespace=gate.NAMESPACE)

@@ -1,7 +1,7 @@
 import pytest
 
 from conftest import write
-from trainers.tasks import DataError, Example, eval_subset, load_task
+from trainers.data.tasks import DataError, Example, eval_subset, load_task
 
 
 def test_mnli_binary_drops_neutral_and_relabels_contradiction(hub_schema_dir):

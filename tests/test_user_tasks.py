@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from orchestrator import cli
-from trainers.tasks import DataError, use_tasks_file
+from trainers.data.tasks import DataError, use_tasks_file
 
 POS = ["great", "loved", "superb", "fine", "lovely", "good", "happy", "bright"]
 NEG = ["awful", "hated", "dull", "weak", "sad", "poor", "grim", "dark"]

@@ -17,14 +17,14 @@ import sys
 import typing
 
 from trainers.config import SECTIONS, ConfigError, RunConfig
-from trainers.context_fit import ContextError
-from trainers.models import ModelError
-from trainers.prompts import PromptError
+from trainers.runtime.context_fit import ContextError
+from trainers.runtime.models import ModelError
+from trainers.data.prompts import PromptError
 from trainers.records import write_json_atomic
-from trainers.sampling import SamplingError
-from trainers.scoring import TokenizationError
+from trainers.data.sampling import SamplingError
+from trainers.runtime.scoring import TokenizationError
 from trainers.settings import OneLineParser, SettingError, problems
-from trainers.tasks import DataError
+from trainers.data.tasks import DataError
 
 USAGE_ERRORS = (ConfigError, DataError, PromptError, ModelError, SamplingError, ContextError, TokenizationError, SettingError)
 
@@ -37,9 +37,9 @@ def _flag(f: dataclasses.Field) -> str:
 
 def _help_text(f: dataclasses.Field, prefix: str) -> str:
     """The field's help, what it may be (methods, tasks) and its default, so --help answers both."""
-    from trainers.methods import METHODS
-    from trainers.prompts import _patterns
-    from trainers.tasks import ood_names, task_definitions, task_names
+    from trainers.methods.entry import METHODS
+    from trainers.data.prompts import _patterns
+    from trainers.data.tasks import ood_names, task_definitions, task_names
     text = f.metadata.get("help", "")
     names = {"method": sorted(METHODS), "task": task_names(), "ood": ood_names()}.get(f.name) if not prefix else None
     if names:
@@ -146,8 +146,8 @@ def summary(record: dict) -> str:
 
 
 def _data(ns) -> int:
-    from trainers.data_export import export
-    from trainers.tasks import task_spec
+    from trainers.data.data_export import export
+    from trainers.data.tasks import task_spec
     tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()] if ns.tasks else None
     for t in tasks or ():
         task_spec(t)  # an unknown name fails here, with the valid ones
@@ -170,8 +170,8 @@ def _join_launcher_group(cfg) -> None:
 def _data_reachable(cfg) -> None:
     """Without a data folder the task's data come from the hub: one line, before datasets' retries, when
     it cannot be reached (with HF_HUB_OFFLINE set, datasets' own cache may still hold them)."""
-    from trainers.sources import OFFLINE_SET, hub_unreachable
-    from trainers.tasks import resolve_data_dir, task_definitions
+    from trainers.data.sources import OFFLINE_SET, hub_unreachable
+    from trainers.data.tasks import resolve_data_dir, task_definitions
     defs = task_definitions()
     task = defs["tasks"][cfg.task]
     splits = [task["train"], task["eval"], *(defs["ood_sets"][o]["split"] for o in (task["ood"] if cfg.ood is None else cfg.ood))]
@@ -187,7 +187,7 @@ def _data_reachable(cfg) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    from trainers.methods import resolve, run  # imported late: --help stays fast
+    from trainers.methods.entry import resolve, run  # imported late: --help stays fast
     try:
         if problems():
             raise SettingError("; ".join(problems()))
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except USAGE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from trainers.distributed import is_main
+    from trainers.runtime.distributed import is_main
     if not is_main():  # under torchrun every rank ran; the first speaks for them
         return 0 if record["status"] == "completed" else 1
     print(summary(record))

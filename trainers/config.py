@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainers.spec import Parallel
+from trainers.methods.spec import Parallel
 
 
 class ConfigError(ValueError):
@@ -145,7 +145,7 @@ class CartridgeConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    method: str = field(default="icl", metadata=_help("adaptation method (see trainers/spec.py)"))
+    method: str = field(default="icl", metadata=_help("adaptation method (see trainers/methods/spec.py)"))
     task: str = field(default="rte", metadata=_help("task name (see trainers/data/tasks.yaml)"))
     model: str = field(default="facebook/opt-125m", metadata=_help("Hugging Face hub id or local folder of a causal LM"))
     shots: int = field(default=16, metadata=_help("labelled examples: ICL demonstrations or the fine-tuning set (class-balanced)"))
@@ -160,7 +160,7 @@ class RunConfig:
     data_dir: str | None = field(default=None, metadata=_help(
         "local folder in the hub's schema (as ../shared/data); default: $FEWSHOT_DATA_DIR, else the hub"))
     tasks_file: str | None = field(default=None, metadata=_help(
-        "a YAML file of your own tasks (and OOD sets), beside the shipped ones: see trainers/user_tasks.py"))
+        "a YAML file of your own tasks (and OOD sets), beside the shipped ones: see trainers/data/user_tasks.py"))
     eval_limit: int | None = field(default=None, metadata=_help("score at most N examples of each evaluation set (a fixed random subset)"))
     ood_limit: int | None = field(default=None, metadata=_help(
         "score at most N examples of each OOD set (the data seed's stratified subset); default: eval_limit"))

@@ -132,7 +132,7 @@ def _jsonable(o):
 
 
 class Serving(TypedDict, total=False):
-    """What one query costs the adapted model (trainers/serving.py)."""
+    """What one query costs the adapted model (trainers/runtime/serving.py)."""
     ms_per_query: float                # median of the timed passes
     ms_per_query_runs: list[float]
     spread_ms: list[float]
@@ -150,7 +150,7 @@ class Serving(TypedDict, total=False):
 
 
 class EvalBlock(TypedDict, total=False):
-    """One evaluation set's metrics (trainers/evaluation.py)."""
+    """One evaluation set's metrics (trainers/runtime/evaluation.py)."""
     accuracy: float
     accuracy_full_vocab: float
     pred_fraction: dict[str, float]
@@ -201,13 +201,13 @@ def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = Non
                  params: dict | None = None, history: list | None = None, extra: dict | None = None,
                  error: str | None = None) -> Record:
     """The one result record of a run; statuses: completed, diverged, failed (pruned: the sweep's).
-    `resources` gains the run's costs (trainers.metering.costs): adaptation seconds, serving cost."""
+    `resources` gains the run's costs (trainers.runtime.metering.costs): adaptation seconds, serving cost."""
     if resources and "phases" in resources:
-        from trainers.metering import costs
+        from trainers.runtime.metering import costs
         dev_selects = not cfg.final_eval or cfg.train.selection == "best"  # a search's dev passes rank and prune
         resources = {k: v for k, v in {**resources, **costs(resources, dev_selects)}.items() if k != "serving_measured"}
     if resources and "peak_memory_mib" in resources:  # the plan's estimate beside what this worker measured
-        from trainers.memory_plan import for_run
+        from trainers.runtime.memory_plan import for_run
         resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"], resolved)}
     return {
         "schema": SCHEMA_VERSION, "status": status, "method": cfg.method, "task": cfg.task, "model": cfg.model,

@@ -11,13 +11,13 @@ prompt string; exit 1 if any differ. Needs the tokenizer and the model's config,
 """
 from __future__ import annotations
 
-from trainers import context_fit
-from trainers.common import prepare
+from trainers.runtime import context_fit
+from trainers.methods.common import prepare
 from trainers.config import RunConfig
-from trainers.evaluation import evaluation_sets
-from trainers.icl import scored_queries
-from trainers.models import load_config, load_tokenizer, max_positions
-from trainers.prompts import label_token_ids
+from trainers.runtime.evaluation import evaluation_sets
+from trainers.methods.icl import scored_queries
+from trainers.runtime.models import load_config, load_tokenizer, max_positions
+from trainers.data.prompts import label_token_ids
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:

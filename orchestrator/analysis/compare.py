@@ -1,0 +1,171 @@
+"""From records to evidence: each replicate's per-example correctness, per-cell intervals and paired
+comparisons between the methods of a task × model × shots, with their verdicts.
+
+    python -m orchestrator summarize results/quickstart      # summary.md/json; the lines end the terminal summary
+
+A record carries, per evaluation set, every scored example's id and whether it was right
+(`metrics.<set>.examples`). Two methods of one data seed scored the same examples (the seed's own
+evaluation subset, less what that seed's draw showed them), so a comparison reads both on the same
+examples, aligned by id. Records written before per-example results existed give each seed's
+accuracy and size only: the seed is then resampled as a 0/1 vector with that many right answers,
+and a comparison assumes the two methods' errors independent on it. The statistics themselves
+are in `orchestrator/analysis/stats.py`.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.cells import Cell, variant_of
+from orchestrator.analysis.stats import bernoulli, cell_interval, collapsed, paired
+from trainers.records import Record
+
+SETS_SKIP = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
+
+
+def _block(rec: Record, name: str) -> dict:
+    m = rec.get("metrics") or {}
+    return (m.get("in_domain") if name == "in_domain" else (m.get("ood") or {}).get(name)) or {}
+
+
+def correctness(rec: Record, name: str, full_vocab: bool = False) -> tuple[list[str] | None, np.ndarray]:
+    """(example ids or None, 0/1 vector) of one record on one set; rebuilt from accuracy and size
+    when the record predates per-example results."""
+    block = _block(rec, name)
+    ex = block.get("examples")
+    key = "correct_full_vocab" if full_vocab else "correct"
+    if ex and key in ex:
+        correct = (np.frombuffer(ex[key].encode(), dtype=np.uint8) - ord("0")).astype(float)
+        return (ex["ids"] if len(ex.get("ids") or []) == len(correct) else None), correct
+    acc = block.get("accuracy_full_vocab" if full_vocab else "accuracy")
+    if acc is None or acc != acc:
+        return None, np.zeros(0)
+    n = int(block.get("n_scored") or 0)
+    # a record without its size: the seed's accuracy alone, so only the seeds' spread is left to resample
+    return None, bernoulli(float(acc), n) if n else np.array([float(acc)])
+
+
+def labels(rec: Record, name: str, keys: list[tuple[str, int]] | None) -> np.ndarray | None:
+    """The gold labels (class indices) of one record's examples on one set, in `keys`' order, where
+    the record tells them: a two-class set's label is the prediction when right, the other class when
+    wrong (None for more classes, or records without per-example predictions)."""
+    block = _block(rec, name)
+    ex = block.get("examples") or {}
+    if keys is None or len(block.get("pred_fraction") or {}) != 2 or not ex.get("pred") or not ex.get("ids"):
+        return None
+    pred = np.frombuffer(ex["pred"].encode(), dtype=np.uint8) - ord("0")
+    correct = np.frombuffer(ex["correct"].encode(), dtype=np.uint8) - ord("0")
+    gold = dict(zip(_keys(ex["ids"]), np.where(correct == 1, pred, 1 - pred)))
+    return np.array([gold[k] for k in keys]) if all(k in gold for k in keys) else None
+
+
+def _keys(ids: list[str]) -> list[tuple[str, int]]:
+    seen: Counter = Counter()
+    out = []
+    for i in ids:
+        out.append((i, seen[i]))
+        seen[i] += 1
+    return out
+
+
+def aligned(ra: dict, rb: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both records' correctness on the examples both scored, in one order. Without ids, two vectors
+    with each record's own number right and errors independent (the two marginals kept exactly)."""
+    a, b, _ = aligned_ids(ra, rb, name)
+    return a, b
+
+
+def aligned_ids(ra: dict, rb: dict, name: str) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """`aligned`, with the ids of the examples in that order (None for records without them)."""
+    ids_a, ca = correctness(ra, name)
+    ids_b, cb = correctness(rb, name)
+    if not len(ca) or not len(cb):
+        return np.zeros(0), np.zeros(0), None
+    if ids_a is not None and ids_b is not None:
+        index_b = {k: i for i, k in enumerate(_keys(ids_b))}
+        pairs = [(i, index_b[k]) for i, k in enumerate(_keys(ids_a)) if k in index_b]
+        keys = _keys(ids_a)
+        return (np.array([ca[i] for i, _ in pairs], dtype=float), np.array([cb[j] for _, j in pairs], dtype=float),
+                [keys[i] for i, _ in pairs])
+    m = min(len(ca), len(cb))
+    ka, kb = int(round(ca.mean() * m)), int(round(cb.mean() * m))
+    both = int(round(ka * kb / m))
+    a = [1.0] * both + [1.0] * (ka - both) + [0.0] * (kb - both) + [0.0] * (m - ka - kb + both)
+    b = [1.0] * both + [0.0] * (ka - both) + [1.0] * (kb - both) + [0.0] * (m - ka - kb + both)
+    return np.array(a), np.array(b), None
+
+
+def ood_names(table: pd.DataFrame) -> list[str]:
+    """The OOD sets a table carries accuracies for ("hans", "paws_qqp", ...)."""
+    return sorted(c[: -len("_accuracy")] for c in table.columns if c.endswith("_accuracy") and c not in SETS_SKIP)
+
+
+def completed_replicates(table: pd.DataFrame) -> pd.DataFrame:
+    return table[(table["phase"] != "search") & (table["status"] == "completed")]
+
+
+def newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
+    """One replicate per data seed: a moved folder or a rerun can leave two; the newest counts."""
+    return reps.sort_values("time", kind="stable", na_position="first").drop_duplicates("data_seed", keep="last")
+
+
+def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_vocab: bool = False) -> dict | None:
+    """A cell's accuracy on one set over its replicates: mean, std over seeds, and an interval with
+    both the seeds' and the examples' noise."""
+    got = {int(row.data_seed): correctness(records[i], name, full_vocab) for i, row in reps.iterrows()}
+    got = {s: (ids, v) for s, (ids, v) in got.items() if len(v)}
+    ids = {s: _keys(i) for s, (i, _) in got.items()} if all(i is not None for i, _ in got.values()) else None
+    rows = {int(row.data_seed): i for i, row in reps.iterrows()}
+    strata = {s: labels(records[rows[s]], name, k) for s, k in ids.items()} if ids else None
+    strata = strata if strata and all(g is not None for g in strata.values()) else None
+    return cell_interval({s: v for s, (_, v) in got.items()}, ids, strata)
+
+
+def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
+    """Every pair of cells of the same task × model × shots, on each evaluation set: A − B over the
+    data seeds both completed, read on the examples both scored."""
+    if table.empty:
+        return []
+    reps = completed_replicates(table)
+    out = []
+    for (task, model, shots), group in reps.groupby(["task", "model", "shots"], sort=True):
+        cells = sorted(group["cell"].unique())
+        for a, b in itertools.combinations(cells, 2):
+            ra, rb = (newest_per_seed(group[group["cell"] == c]) for c in (a, b))
+            by_seed = {int(r.data_seed): i for i, r in rb.iterrows()}
+            for name in ["in_domain", *ood_names(table)]:
+                pairs = {int(r.data_seed): aligned_ids(records[i], records[by_seed[int(r.data_seed)]], name)
+                         for i, r in ra.iterrows() if int(r.data_seed) in by_seed}
+                ids = {s: p[2] for s, p in pairs.items()} if all(p[2] is not None for p in pairs.values()) else None
+                rows = {int(r.data_seed): i for i, r in ra.iterrows()}
+                strata = {s: labels(records[rows[s]], name, k) for s, k in ids.items()} if ids else None
+                strata = strata if strata and all(g is not None for g in strata.values()) else None
+                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids, strata)
+                if result:
+                    fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
+                            and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]
+                    out.append({"a": a, "b": b, "set": name, **result, "collapsed": fell})
+    return out
+
+
+def verdict_words(c: dict) -> str:
+    """The verdict with the methods' names in place of a / b."""
+    a, b = variant_of(c["a"]), variant_of(c["b"])
+    return {"a better": f"{a} better", "b better": f"{b} better"}.get(c["verdict"], c["verdict"])
+
+
+def comparison_lines(comps: list[dict]) -> list[str]:
+    """'icl − pbft+lora (rte, smollm2-135m, 16shot) on hans: -0.110 [-0.210, +0.010] over 3 seeds, 192
+    examples: inconclusive (3 seeds: p ≥ 0.25)'."""
+    lines = []
+    for c in comps:
+        cell = Cell.parse(c["a"])
+        task, a, where, b = cell.task, cell.variant, [cell.model_tag, f"{cell.shots}shot"], variant_of(c["b"])
+        fell = f"; COLLAPSED on {c['set']}: {' and '.join(c['collapsed'])}" if c.get("collapsed") else ""
+        lines.append(f"{a} − {b} ({', '.join([task, *where])}) on {c['set']}: {c['mean_diff']:+.3f} "
+                     f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] over {c['n']} seed{'s' if c['n'] != 1 else ''}, "
+                     f"{c['examples']} examples: {verdict_words(c)} ({c['reason']}){fell}")
+    return lines
