@@ -293,7 +293,7 @@ def _replicate_seconds(space, cell, prior: dict, m: int, m_ood: list[int], has_g
     sets = {"in_domain": m, **{name: k for name, k in zip(space.tasks[cell.task].get("ood") or [], m_ood)}}
     r = plan.resources(space, cell, has_gpus)
     return time_plan.trial_seconds(run, shape, None, sets, r["cpus_per_worker"], r["gpus_per_worker"],
-                                   r["in_process"] and r["workers"] == 1), False
+                                   plan.in_process(r)), False
 
 
 def _search_seconds(space, cell, prior: dict, has_gpus: bool) -> float:

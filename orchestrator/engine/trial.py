@@ -27,6 +27,8 @@ import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator.planning.plan import in_process
+
 # How often Ray Train's controller polls its workers (Ray's default 2 s). A finished trial waits about
 # four polls (the final report, the group's end) before its worker group is torn down: 3-5 s at 2 s,
 # 1.0 s at 0.25 s (benchmarks/sweep_overhead.py measures both). A driver's own value is passed on.
@@ -186,11 +188,6 @@ def trainable(finished: dict, storage_path: str, limits: dict):
     max_failures, max_start_failures, worker_start_timeout_s, and the name of the sweep's serving gate."""
     bound = ray.tune.with_parameters(run_trial, finished=finished, storage_path=storage_path, limits=limits)
     return ray.tune.with_resources(bound, trial_resources)
-
-
-def in_process(r: dict) -> bool:
-    """A one-worker trial the space runs in its Tune trial's own process (`resources.in_process`)."""
-    return bool(r.get("in_process")) and r["workers"] == 1
 
 
 def trial_resources(config: dict) -> dict:

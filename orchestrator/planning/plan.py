@@ -96,6 +96,12 @@ def trial_identity(space: Space, run: dict) -> dict:
     return out
 
 
+def in_process(r: dict) -> bool:
+    """A one-worker trial the space runs in its Tune trial's own process (`resources.in_process`):
+    the rule the trial follows and the time plan prices."""
+    return bool(r.get("in_process")) and r["workers"] == 1
+
+
 def trial_key(run: dict, identity: dict) -> str:
     """Identity of a trial: a hash of its resolved config with every path replaced by the content
     it points to, so a moved model, data or results folder keeps its keys. A finished key is never
