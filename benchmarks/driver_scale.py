@@ -98,28 +98,20 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=1000)
     p.add_argument("--concurrent", type=int, default=8, help="trials at once (each reserves 0.01 CPU)")
-    p.add_argument("--trials-per-fit", type=int, default=None,
-                   help="FEWSHOT_TRIALS_PER_FIT for this run (default: the driver's own); a number above --trials "
-                        "runs the whole search in one Tune experiment, as the driver did before 2026-12-06")
     p.add_argument("--out-dir", default="results/bench")
-    p.add_argument("--name", default="driver_scale", help="the file name under --out-dir")
     args = p.parse_args(argv)
     os.environ.setdefault("FEWSHOT_HEARTBEAT_S", "3600")
-    if args.trials_per_fit:
-        os.environ["FEWSHOT_TRIALS_PER_FIT"] = str(args.trials_per_fit)
-    from orchestrator.engine.driver import trials_per_fit
     figures = measure(args.trials, args.concurrent)
     rows = [["trials", figures["trials"]], ["driver RSS growth per 1,000 trials (MiB)", figures["rss_growth_mib_per_1000_trials"]],
             ["driver CPU seconds per trial", figures["driver_cpu_seconds_per_trial"]],
-            ["wall seconds per trial", figures["wall_seconds_per_trial"]], ["trials per Tune experiment", trials_per_fit()],
-            ["exit status", figures["exit"]]]
+            ["wall seconds per trial", figures["wall_seconds_per_trial"]], ["exit status", figures["exit"]]]
     from trainers.records import environment
     env = environment()
     text = (f"# The driver at scale: {figures['trials']} trials that return at once\n\n"
             f"    python -m benchmarks.driver_scale {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
             f"{table(['figure', 'value'], rows)}\n\naims: ≤ 50 MiB per 1,000 trials, ≤ 0.5 s per trial\n"
             f"- machine: {os.cpu_count()} CPUs, load average at end {os.getloadavg()[0]:.1f}; commit {env['git_commit']}\n")
-    publish(args.name, Path(args.out_dir), text, {"benchmark": "driver_scale", "args": vars(args), "figures": figures,
+    publish("driver_scale", Path(args.out_dir), text, {"benchmark": "driver_scale", "args": vars(args), "figures": figures,
                                                         "env": env})
     return figures
 

@@ -135,21 +135,3 @@ def test_moved_results_folder_with_a_corrupt_record_reruns_only_that_trial(smoke
     assert json.loads((moved / "smoke" / "trials" / name).read_text())["trial_key"] == rec["trial_key"]
 
 
-
-
-def test_a_sweep_in_several_tune_experiments_searches_one_study_and_runs_every_trial_once(cluster, tmp_path):
-    """Tune keeps every trial of one fit() in the driver's memory, so a long sweep runs BATCH trials
-    per fit(): here one, so the four search trials and two replicates take six fit()s, each batch's
-    searcher reading the study the earlier ones journalled (no proposal twice)."""
-    import os
-    run = subprocess.run([sys.executable, "-m", "orchestrator", "sweep", "--results", str(tmp_path), "--space", "smoke",
-                          "--address", cluster, "--set", "data_seeds=[0]"], capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "FEWSHOT_TRIALS_PER_FIT": "1"})
-    assert run.returncode == 0, run.stderr[-3000:]
-    recs = records(tmp_path / "smoke")
-    search = [r for r in recs.values() if r["phase"] == "search"]
-    assert len(search) == 4 and len(set(search_lrs(recs))) == 4
-    assert sorted(r["cell"] for r in recs.values() if r["phase"] == "replicate") == ["rte/icl/opt/8shot", "rte/pbft+lora/opt/8shot"]
-    experiments = [p.name for p in (tmp_path / "smoke" / "ray").iterdir() if p.is_dir()]
-    assert sum(e.startswith("smoke-search-") for e in experiments) >= 4 and len(experiments) >= 5, experiments
-    assert [ln for ln in run.stdout.splitlines() if ln.startswith("[")][-1].startswith("[6/6]")

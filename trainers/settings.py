@@ -60,12 +60,6 @@ def _revisions(text: str) -> dict:
     return value
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError("expected a whole number of at least 1")
-    return int(text)
-
-
 def _commit(text: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", text):
         raise ValueError("expected a git commit id (hex, optionally with -dirty)")
@@ -86,8 +80,6 @@ SETTINGS = {s.name: s for s in [
     Setting("FEWSHOT_CACHE", _folder, None, "cache of data files fetched from URLs (default ~/.cache/fewshot-sweeps/data)"),
     Setting("FEWSHOT_HEARTBEAT_S", _seconds, 60.0, "seconds without a finished trial before the sweep prints what runs"),
     Setting("FEWSHOT_QUIET", _flag, False, "1: no progress lines from a run"),
-    Setting("FEWSHOT_TRIALS_PER_FIT", _count, 128, "trials per Tune experiment (Tuner.fit): Tune keeps each one's trials "
-            "in the driver's memory until it ends, so a long sweep runs as several"),
     Setting("FEWSHOT_PROGRESS", _flag, None, "1/0: progress bars on or off (default: on a terminal only)"),
     Setting("FEWSHOT_GIT_COMMIT", _commit, None, "the commit recorded in every record (set by the sweep for its workers)"),
     Setting("FEWSHOT_SUBMITTED_WITH", str, None, "the command that submitted this job (set by `orchestrator submit`): "

@@ -53,7 +53,6 @@ from orchestrator.engine.pruning import OptunaPrunerScheduler  # noqa: E402
 from orchestrator.engine.search import CellSearcher, ConfigList, journal, open_study, retry  # noqa: E402
 from orchestrator.space import Space  # noqa: E402
 from orchestrator.engine.trial import pack_run, trainable  # noqa: E402
-from trainers import settings  # noqa: E402
 
 # Tune's own per-trial chatter (TensorBoard hyperparameter notes, metrics of trials that an
 # interrupt stopped before their first report) says nothing the records do not; its "Resume
@@ -154,43 +153,12 @@ def search_budgets(space: Space, records: list[dict]) -> dict[str, int]:
     return {cell: space.budget - n for cell, n in done.items() if space.budget > n}
 
 
-def trials_per_fit() -> int:
-    """Trials per Tuner.fit(): Tune keeps every trial of one fit() in the driver's memory until it
-    returns (its Trial objects, their state and results), so a long sweep runs as several fits of
-    this many (FEWSHOT_TRIALS_PER_FIT, default 128), each searcher reading the study the earlier ones
-    journalled. The cost: at each fit's end its last trials run with fewer beside them
-    (benchmarks/driver_scale.py measures both)."""
-    return settings.get("FEWSHOT_TRIALS_PER_FIT")
-
-
-def _batch(budgets: dict[str, int]) -> dict[str, int]:
-    """At most trials_per_fit() of the search trials left, shared between the cells."""
-    size = trials_per_fit()
-    if sum(budgets.values()) <= size:
-        return budgets
-    share = max(1, size // len(budgets))
-    return {cell: min(left, share) for cell, left in list(budgets.items())[:size]}
-
-
 def search_phase(run: Run) -> bool:
-    """The search, trials_per_fit() trials per Tune experiment: each batch's searcher reads the study the earlier
-    ones wrote to the Optuna journal, as `--resume` does, so batches search as one study."""
     space = run.space
-    left = None
-    while True:
-        records = results.load_records(run.sweep_dir)
-        budgets = search_budgets(space, records)
-        if not budgets:
-            return True
-        if left is not None and sum(budgets.values()) >= left:  # a batch that recorded nothing: stop, not loop
-            return False
-        left = sum(budgets.values())
-        if not _search_batch(run, records, _batch(budgets)):
-            return False
-
-
-def _search_batch(run: Run, records: list[dict], budgets: dict[str, int]) -> bool:
-    space = run.space
+    records = results.load_records(run.sweep_dir)
+    budgets = search_budgets(space, records)
+    if not budgets:
+        return True
     spaces = {cell: plan.searched(space, next(c for c in plan.cells(space) if c.id == cell)) for cell in budgets}
     finished = _finished(records)
     fill = [cfg for cell_id, params in best_params(space, records).items() if params == {}
@@ -199,7 +167,7 @@ def _search_batch(run: Run, records: list[dict], budgets: dict[str, int]) -> boo
                             journal(run.sweep_dir / "optuna.journal"), seed=space.seed, pruner_spec=space.pruner,
                             startup=max(2, space.budget // 2), fill=fill)
     fn = trainable(finished, run.ray_storage, _limits(space))
-    return _fit(run, f"search-{int(time.time())}-{len(records)}", fn, pruned=searcher.pruned,
+    return _fit(run, f"search-{int(time.time())}", fn, pruned=searcher.pruned,
                 tune={"search_alg": searcher, "scheduler": OptunaPrunerScheduler(searcher),
                       "num_samples": sum(budgets.values()) + len(fill)})
 
@@ -231,13 +199,9 @@ def replicate_phase(run: Run) -> tuple[bool, list[str]]:
     if not configs:
         return True, skipped
     fn = trainable(finished, run.ray_storage, _limits(space))
-    size = trials_per_fit()
-    for start in range(0, len(configs), size):
-        batch = configs[start:start + size]
-        if not _fit(run, f"replicate-{int(time.time())}-{start}", fn,
-                    tune={"search_alg": ConfigList(batch), "num_samples": len(batch)}):
-            return False, skipped
-    return True, skipped
+    complete = _fit(run, f"replicate-{int(time.time())}", fn,
+                    tune={"search_alg": ConfigList(configs), "num_samples": len(configs)})
+    return complete, skipped
 
 
 def _planned(space: Space, records: list[dict]) -> Counter:
