@@ -112,7 +112,8 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
     for step, name in enumerate(("epoch", "dev_accuracy", "time_this_iter_s")):
         meta.update_metric(name, 0.5, step=step + 1)
     before = meta.get_json_state()  # cached, as Tune's experiment checkpoint leaves it
-    trial = SimpleNamespace(trial_id="t1", run_metadata=meta, last_result=meta.last_result, config=config)
+    trial = SimpleNamespace(trial_id="t1", run_metadata=meta, last_result=meta.last_result, config=config,
+                            evaluated_params={"run": run, "searched/train.lr": 0.01, "cell": ICL})
     writer = RecordWriter("s", tmp_path, Progress(Counter({kind("replicate", ICL): 1}), width=100))
     writer.on_trial_start(0, [trial], trial)
     writer.on_trial_result(0, [trial], trial, {"epoch": 1, "dev_accuracy": 0.5})
@@ -124,6 +125,9 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
     after = meta.get_json_state()
     assert '"record"' in before and '"record"' not in after and '"trial_key"' not in after and len(after) < len(before) / 4
     assert writer.history == {} and writer.started == {} and writer.written == 1
+    # the trial's own config copies keep what the callbacks and trackers read at its end, not the run config
+    assert trial.config == {"cell": ICL, "phase": "replicate", "trial_key": "k1", "searched": {}}
+    assert trial.evaluated_params == {"searched/train.lr": 0.01}
 
 
 def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_nothing(tmp_path, capsys, monkeypatch):

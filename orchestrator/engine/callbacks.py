@@ -347,15 +347,29 @@ class RecordWriter(ray.tune.Callback):
 _KEPT = ("epoch", "dev_accuracy", "training_iteration", "done", "trial_id", "time_total_s")
 
 
+# What the sweep's callbacks and trackers read of a finished trial's config (its record holds the rest)
+_CONFIG_KEPT = ("cell", "phase", "trial_key", "searched", "sweep")
+
+
 def forget_results(trial) -> None:
     """Tune keeps every Trial object until the sweep ends, each with its last result (the record's
-    text and a copy of the trial's config inside), running statistics of every numeric key and a
-    cached JSON of both. Once the record is on disk the searcher and the scheduler have had the result
-    and nothing reads the rest: keep a few keys, so the driver stays flat over thousands of trials.
-    Assigning (not mutating) the metadata's fields also drops Tune's cached JSON of them."""
+    text and a copy of the trial's config inside), running statistics of every numeric key, its
+    config three times (resolved, unresolved, flattened) and a cached pretty-printed JSON of it all
+    for Tune's own restore, which the sweep never uses (`--resume` reads records). Once the record
+    is on disk the searcher and the scheduler have had the result and nothing reads the rest: keep a
+    few keys, so the driver stays flat over thousands of trials. Assigning (not mutating) the
+    metadata's fields drops Tune's cached JSON of them; the trial's own is dropped by name."""
     meta = trial.run_metadata
     meta.last_result = {k: v for k, v in (meta.last_result or {}).items() if k in _KEPT}
     meta.metric_analysis, meta.metric_n_steps = {}, {}
+    slim = {k: v for k, v in (trial.config or {}).items() if k in _CONFIG_KEPT}
+    trial.config = slim
+    if hasattr(trial, "_Trial__unresolved_config"):  # Tune's copy from before placeholders were resolved
+        trial._Trial__unresolved_config = slim
+    if isinstance(getattr(trial, "evaluated_params", None), dict):  # flattened; TensorBoard's hparams read the searched
+        trial.evaluated_params = {k: v for k, v in trial.evaluated_params.items() if k.startswith("searched")}
+    if hasattr(trial, "invalidate_json_state"):
+        trial.invalidate_json_state()
 
 
 def _staged_error(trial) -> str | None:
