@@ -62,6 +62,12 @@ def labels(rec: Record, name: str, keys: list[tuple[str, int]] | None) -> np.nda
     return np.array([gold[k] for k in keys]) if all(k in gold for k in keys) else None
 
 
+def strata_of(recs: dict, name: str, ids: dict | None) -> dict | None:
+    """seed -> its examples' labels (`labels`, in `ids`' order), where every seed's record tells them."""
+    got = {s: labels(recs[s], name, k) for s, k in ids.items()} if ids else {}
+    return got if got and all(g is not None for g in got.values()) else None
+
+
 def _keys(ids: list[str]) -> list[tuple[str, int]]:
     seen: Counter = Counter()
     out = []
@@ -118,10 +124,8 @@ def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_voc
     got = {int(row.data_seed): correctness(records[i], name, full_vocab) for i, row in reps.iterrows()}
     got = {s: (ids, v) for s, (ids, v) in got.items() if len(v)}
     ids = {s: _keys(i) for s, (i, _) in got.items()} if all(i is not None for i, _ in got.values()) else None
-    rows = {int(row.data_seed): i for i, row in reps.iterrows()}
-    strata = {s: labels(records[rows[s]], name, k) for s, k in ids.items()} if ids else None
-    strata = strata if strata and all(g is not None for g in strata.values()) else None
-    return cell_interval({s: v for s, (_, v) in got.items()}, ids, strata)
+    rows = {int(row.data_seed): records[i] for i, row in reps.iterrows()}
+    return cell_interval({s: v for s, (_, v) in got.items()}, ids, strata_of(rows, name, ids))
 
 
 def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
@@ -140,10 +144,9 @@ def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
                 pairs = {int(r.data_seed): aligned_ids(records[i], records[by_seed[int(r.data_seed)]], name)
                          for i, r in ra.iterrows() if int(r.data_seed) in by_seed}
                 ids = {s: p[2] for s, p in pairs.items()} if all(p[2] is not None for p in pairs.values()) else None
-                rows = {int(r.data_seed): i for i, r in ra.iterrows()}
-                strata = {s: labels(records[rows[s]], name, k) for s, k in ids.items()} if ids else None
-                strata = strata if strata and all(g is not None for g in strata.values()) else None
-                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids, strata)
+                rows = {int(r.data_seed): records[i] for i, r in ra.iterrows()}
+                result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids,
+                                strata_of(rows, name, ids))
                 if result:
                     fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
                             and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]

@@ -83,20 +83,20 @@ def _spread(comps: list[dict], records: list[dict], reps, name: str) -> dict:
     """seed_sd, example_sd and effect_sd of one evaluation set's comparisons: the per-seed paired
     differences' spread less their own evaluation noise (less what shared examples hide of it), one
     example's paired-difference spread, and the examples' own effects, pooled over comparisons."""
-    from orchestrator.analysis.compare import aligned_ids, labels, newest_per_seed
+    from orchestrator.analysis.compare import aligned_ids, newest_per_seed, strata_of
     seed_vars, example_vars, effects = [], [], []
     for c in comps:
         ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c["a"], c["b"]))
-        diffs, per_seed, ids, golds = [], [], [], []
+        diffs, per_seed, ids = [], [], []
         for s in c["seeds"]:
-            rec_a = records[int(ra.loc[s, "index"])]
-            a, b, keys = aligned_ids(rec_a, records[int(rb.loc[s, "index"])], name)
+            a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], name)
             diffs.append(float((a - b).mean()))
             per_seed.append(a - b)
             ids.append(keys)
-            golds.append(labels(rec_a, name, keys))
         b2, overlap = shared_examples(per_seed, ids if all(k is not None for k in ids) else None)
-        noise = seed_noise(per_seed, golds if all(g is not None for g in golds) else None, overlap)
+        strata = strata_of({s: records[int(ra.loc[s, "index"])] for s in c["seeds"]}, name,
+                           dict(zip(c["seeds"], ids)) if all(k is not None for k in ids) else None)
+        noise = seed_noise(per_seed, [strata[s] for s in c["seeds"]] if strata else None, overlap)
         example_vars += [v * len(d) for v, d in zip(noise, per_seed)]
         seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)) + b2 * overlap)
         if overlap:
