@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from trainers import settings
-from trainers.config import ConfigError, did_you_mean, from_dict, valid_keys
+from trainers.config import ConfigError, did_you_mean, from_dict, use_methods_file, valid_keys
 from trainers.runtime.models import ModelError, check_source
 from trainers.methods.spec import METHODS, Parallel
 from trainers.data.tasks import DataError, ood_names, task_definitions, task_names, use_tasks_file
@@ -52,6 +52,8 @@ TOP_KEYS = {
     "data_dir": "local data folder in the hub's schema", "metric": "dev metric searched and pruned on",
     "tasks_file": "a YAML file of your own tasks and OOD sets (trainers/data/user_tasks.py), usable in tasks: beside the "
                   "shipped ones; relative to the working folder",
+    "methods_file": "a Python file of your own methods, each registered with its config section "
+                    "(trainers/methods/spec.py: register), usable in methods: beside the shipped ones; relative to the working folder",
 }
 PRUNER_KEYS = {"median": {"n_startup_trials", "n_warmup_steps"}, "successive_halving": {"min_resource", "reduction_factor"}, "none": set()}
 RESOURCE_KEYS = {"workers", "cpus_per_worker", "gpus_per_worker", "by_model_size", "auto", "gpu_memory_gb", "max_gpus_per_trial",
@@ -88,6 +90,7 @@ class Space:
     worker_start_timeout_s: float = 120.0
     stall_timeout_s: float = 600.0
     tasks_file: str | None = None
+    methods_file: str | None = None
     metric: str = "dev_accuracy"
     raw: dict = field(default_factory=dict, compare=False)
     allow_cpu: bool = field(default=False, compare=False)  # --allow-cpu: GPUs asked of a CPU-only cluster become CPUs
@@ -334,6 +337,13 @@ def validate(raw: dict, path: str) -> Space:
             use_tasks_file(tasks_file)
         except DataError as e:
             c.fail("tasks_file", str(e))
+    methods_file = None
+    if raw.get("methods_file"):
+        methods_file = str(Path(str(raw["methods_file"])).expanduser().resolve())
+        try:  # its methods join the shipped ones before the method names and their keys are checked
+            use_methods_file(methods_file)
+        except ConfigError as e:
+            c.fail("methods_file", str(e))
     methods = _methods(c, raw["methods"])
     data_seeds = c.list_of("data_seeds", raw["data_seeds"], int)
     shots = c.list_of("shots", raw["shots"], int)
@@ -368,6 +378,7 @@ def validate(raw: dict, path: str) -> Space:
         worker_start_timeout_s=float(c.number("worker_start_timeout_s", raw.get("worker_start_timeout_s", 120), 1)),
         stall_timeout_s=float(c.number("stall_timeout_s", raw.get("stall_timeout_s", 600), 1)),
         fixtures=raw.get("fixtures"), data_dir=raw.get("data_dir"), raw=raw, tasks_file=tasks_file,
+        methods_file=methods_file,
     )
 
 

@@ -34,3 +34,16 @@ def test_a_committed_report_rebuilds_identically_from_its_records(folder, tmp_pa
 
 def test_there_are_committed_reports_to_check():
     assert len(REPORTS) >= 3 and len(SUMMARIES) >= len(REPORTS)
+
+
+def test_every_committed_sweep_records_key_is_what_the_current_code_computes_for_it():
+    """A resumed old folder re-runs nothing: each record's trial key, recomputed by the current code
+    from the record's own config and content identity, is the key it was written under."""
+    import json
+
+    from orchestrator.planning import plan
+    recs = [json.loads(p.read_text()) for p in sorted(ACCEPTANCE.glob("*/trials/*.json"))]
+    keyed = [r for r in recs if r.get("trial_key") and r.get("identity") is not None]
+    assert len(keyed) >= 150
+    stale = [r["trial_key"] for r in keyed if plan.trial_key(r["config"], r["identity"]) != r["trial_key"]]
+    assert not stale, f"{len(stale)} of {len(keyed)} trial keys changed, e.g. {stale[:3]}"

@@ -16,7 +16,7 @@ import dataclasses
 import sys
 import typing
 
-from trainers.config import SECTIONS, ConfigError, RunConfig
+from trainers.config import ConfigError, RunConfig, sections, use_methods_file
 from trainers.runtime.context_fit import ContextError
 from trainers.runtime.models import ModelError
 from trainers.data.prompts import PromptError
@@ -61,7 +61,7 @@ def _add_fields(parser, cls, prefix: str) -> None:
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
-        if f.name in SECTIONS:
+        if f.name in ("train", "peft", "sections"):
             continue
         kw = {"dest": prefix + f.name, "default": argparse.SUPPRESS, "help": _help_text(f, prefix)}
         if hints[f.name] is bool:
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="run one method on one task and print/write its result")
     _add_fields(run, RunConfig, "")
-    for section, cls in SECTIONS.items():
+    for section, cls in sections().items():
         _add_fields(run, cls, section + ".")
     run.add_argument("--json", metavar="OUT", help="write the result record to this file (folders made as needed), "
                                                     "e.g. results/runs/icl_rte.json")
@@ -186,6 +186,13 @@ def _data_reachable(cfg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--methods-file")
+    try:  # a methods file's own methods and sections get their flags before the parser is built
+        use_methods_file(early.parse_known_args(argv)[0].methods_file)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ns = build_parser().parse_args(argv)
     from trainers.methods.entry import resolve, run  # imported late: --help stays fast
     try:

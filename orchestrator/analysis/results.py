@@ -64,7 +64,18 @@ def load_records(folder: Path, set_aside: bool = False) -> list[dict]:
             out.append(rec)
         elif sub.is_dir():  # inside trials/ every file is a record
             _set_aside(p, "is not a result record (no status or config)", set_aside)
+    _use_methods_files(out)
     return out
+
+
+def _use_methods_files(records: list[dict]) -> None:
+    """Records of a researcher's own method name the file that registers it: import it, so the method's
+    traits are known here; one that no longer imports is named once."""
+    for path in sorted({(r["config"] or {}).get("methods_file") for r in records} - {None}):
+        try:
+            spec.use_methods_file(path)
+        except spec.MethodsFileError as e:
+            print(f"warning: {e}; its methods' records are read without their traits", file=sys.stderr)
 
 
 def _set_aside(path: Path, why: str, move: bool) -> None:

@@ -123,7 +123,7 @@ def check(run: dict, expected: dict | None) -> None:
             raise IdentityError(f"data differ from the plan's on {_node()}: {k} has fingerprint {here.get(k)} here, "
                                 f"{planned.get(k)} in the plan ({len(differ)} split(s) differ); give every node the same "
                                 f"copy (--data-dir on shared storage, or FEWSHOT_DATA_DIR pointing at identical copies)")
-    for field, name in (("model", cfg.model), ("teacher_model", cfg.cd.teacher_model)):
+    for field, name in cfg.model_paths().items():
         want = expected.get(field)
         if not name or not want or want == name:  # no identity known for it: nothing to compare
             continue

@@ -9,6 +9,7 @@ with nothing to search (ICL) go straight to replication. Seeds are replicates, n
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from orchestrator.cells import Cell, model_tag  # noqa: F401 - model_tag: plan's public name
 from orchestrator.space import Space
 from trainers.methods import spec
+from trainers import config
 from trainers.config import from_dict
 from trainers.methods.spec import Parallel
 
@@ -52,6 +54,8 @@ def base_overrides(space: Space, cell: Cell) -> dict:
         out["data_dir"] = space.data_dir
     if space.tasks_file:
         out["tasks_file"] = space.tasks_file
+    if space.methods_file:
+        out["methods_file"] = space.methods_file
     if spec.get(cell.method).peft == ("none",):  # nothing to choose: the config's default stands
         out.pop("peft.kind")
     # resources: auto chose the cell's placement, or a size rule may shard the larger models
@@ -70,9 +74,22 @@ def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eva
     return from_dict({}).replace(**overrides).to_dict()
 
 
-PATH_FIELDS = (("model",), ("data_dir",), ("cd", "teacher_model"), ("tasks_file",))
+KEYED_SECTIONS = ("train", "peft", "cd", "cartridge")  # in every trial key since before sweeps existed
 LATER_DEFAULTS = {("parallel",): "ddp", ("offload",): False, ("ood_limit",): None, ("cd", "teacher_eval"): True,
-                  ("tasks_file",): None}
+                  ("tasks_file",): None, ("methods_file",): None}
+
+
+def path_fields() -> list[tuple[str, ...]]:
+    """The config fields holding paths, which a trial key replaces by what they point to: the data and
+    code files, and every model field (the student's, and those the methods' sections declare)."""
+    models = [tuple(k.split(".")) for k in config.valid_keys() if _is_model_field(k)]
+    return [("model",), ("data_dir",), ("tasks_file",), ("methods_file",), *models]
+
+
+def _is_model_field(dotted: str) -> bool:
+    section, _, name = dotted.rpartition(".")
+    cls = config.sections().get(section)
+    return cls is not None and any(f.name == name and f.metadata.get("kind") == "model" for f in dataclasses.fields(cls))
 
 
 def trial_identity(space: Space, run: dict) -> dict:
@@ -80,19 +97,20 @@ def trial_identity(space: Space, run: dict) -> dict:
     the data splits its task reads (from preflight)."""
     ident = space.identity or {}
     models = ident.get("models", {})
-    teacher = (run.get("cd") or {}).get("teacher_model")
+    cfg = from_dict(run)
     from trainers.data import user_tasks
     from trainers.data.prompts import _patterns
     from trainers.data.tasks import task_definitions
     defs = task_definitions()
-    out = {"model": models.get(run["model"], run["model"]),
-           "teacher_model": models.get(teacher, teacher) if teacher else None,
+    out = {**{field: models.get(path, path) if path else None for field, path in cfg.model_paths().items()},
            "data": ident.get("data", {}).get(run["task"]),
            # what a run scores changes with it (version 3: each data seed its own evaluation subset)
            "tasks_version": defs["version"]}
     task = defs["tasks"][run["task"]]
     if task.get("user"):  # a user's task: its definition in place of the tasks file's path
         out["user_task"] = user_tasks.fingerprint(task, _patterns(), defs["ood_sets"])
+    if cfg.methods_file:  # a user's method: its module's content in place of its path
+        out["methods_file"] = hashlib.sha256(Path(cfg.methods_file).expanduser().read_bytes()).hexdigest()[:16]
     return out
 
 
@@ -113,7 +131,10 @@ def trial_key(run: dict, identity: dict) -> str:
             section = section.get(part) or {}
         if path[-1] in section and section[path[-1]] == default:
             section.pop(path[-1])
-    for path in PATH_FIELDS:
+    for name in set(body) - set(KEYED_SECTIONS):  # a user's method's section: only where it is set
+        if isinstance(body[name], dict) and body[name] == json.loads(json.dumps(dataclasses.asdict(config.sections()[name]()))):
+            body.pop(name)
+    for path in path_fields():
         d = body
         for part in path[:-1]:
             d = d.get(part) or {}

@@ -18,14 +18,14 @@ is loaded. The record carries the teacher's own ICL accuracy beside the student'
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from trainers.runtime import context_fit, precision, sharding
 from trainers.methods.common import prepare, seed_everything
-from trainers.config import ConfigError, RunConfig
+from trainers.config import ConfigError, RunConfig, check_positive, option, validate_choices
 from trainers.runtime.evaluation import dev_scores, evaluate_sets, evaluation_sets, label_word_predictions, metrics
 from trainers.runtime.metering import SETUP_PHASE, Meter
 from trainers.runtime.models import context_window, load_causal_lm, pick_device
@@ -33,6 +33,27 @@ from trainers.data.prompts import label_token_ids
 from trainers.runtime.scoring import ContextScorer, PromptIds, answer_logits, collate
 from trainers.methods.spec import Parallel
 from trainers.runtime.training import finish, reporting_setup, train
+
+
+@dataclass(frozen=True)
+class CDConfig:
+    """CD's config section (`cd.temperature`, ...; registered in trainers/methods/spec.py), read as cfg.cd."""
+    temperature: float = field(default=1.0, metadata=option("softmax temperature of teacher and student in the KL"))
+    kl_over: str = field(default="label_words", metadata=option(
+        "distribution the KL compares at the answer position", choices=("label_words", "vocab")))
+    ce_weight: float = field(default=0.0, metadata=option(
+        "weight of a cross-entropy term on the gold labels of the k demonstrations (0: off)"))
+    teacher_model: str | None = field(default=None, metadata=option(
+        "teacher model (hub id or folder); default: the student's own base model, as in context distillation",
+        kind="model"))
+    teacher_eval: bool = field(default=True, metadata=option(
+        "score the teacher on the evaluation sets too (with its own base model it repeats the ICL cell of the same data "
+        "seed: false saves that time; the teacher's dev score is kept)"))
+
+    def __post_init__(self):
+        validate_choices(self)
+        check_positive("temperature", self.temperature)
+        check_positive("ce_weight", self.ce_weight, allow_zero=True)
 
 
 @dataclass

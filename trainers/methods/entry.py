@@ -11,7 +11,7 @@ import os
 from typing import Callable
 
 from trainers.methods import spec
-from trainers.config import ConfigError, RunConfig, from_dict
+from trainers.config import ConfigError, RunConfig, from_dict, use_methods_file
 from trainers.runtime.models import check_source
 from trainers.data.prompts import get_prompt
 from trainers.methods.spec import METHODS
@@ -28,6 +28,7 @@ def get_method(name: str) -> Callable:
 def resolve(overrides: dict) -> RunConfig:
     """A validated RunConfig from dotted-key overrides, with the method's own defaults filled in."""
     method = overrides.get("method", RunConfig.method)
+    use_methods_file(overrides.get("methods_file"))  # a method of one's own is known before its defaults are read
     try:
         defaults = {k: v for k, v in spec.get(method).defaults.items() if k not in overrides}
     except spec.UnknownMethod as e:
@@ -49,9 +50,9 @@ def validate(cfg: RunConfig) -> None:
     for name in cfg.ood or ():
         if name not in ood_names():
             raise DataError(f"unknown OOD set {name!r}; valid: {', '.join(ood_names())}, none")
-    check_source(cfg.model)
-    if cfg.cd.teacher_model:
-        check_source(cfg.cd.teacher_model)
+    for model in cfg.model_paths().values():  # the student's, and any a method's section names (a teacher)
+        if model:
+            check_source(model)
     data_dir = resolve_data_dir(cfg.data_dir)
     if data_dir and not os.path.isdir(data_dir):
         raise DataError(missing_data_dir(data_dir))

@@ -206,7 +206,7 @@ def for_config(cfg, device: str, dtype: str, workers: int, parallel: str | None 
                     eval_batch_size=cfg.eval_batch_size, device=device,
                     checkpointing=cfg.train.grad_checkpointing if checkpointing is None else checkpointing,
                     tokens=resolved.get("train_tokens"), context_tokens=context,
-                    prefix_tokens=cfg.cartridge.tokens if spec.get(cfg.method).kv_prefix else 0)
+                    prefix_tokens=cfg.value(spec.get(cfg.method).memory.prefix_tokens) if spec.get(cfg.method).kv_prefix else 0)
 
 
 def for_run(cfg, measured_mib: float | None, resolved: dict | None = None) -> dict | None:
