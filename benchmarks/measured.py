@@ -15,6 +15,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from trainers.contract import Record, load
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH, ACCEPTANCE, OUT = REPO / "results" / "bench", REPO / "results" / "acceptance", REPO / "docs" / "measured.md"
 
@@ -70,7 +72,7 @@ def _records(folder: Path) -> list[dict]:
         except ValueError:
             continue
         if isinstance(rec, dict) and "status" in rec and "config" in rec:
-            out.append(rec)
+            out.append(load(Record, rec))
     return out
 
 
@@ -78,8 +80,8 @@ def acceptance_section(folder: Path) -> str | None:
     records = _records(folder)
     if not records:
         return None
-    commits = sorted({_short((r.get("env") or {}).get("git_commit")) for r in records})
-    times = sorted((r.get("env") or {}).get("time", "") for r in records if (r.get("env") or {}).get("time"))
+    commits = sorted({_short(r.env.git_commit) for r in records})
+    times = sorted(r.env.time for r in records if r.env.time)
     span = f"{times[0][:16]} to {times[-1][:16]}" if times else "unknown dates"
     notes = _demote((folder / "NOTES.md").read_text().strip()) + "\n\n" if (folder / "NOTES.md").exists() else ""
     from orchestrator.analysis.results import cell_stats, summary_table, to_markdown, trials_table

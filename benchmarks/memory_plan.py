@@ -24,11 +24,12 @@ if __package__ in (None, ""):
 from benchmarks.common import DEFAULT_DATA, DEFAULT_MODEL, ROOT, fmt, publish, table
 
 from trainers.methods import spec  # noqa: E402
+from trainers.contract import Record, load  # noqa: E402
 
 VARIANTS = {name: list(m.peft) for name, m in spec.METHODS.items()}  # every registered method, cartridge included
 
 
-def one_run(args, method: str, peft: str, out: Path) -> dict:
+def one_run(args, method: str, peft: str, out: Path) -> Record:
     cmd = [sys.executable, "-m", "trainers", "run", "--method", method, "--model", args.model, "--data-dir", args.data_dir,
            "--task", "rte", "--shots", str(args.shots), "--n-dev", "8", "--n-unlabeled", "16", "--eval-limit", "16",
            "--ood", "none", "--epochs", "1", "--batch-size", str(args.batch_size), "--dtype", "float32",
@@ -39,7 +40,7 @@ def one_run(args, method: str, peft: str, out: Path) -> dict:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"{method}+{peft} failed:\n{done.stderr[-2000:]}")
-    return json.loads(out.read_text())
+    return load(Record, json.loads(out.read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(f"unknown method {method!r}; valid: {', '.join(VARIANTS)}")
             for peft in [v for v in VARIANTS[method] if v in ns.peft.split(",")]:
                 rec = one_run(ns, method, peft, Path(tmp) / f"{method}-{peft}.json")
-                plan = rec["resources"]["memory_plan"]
+                plan = rec.resources.memory_plan
                 error = plan["estimated_peak_mib"] / plan["measured_peak_mib"] - 1
                 runs.append({"method": method, "peft": peft, **plan, "relative_error": error})
                 rows.append([f"{method}+{peft}", plan["estimated_peak_mib"], plan["measured_peak_mib"], f"{100 * error:+.0f} %",

@@ -37,12 +37,12 @@ def one_sweep(root: Path, name: str, overrides: list[str]) -> dict:
     run_sweep(load_space("smoke", overrides), name=name, results_root=root)
     wall = time.perf_counter() - start
     records = load_records(root / name)
-    search = [r for r in records if r["phase"] == "search"]
+    search = [r for r in records if r.phase == "search"]
     return {"wall_seconds": round(wall, 1), "search_trials": len(search),
-            "trial_epochs": sum(len(r["history"]) for r in search),
-            "pruned": sum(r["status"] == "pruned" for r in search),
-            "best": {cell: rec["searched"] for cell, rec in best_search_trials(records).items()},
-            "tried": sorted(round(r["searched"]["train.lr"], 8) for r in search)}
+            "trial_epochs": sum(len(r.history) for r in search),
+            "pruned": sum(r.status == "pruned" for r in search),
+            "best": {cell: rec.searched for cell, rec in best_search_trials(records).items()},
+            "tried": sorted(round(r.searched["train.lr"], 8) for r in search)}
 
 
 def measure(args) -> dict:

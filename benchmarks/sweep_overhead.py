@@ -86,13 +86,13 @@ def smoke_sweep(results_root: Path, mode: str) -> tuple[float, list[dict]]:
     return time.perf_counter() - start, load_records(results_root / name)
 
 
-def _timeline(records: list[dict]) -> dict:
+def _timeline(records: list) -> dict:
     """Medians, over the records that have one, of where a trial's time goes outside the method."""
     parts = {"tune trial start -> worker start": [], "worker start -> method start (imports)": [],
              "method end -> driver (teardown, report)": []}
     for r in records:
-        t = (r.get("resources") or {}).get("timeline") or {}
-        walls = [w[0] for p in (r["resources"].get("phases") or {}).values() for w in p.get("wall", [])]
+        t = r.resources.timeline or {}
+        walls = [w[0] for p in r.resources.phases.values() for w in p.wall]
         if not (t.get("trial_started") and t.get("driver_ended") and walls):
             continue
         parts["tune trial start -> worker start"].append(t["worker_started"] - t["trial_started"])
@@ -117,12 +117,12 @@ def measure(args) -> dict:
     out = {"ray_init_seconds": round(ray_start, 2), "worker_group_seconds": groups[SWEEP],
            "worker_group_seconds_ray_default": groups[RAY_DEFAULT], "tune_trial_seconds": [round(x, 2) for x in trials]}
     for mode, (wall, records) in sweeps.items():
-        method = sum(r["resources"].get("total_seconds", 0.0) for r in records)
-        per_trial = [r["trial_seconds"] - r["resources"].get("total_seconds", 0.0) for r in records if "trial_seconds" in r]
+        method = sum(r.resources.total_seconds or 0.0 for r in records)
+        per_trial = [r.trial_seconds - (r.resources.total_seconds or 0.0) for r in records if r.trial_seconds is not None]
         out[mode] = {"sweep_wall_seconds": round(wall, 1), "method_seconds": round(method, 1),
                      "overhead_share": round(1 - method / wall, 3), "trials": len(records),
                      "per_trial_overhead_seconds": [round(x, 1) for x in per_trial], "timeline": _timeline(records),
-                     "statuses": {s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}}}
+                     "statuses": {s: sum(r.status == s for r in records) for s in {r.status for r in records}}}
     return out
 
 

@@ -204,7 +204,7 @@ def _report(folder: Path) -> int:
     records = results.load_records(folder, set_aside=False) if folder.is_dir() else []
     if not records:
         raise SpaceError(f"{folder} holds no result records; give a sweep's folder, e.g. results/quickstart")
-    if not any(r.get("cell") for r in records):
+    if not any(r.cell for r in records):
         raise SpaceError(f"{folder} holds single-run records (python -m trainers run --json), not a sweep's: a report "
                          f"compares a sweep's cells; `python -m orchestrator summarize {folder}` tabulates these")
     from orchestrator.analysis.report import (

@@ -47,3 +47,23 @@ def test_every_committed_sweep_records_key_is_what_the_current_code_computes_for
     assert len(keyed) >= 150
     stale = [r["trial_key"] for r in keyed if plan.trial_key(r["config"], r["identity"]) != r["trial_key"]]
     assert not stale, f"{len(stale)} of {len(keyed)} trial keys changed, e.g. {stale[:3]}"
+
+
+def test_every_committed_record_and_summary_loads_into_the_contract_and_writes_back_unchanged():
+    """Records and summaries written by every earlier version load as the typed contract, and the
+    keys its types do not declare are kept: written again, each file's JSON is what it was."""
+    import json
+
+    from trainers.contract import CellStats, Comparison, Record, dump, load
+    files = [p for p in sorted(ACCEPTANCE.rglob("*.json")) if "report" not in p.parts]
+    records = [(p, json.loads(p.read_text())) for p in files]
+    records = [(p, d) for p, d in records if isinstance(d, dict) and "status" in d and "config" in d]
+    assert len(records) >= 200
+    for p, d in records:
+        r = load(Record, d)
+        assert isinstance(r.resources.phases, dict) and r.status == d["status"]
+        assert json.dumps(dump(r)) == json.dumps(d), p
+    for p in sorted(ACCEPTANCE.glob("*/summary.json")):
+        saved = json.loads(p.read_text())
+        assert [dump(load(CellStats, c)) for c in saved["cells"]] == saved["cells"], p
+        assert [dump(load(Comparison, c)) for c in saved["comparisons"]] == saved["comparisons"], p

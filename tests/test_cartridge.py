@@ -8,12 +8,19 @@ from trainers.methods import cartridge
 from trainers.config import ConfigError
 from trainers.runtime.evaluation import label_word_predictions
 from trainers.runtime.memory_plan import kv_bytes_per_token, shape_from_config, trainable_params
-from trainers.methods.entry import resolve, run, validate
+from trainers.methods import entry
+from trainers.methods.entry import resolve, validate
+from trainers.contract import dump
 from trainers.runtime.models import load_causal_lm
 from trainers.data.prompts import get_prompt, label_token_ids
 from trainers.data.sampling import draw
 from trainers.runtime.scoring import ContextScorer, PromptIds
 from trainers.data.tasks import load_task
+
+
+def run(cfg, report=None):
+    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
+    return dump(entry.run(cfg, report))
 
 
 def config(model, data_dir, **over):

@@ -6,10 +6,17 @@ import pytest
 from transformers import AutoTokenizer
 
 from trainers.runtime.context_fit import ContextError, fit
-from trainers.methods.entry import resolve, run
+from trainers.methods import entry
+from trainers.methods.entry import resolve
+from trainers.contract import dump
 from trainers.data.prompts import get_prompt
 from trainers.runtime.scoring import PromptIds
 from trainers.data.tasks import Example, load_task
+
+
+def run(cfg, report=None):
+    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
+    return dump(entry.run(cfg, report))
 
 PROMPT = get_prompt("nli", "eval_harness")
 

@@ -4,7 +4,12 @@ import pytest
 import yaml
 
 from orchestrator.engine.driver import check_folder
-from orchestrator.analysis.results import write_record
+from orchestrator.analysis import results
+from trainers.contract import Record, load
+
+
+def write_record(folder, rec: dict):
+    return results.write_record(folder, load(Record, rec))
 from orchestrator.space import SpaceError, load_space
 
 

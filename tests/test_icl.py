@@ -7,11 +7,17 @@ import torch
 
 from trainers.config import RunConfig
 from trainers.runtime.evaluation import Predictions, label_word_predictions, metrics
-from trainers.methods.icl import run as run_icl
+from trainers.methods import icl
+from trainers.contract import dump
 from trainers.runtime.models import load_causal_lm
 from trainers.data.prompts import get_prompt, label_token_ids
 from trainers.runtime.scoring import ContextScorer, PromptIds
 from trainers.data.tasks import Example, load_task
+
+
+def run_icl(cfg, report=None):
+    """ICL's record in its JSON form (what `--json` writes), as a user reads it."""
+    return dump(icl.run(cfg, report))
 
 
 @pytest.mark.parametrize("arch", ["tiny_opt", "tiny_llama"])

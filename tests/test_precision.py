@@ -5,12 +5,19 @@ import torch.nn.functional as F
 
 from trainers.runtime import precision
 from trainers.config import TrainConfig
-from trainers.methods.entry import resolve, run
+from trainers.methods import entry
+from trainers.methods.entry import resolve
+from trainers.contract import dump
 from trainers.runtime.models import load_causal_lm
 from trainers.data.prompts import get_prompt, label_token_ids
 from trainers.runtime.scoring import PromptIds, answer_logits, collate
 from trainers.data.tasks import load_task
 from trainers.runtime.training import train
+
+
+def run(cfg, report=None):
+    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
+    return dump(entry.run(cfg, report))
 
 CPU = torch.device("cpu")
 

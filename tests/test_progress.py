@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from orchestrator.engine.callbacks import Progress, kind
+from trainers.contract import Record, load
 
 PBFT, ICL = "rte/pbft+lora/smollm2-135m/16shot", "rte/icl/smollm2-135m/16shot"
 
@@ -16,9 +17,9 @@ def trials_only(monkeypatch):
 
 
 def record(cell, phase="search", status="completed", error=None, seed=0):
-    return {"cell": cell, "phase": phase, "status": status, "data_seed": seed, "error": error,
-            "searched": {"train.lr": 0.000188} if phase == "search" else {},
-            "history": [{"dev_accuracy": 0.531}], "metrics": {}}
+    return load(Record, {"cell": cell, "phase": phase, "status": status, "data_seed": seed, "error": error,
+                         "searched": {"train.lr": 0.000188} if phase == "search" else {},
+                         "history": [{"dev_accuracy": 0.531}], "metrics": {}})
 
 
 def test_trial_lines_fit_the_width_even_with_long_cells_and_errors(capsys):
@@ -100,6 +101,7 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
 
     from orchestrator.engine.callbacks import RecordWriter
     from trainers.config import RunConfig
+    from trainers.contract import dump
     from trainers.records import build_record
 
     run = json.dumps(RunConfig(method="icl", model="m").to_dict())  # as the driver packs it
@@ -108,7 +110,7 @@ def test_the_record_writer_keeps_nothing_of_a_trial_once_its_record_is_written(t
               "run": run}
     meta = _TrainingRunMetadata()  # Tune's own per-trial results holder
     meta.last_result = {"epoch": 1, "dev_accuracy": 0.5, "training_iteration": 2, "config": config,
-                        "record": json.dumps(rec)}
+                        "record": json.dumps(dump(rec))}
     for step, name in enumerate(("epoch", "dev_accuracy", "time_this_iter_s")):
         meta.update_metric(name, 0.5, step=step + 1)
     before = meta.get_json_state()  # cached, as Tune's experiment checkpoint leaves it
@@ -141,6 +143,7 @@ def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_noth
     from orchestrator.analysis import results
     from orchestrator.engine.callbacks import RecordWriter
     from trainers.config import RunConfig
+    from trainers.contract import dump
     from trainers.records import build_record
 
     def finished(key):
@@ -148,7 +151,7 @@ def test_a_record_that_cannot_be_written_says_so_and_a_failing_mirror_loses_noth
         config = {"cell": ICL, "phase": "replicate", "trial_key": key, "identity": None, "searched": {},
                   "resources": {}, "run": json.dumps({"method": "icl", "model": "m"})}
         meta = _TrainingRunMetadata()
-        meta.last_result = {"record": json.dumps(rec)}
+        meta.last_result = {"record": json.dumps(dump(rec))}
         return SimpleNamespace(trial_id=key, last_result=meta.last_result, config=config, run_metadata=meta)
 
     def mirror_down(path):

@@ -7,7 +7,14 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.analysis.report import break_even_pairs, replicates, write_report
-from orchestrator.analysis.results import cell_stats, load_records, trials_table, write_record
+from orchestrator.analysis import results
+from orchestrator.analysis.results import cell_stats, load_records, trials_table
+from trainers.contract import CellStats, Record, load
+
+
+def write_record(folder, rec: dict):
+    """A record as a trial writes it: the dict is its JSON form."""
+    return results.write_record(folder, load(Record, rec))
 
 MODELS = {"small": 100_000_000, "large": 300_000_000}
 ACC = {"icl": 0.55, "cd": 0.60, "pbft": 0.70}       # in-domain, plus 0.01 * seed
@@ -69,12 +76,12 @@ def cells_of(folder):
 
 
 def test_a_cells_adaptation_cost_is_its_whole_search_plus_one_replicate_with_ray_apart(sweep_dir):
-    cells = {c["cell"]: c for c in cells_of(sweep_dir)}
+    cells = {c.cell: c for c in cells_of(sweep_dir)}
     cd = cells["rte/cd+lora/small/16shot"]
-    assert cd["search_seconds"] == 170.0  # 150 s completed + the pruned trial's two 10 s epochs
-    assert cd["adaptation_seconds"] == 270.0 and cd["serve_ms_per_query"]["mean"] == 21.0 and cd["serve_alone"]
-    assert cd["ray_overhead_seconds"] == 4 * 20.0  # trial 80 s - method 60 s, for 3 replicates + 1 completed search
-    assert cd["labelled_examples"] == 32 and cells["rte/icl/small/16shot"]["labelled_examples"] == 16
+    assert cd.search_seconds == 170.0  # 150 s completed + the pruned trial's two 10 s epochs
+    assert cd.adaptation_seconds == 270.0 and cd.serve_ms_per_query.mean == 21.0 and cd.serve_alone
+    assert cd.ray_overhead_seconds == 4 * 20.0  # trial 80 s - method 60 s, for 3 replicates + 1 completed search
+    assert cd.labelled_examples == 32 and cells["rte/icl/small/16shot"].labelled_examples == 16
 
 
 def test_a_pruned_cd_trial_charges_its_teacher_targets(tmp_path):
@@ -82,8 +89,8 @@ def test_a_pruned_cd_trial_charges_its_teacher_targets(tmp_path):
             {"epoch": 2, "dev_accuracy": 0.5, "epoch_seconds": 10.0}]
     write_record(tmp_path, record("cd", "small", 0, "search", "pruned", lr=1e-2, history=hist, key="pruned-cd"))
     write_record(tmp_path, record("cd", "small", 0))
-    cd = next(c for c in cells_of(tmp_path) if c["method"] == "cd")
-    assert cd["search_seconds"] == 100.0
+    cd = next(c for c in cells_of(tmp_path) if c.method == "cd")
+    assert cd.search_seconds == 100.0
 
 
 def test_break_even_is_per_data_seed_adaptation_over_that_seeds_saving(sweep_dir):
@@ -138,9 +145,9 @@ def test_one_collapsed_seed_of_three_flags_the_cell_and_it_is_never_best(tmp_pat
             if method == "pbft" and seed == 1:  # one seed of pbft answers "entailment" to 95 % of in-domain queries
                 rec["metrics"]["in_domain"]["pred_fraction"] = {"entailment": 0.95, "not_entailment": 0.05}
             write_record(tmp_path, rec)
-    pbft = next(c for c in cells_of(tmp_path) if c["method"] == "pbft")
-    assert pbft["collapsed"] == ["in_domain"] and pbft["collapse"]["in_domain"]["seeds"] == 1
-    assert pbft["collapse"]["in_domain"]["of"] == 7 and pbft["collapse"]["in_domain"]["shares"][1] == 0.95
+    pbft = next(c for c in cells_of(tmp_path) if c.method == "pbft")
+    assert pbft.collapsed == ["in_domain"] and pbft.collapse["in_domain"].seeds == 1
+    assert pbft.collapse["in_domain"].of == 7 and pbft.collapse["in_domain"].shares[1] == 0.95
     first = write_report(tmp_path).read_text().split("\n\n")[1]
     # pbft leads on every seed (p = 2/128) but one seed collapsed: the highest mean, flagged, never "best"
     assert "pbft+lora (COLLAPSED in domain in 1 of 7 seeds) has the highest mean in domain" in first
@@ -178,23 +185,24 @@ def test_report_command_refuses_a_folder_without_records(tmp_path, capsys):
 
 def test_cost_vs_shots_draws_ms_and_kv_bytes_per_method_or_says_why_not(tmp_path):
     from orchestrator.analysis import cost_figures, figures
-    cells = [{"cell": f"rte/{v}/m/{k}shot", "task": "rte", "model": "/models/m", "shots": k, "seeds": 3,
-              "serve_ms_per_query": {"mean": ms * k, "std": 1.0, "n": 3, "ci95": (ms * k - 1, ms * k + 1)},
-              "serve_kv_bytes_per_query": {"mean": kv * k, "std": 0.0, "n": 3, "ci95": None}}
+    cells = [load(CellStats, {"cell": f"rte/{v}/m/{k}shot", "task": "rte", "model": "/models/m", "shots": k, "seeds": 3,
+                              "serve_ms_per_query": {"mean": ms * k, "std": 1.0, "n": 3, "ci95": (ms * k - 1, ms * k + 1)},
+                              "serve_kv_bytes_per_query": {"mean": kv * k, "std": 0.0, "n": 3, "ci95": None}})
              for v, ms, kv in [("icl", 1.0, 2 ** 20), ("cartridge", 0.1, 0), ("cd+lora", 0.1, 0)] for k in (16, 64)]
     written = cost_figures.cost_vs_shots(cells, tmp_path)
     assert sorted(p.name for p in written) == ["cost_vs_shots_rte_m.png", "cost_vs_shots_rte_m.svg"]
     svg = (tmp_path / "cost_vs_shots_rte_m.svg").read_text()
     assert all(v in svg for v in ("icl", "cartridge", "cd+lora")) and "KV MiB attended per query" in svg
     with pytest.raises(figures.Skip, match="one shot count"):
-        cost_figures.cost_vs_shots([c for c in cells if c["shots"] == 16], tmp_path)
+        cost_figures.cost_vs_shots([c for c in cells if c.shots == 16], tmp_path)
 
 
 def test_a_pareto_front_is_drawn_per_task_never_across_tasks(tmp_path):
     from orchestrator.analysis import cost_figures
     st = lambda m: {"mean": m, "std": 0.0, "n": 3, "ci95": (m - 0.01, m + 0.01)}  # noqa: E731
-    cells = [{"cell": f"{t}/{v}/m/16shot", "task": t, "model": "m", "shots": 16, "collapsed": [], "serve_alone": True,
-              "in_domain_accuracy": {**st(acc), "examples": 192}, "serve_ms_per_query": st(ms), "serve_peak_mib": st(900.0)}
+    cells = [load(CellStats, {"cell": f"{t}/{v}/m/16shot", "task": t, "model": "m", "shots": 16, "collapsed": [],
+                              "serve_alone": True, "in_domain_accuracy": {**st(acc), "examples": 192},
+                              "serve_ms_per_query": st(ms), "serve_peak_mib": st(900.0)})
              for t, shift in (("rte", 0.0), ("cola", 0.2)) for v, acc, ms in (("icl", 0.5 + shift, 100.0), ("cd+lora", 0.55 + shift, 20.0))]
     names = sorted(p.name for p in cost_figures.cost_accuracy(cells, tmp_path))
     assert names == ["cost_accuracy_cola.png", "cost_accuracy_cola.svg", "cost_accuracy_rte.png", "cost_accuracy_rte.svg"]

@@ -3,7 +3,14 @@ import json
 
 import pandas as pd
 
+from orchestrator.analysis import results
 from orchestrator.analysis.results import best_search_trials, to_markdown, to_text
+from trainers.contract import Record, load
+
+
+def write_record(folder, rec: dict):
+    """A record as a trial writes it: the dict is its JSON form."""
+    return results.write_record(folder, load(Record, rec))
 
 
 def search(cell, final, history, status="completed"):
@@ -14,9 +21,9 @@ def search(cell, final, history, status="completed"):
 def test_best_search_trial_breaks_ties_on_mean_dev_accuracy_and_ignores_pruned_trials():
     records = [search("a", 0.5, [0.1, 0.5]), search("a", 0.5, [0.4, 0.5]), search("a", 0.9, [0.9], status="pruned"),
                search("b", 0.7, [0.7]), {"phase": "replicate", "status": "completed", "cell": "b"}]
-    best = best_search_trials(records)
-    assert best["a"]["history"][0]["dev_accuracy"] == 0.4
-    assert best["b"]["metrics"]["dev"]["accuracy"] == 0.7
+    best = best_search_trials([load(Record, r) for r in records])
+    assert best["a"].history[0].dev_accuracy == 0.4
+    assert best["b"].metrics.dev.accuracy == 0.7
 
 
 def test_markdown_shows_a_dash_where_a_cell_lacks_a_column():
@@ -46,7 +53,7 @@ def replicate(seed, acc, time, key):
 
 
 def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_path):
-    from orchestrator.analysis.results import write_record, write_tables
+    from orchestrator.analysis.results import write_tables
     for rec in [replicate(0, 0.6, "2026-01-01T00:00:00", "old"), replicate(0, 0.8, "2026-01-02T00:00:00", "new"),
                 replicate(1, 0.7, "2026-01-01T00:00:00", "one")]:
         write_record(tmp_path, rec)
@@ -66,18 +73,18 @@ def test_summary_keeps_the_newest_record_per_cell_and_data_seed_and_says_so(tmp_
 
 def test_a_corrupt_record_is_named_set_aside_and_the_rest_load(tmp_path, capsys):
     import os
-    from orchestrator.analysis.results import load_records, write_record
+    from orchestrator.analysis.results import load_records
     write_record(tmp_path, replicate(0, 0.6, "2026-01-01T00:00:00", "good"))
     path = write_record(tmp_path, replicate(1, 0.6, "2026-01-01T00:00:00", "cut"))
     path.write_text(path.read_text()[:50])
     # a reading command names and skips it, and moves nothing
-    assert [r["trial_key"] for r in load_records(tmp_path)] == ["good"]
+    assert [r.trial_key for r in load_records(tmp_path)] == ["good"]
     err = capsys.readouterr().err
     assert str(path) in err and "does not parse" in err and "skipped" in err and path.exists()
     from orchestrator import cli
     assert cli.main(["summarize", str(tmp_path)]) == 0 and path.exists() and not (tmp_path / "trials" / "corrupt").exists()
     # a sweep starting in the folder sets it aside, so its trial runs again
-    assert [r["trial_key"] for r in load_records(tmp_path, set_aside=True)] == ["good"]
+    assert [r.trial_key for r in load_records(tmp_path, set_aside=True)] == ["good"]
     assert "runs again on --resume" in capsys.readouterr().err
     assert not path.exists() and (tmp_path / "trials" / "corrupt" / "cut.json").exists()
     # records are written readable by whoever the umask allows (mkstemp alone would give 0600)

@@ -12,7 +12,14 @@ import trainers.methods.cd
 import trainers.methods.ft
 import trainers.methods.pbft
 from trainers.runtime import sharding
-from trainers.methods.entry import resolve, run
+from trainers.methods import entry
+from trainers.methods.entry import resolve
+from trainers.contract import dump
+
+
+def run(cfg, report=None):
+    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
+    return dump(entry.run(cfg, report))
 
 VARIANTS = [("ft", "none"), ("ft", "lora"), ("ft", "bitfit"), ("pbft", "none"), ("pbft", "lora"), ("pbft", "bitfit"),
             ("cd", "none"), ("cd", "lora"), ("cd", "bitfit"), ("icl", "none")]

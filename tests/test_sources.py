@@ -154,9 +154,10 @@ def test_export_command_and_a_run_on_the_export_gives_the_same_record(data_dir, 
     bad = subprocess.run([sys.executable, "-m", "trainers", "data", "export", "--to", str(out), "--tasks", "sst9"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown task 'sst9'" in bad.stderr
+    from trainers.contract import dump
     from trainers.methods.entry import resolve, run
     base = {"method": "icl", "task": "rte", "model": tiny_opt, "shots": 4, "n_dev": 8, "n_unlabeled": 8, "eval_limit": 20}
-    a, b = run(resolve({**base, "data_dir": data_dir})), run(resolve({**base, "data_dir": str(out)}))
+    a, b = dump(run(resolve({**base, "data_dir": data_dir}))), dump(run(resolve({**base, "data_dir": str(out)})))
     assert a["metrics"] == b["metrics"]
     assert a["resolved"]["data_fingerprints"] == b["resolved"]["data_fingerprints"]
     assert set(a["resolved"]["data_fingerprints"]) == {"glue/rte/train.jsonl", "glue/rte/validation.jsonl", "hans/validation.jsonl"}

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.analysis.results import write_record, write_tables
+from orchestrator.analysis import results
+from orchestrator.analysis.results import write_tables
+from trainers.contract import Record, load
+
+
+def write_record(folder, rec: dict):
+    """A record as a trial writes it: the dict is its JSON form."""
+    return results.write_record(folder, load(Record, rec))
 from orchestrator.analysis.stats import (bernoulli, cell_interval, collapsed, collapsed_seeds, detectable, examples_variance,
                                 min_p, paired, rule_power, seed_noise, sign_flip, sign_flip_p, standard_detectable,
                                 stratified_variance, t95)
@@ -162,7 +169,7 @@ def test_summaries_are_recomputed_from_per_example_records_with_verdicts_everywh
     assert hans["mean_diff"] == 0 and hans["verdict"] == "no detectable difference" and hans["collapsed"] == ["icl"]
     text = (tmp_path / "summary.md").read_text()
     assert "- icl − pbft (rte, m, 8shot) on in_domain: +0.100" in text and "COLLAPSED on hans: icl" in text
-    assert all(c["verdict"] in ("a better", "b better", "no detectable difference", "inconclusive") for c in comps)
+    assert all(c.verdict in ("a better", "b better", "no detectable difference", "inconclusive") for c in comps)
 
 
 def test_methods_are_compared_on_the_examples_both_scored(tmp_path):
@@ -172,8 +179,8 @@ def test_methods_are_compared_on_the_examples_both_scored(tmp_path):
         write_record(tmp_path, rec("icl", seed, "1111111110", "10", 0.5, f"i{seed}", ids=ids))
         write_record(tmp_path, rec("pbft", seed, "111111111", "10", 0.5, f"p{seed}", ids=ids[1:]))
     _, _, _, comps = write_tables(tmp_path)
-    comp = next(c for c in comps if c["set"] == "in_domain")
-    assert comp["examples"] == 6 * 9 and comp["mean_diff"] == pytest.approx(-1 / 9)
+    comp = next(c for c in comps if c.set == "in_domain")
+    assert comp.examples == 6 * 9 and comp.mean_diff == pytest.approx(-1 / 9)
 
 
 def test_examples_every_seed_shares_add_their_own_variance_which_seeds_cannot_average_away():

@@ -14,6 +14,7 @@ import pytest
 from sweeps import SMOKE_LR, poll, records, search_lrs, sweep
 
 from orchestrator.analysis.results import best_search_trials
+from trainers.contract import Record, load
 
 pytestmark = pytest.mark.sweep
 ray = pytest.importorskip("ray")
@@ -39,9 +40,9 @@ def test_smoke_sweep_searches_prunes_and_replicates(smoke):
     assert pruned and all(len(r["history"]) < 4 for r in pruned)  # stopped before the last epoch
     reps = [r for r in recs if r["phase"] == "replicate"]
     assert sorted((r["cell"], r["data_seed"]) for r in reps) == sorted((c, s) for c in cells for s in (0, 1))
-    best = best_search_trials(recs)["rte/pbft+lora/opt/8shot"]  # best final dev accuracy, ties to the steadier
-    assert all(r["searched"] == best["searched"] for r in reps if r["cell"] == best["cell"])
-    pbft = {r["data_seed"]: r["seed"] for r in reps if r["cell"] == best["cell"]}
+    best = best_search_trials([load(Record, r) for r in recs])["rte/pbft+lora/opt/8shot"]  # best final dev accuracy, ties to the steadier
+    assert all(r["searched"] == best.searched for r in reps if r["cell"] == best.cell)
+    pbft = {r["data_seed"]: r["seed"] for r in reps if r["cell"] == best.cell}
     assert len(set(pbft.values())) == 2  # each replicate trained from its own seed, derived from its data seed
     assert all(r["config"]["seed"] is None for r in recs)
     for r in reps:

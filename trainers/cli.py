@@ -16,6 +16,7 @@ import dataclasses
 import sys
 import typing
 
+from trainers.contract import EvalBlock, Record, dump
 from trainers.config import ConfigError, RunConfig, sections, use_methods_file
 from trainers.runtime.context_fit import ContextError
 from trainers.runtime.models import ModelError
@@ -105,43 +106,40 @@ def _overrides(ns: argparse.Namespace) -> dict:
     return out
 
 
-def _fmt_block(name: str, m: dict) -> list[str]:
-    full = f" (full vocab {m['accuracy_full_vocab']:.3f})" if "accuracy_full_vocab" in m else ""
-    fractions = " / ".join(f"{c} {v:.2f}" for c, v in m["pred_fraction"].items())
-    lines = [f"  {name:<10} acc {m['accuracy']:.3f}{full}   predicted: {fractions}   "
-             f"n={m['n_scored']} dropped={m['n_dropped']}"]
-    for group, g in m.get("breakdown", {}).items():
-        lines.append(f"    {group:<36} acc {g['accuracy']:.3f}  n={g['n']}")
+def _fmt_block(name: str, m: EvalBlock) -> list[str]:
+    full = f" (full vocab {m.accuracy_full_vocab:.3f})" if m.accuracy_full_vocab is not None else ""
+    fractions = " / ".join(f"{c} {v:.2f}" for c, v in m.pred_fraction.items())
+    lines = [f"  {name:<10} acc {m.accuracy:.3f}{full}   predicted: {fractions}   n={m.n_scored} dropped={m.n_dropped}"]
+    for group, g in (m.breakdown or {}).items():
+        lines.append(f"    {group:<36} acc {g.accuracy:.3f}  n={g.n}")
     return lines
 
 
-def summary(record: dict) -> str:
-    c = record["config"]
-    head = (f"{record['status'].upper()}: {c['method']}"
-            f"{'' if c['peft']['kind'] == 'none' or c['method'] == 'icl' else '+' + c['peft']['kind']} · {c['task']} · "
-            f"{c['model']} · {c['shots']} shots · data seed {c['data_seed']} · seed {record['seed']}")
+def summary(record: Record) -> str:
+    peft = record.config["peft"]["kind"]
+    head = (f"{record.status.upper()}: {record.method}{'' if peft == 'none' or record.method == 'icl' else '+' + peft} · "
+            f"{record.task} · {record.model} · {record.shots} shots · data seed {record.data_seed} · seed {record.seed}")
     lines = [head]
-    m = record["metrics"]
-    if "in_domain" in m.get("teacher", {}):
-        lines += _fmt_block("teacher", m["teacher"]["in_domain"])[:1]
-        lines += [f"  {'(teacher)':<10} {n}: acc {b['accuracy']:.3f}" for n, b in m["teacher"]["ood"].items()]
-    if "in_domain" in m:
-        lines += _fmt_block("in-domain", m["in_domain"])
-        for name, block in m.get("ood", {}).items():
+    m, teacher = record.metrics, record.metrics.teacher
+    if teacher and teacher.in_domain:
+        lines += _fmt_block("teacher", teacher.in_domain)[:1]
+        lines += [f"  {'(teacher)':<10} {n}: acc {b.accuracy:.3f}" for n, b in teacher.ood.items()]
+    if m.in_domain:
+        lines += _fmt_block("in-domain", m.in_domain)
+        for name, block in m.ood.items():
             lines += _fmt_block(name, block)
-    ctx = (record.get("resolved") or {}).get("context")
+    ctx = record.resolved.context
     if ctx:
-        lines.append(f"  context: {ctx['context_tokens']} tokens for {ctx['demonstrations']} demonstrations, window "
-                     f"{ctx['window']} ({ctx['policy']}): {ctx['demos_truncated']} truncated, {ctx['tokens_cut']} tokens cut")
-    if record.get("error"):
-        lines.append(f"  error: {record['error']}")
-    res = record.get("resources", {})
-    phases = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in res.get("phases", {}).items())
+        lines.append(f"  context: {ctx.context_tokens} tokens for {ctx.demonstrations} demonstrations, window "
+                     f"{ctx.window} ({ctx.policy}): {ctx.demos_truncated} truncated, {ctx.tokens_cut} tokens cut")
+    if record.error:
+        lines.append(f"  error: {record.error}")
+    res = record.resources
+    phases = ", ".join(f"{k} {v.seconds:.1f}s" for k, v in res.phases.items())
     if phases:
-        lines.append(f"  time: {phases}; peak memory {res['peak_memory_mib']:.0f} MiB ({res['peak_memory_kind']})")
-    p = record.get("params", {})
-    if p:
-        lines.append(f"  parameters: {p['trainable']:,} trainable of {p['total']:,}")
+        lines.append(f"  time: {phases}; peak memory {res.peak_memory_mib:.0f} MiB ({res.peak_memory_kind})")
+    if record.params.total is not None:
+        lines.append(f"  parameters: {record.params.trainable:,} trainable of {record.params.total:,}")
     return "\n".join(lines)
 
 
@@ -212,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from trainers.runtime.distributed import is_main
     if not is_main():  # under torchrun every rank ran; the first speaks for them
-        return 0 if record["status"] == "completed" else 1
+        return 0 if record.status == "completed" else 1
     print(summary(record))
     if ns.json:
-        write_json_atomic(ns.json, record)
+        write_json_atomic(ns.json, dump(record))
         print(f"  record: {ns.json}")
-    return 0 if record["status"] == "completed" else 1
+    return 0 if record.status == "completed" else 1

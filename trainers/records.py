@@ -1,5 +1,5 @@
-"""Result records: one JSON object per run with the resolved config, metrics, resources,
-package versions and the git commit, written atomically.
+"""Result records: one per run with the resolved config, metrics, resources, package versions and the
+git commit (typed in trainers/contract.py), written as JSON atomically.
 
     python -m trainers run --method icl --task rte --model PATH --json out.json && cat out.json
 """
@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import TypedDict
 
 from trainers import settings
+from trainers.contract import Env, Epoch, Metrics, Params, Record, Resolved, Resources, load
 
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "peft", "datasets", "ray", "optuna", "pandas", "nvidia-ml-py")
@@ -131,77 +131,12 @@ def _jsonable(o):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
-class Serving(TypedDict, total=False):
-    """What one query costs the adapted model (trainers/runtime/serving.py)."""
-    ms_per_query: float                # median of the timed passes
-    ms_per_query_runs: list[float]
-    spread_ms: list[float]
-    cpu_ms_per_query: float
-    kv_bytes_per_query: int            # key/value bytes each query attends to (ICL: its context; cartridge: p)
-    queries: int
-    repeats: int
-    batch_size: int
-    exclusive: bool                    # alone on its node/device (a sweep's gate)
-    peak_memory_mib: float
-    start: float
-    end: float
-    node: str
-    device: str
-
-
-class EvalBlock(TypedDict, total=False):
-    """One evaluation set's metrics (trainers/runtime/evaluation.py)."""
-    accuracy: float
-    accuracy_full_vocab: float
-    pred_fraction: dict[str, float]
-    n_scored: int
-    n_dropped: int
-    n_excluded_shown: int
-    examples: dict                     # {ids, correct, pred[, correct_full_vocab]}: one character per example
-    breakdown: dict                    # "group/label" -> {accuracy, n}, for a grouped set (HANS)
-
-
-class Metrics(TypedDict, total=False):
-    in_domain: EvalBlock
-    ood: dict[str, EvalBlock]
-    dev: EvalBlock
-    teacher: dict                      # a distilling method's teacher: the same blocks
-
-
-class Record(TypedDict, total=False):
-    """The one JSON record of a run (`build_record`), and what a sweep adds to it (sweep .. trial_seconds)."""
-    schema: int
-    status: str                        # completed, diverged, failed; the sweep's pruned
-    method: str
-    task: str
-    model: str
-    shots: int
-    data_seed: int
-    seed: int
-    config: dict                       # RunConfig.to_dict(): what a run resolves from
-    resolved: dict                     # what the run met: lr, lengths, context fit, precision
-    metrics: Metrics
-    history: list[dict]                # per epoch: train_loss, dev_accuracy, epoch_seconds[, setup_seconds]
-    params: dict
-    resources: dict                    # phases, peak memory, adaptation_seconds, serving: Serving
-    extra: dict
-    error: str | None
-    env: dict
-    sweep: str
-    cell: str                          # orchestrator.cells.Cell id
-    phase: str                         # search, replicate
-    trial_key: str
-    identity: dict
-    searched: dict
-    trial_resources: dict
-    trial_seconds: float
-
-
 def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = None, resources: dict | None = None,
                  params: dict | None = None, history: list | None = None, extra: dict | None = None,
                  error: str | None = None) -> Record:
-    """The one result record of a run; statuses: completed, diverged, failed (pruned: the sweep's).
-    `resources` gains the run's costs (trainers.runtime.metering.costs): adaptation seconds, serving cost."""
+    """The one result record of a run (trainers/contract.py); statuses: completed, diverged, failed
+    (pruned: the sweep's). `resources` gains the run's costs (trainers.runtime.metering.costs):
+    adaptation seconds, serving cost. The method's own dicts become the contract's types here."""
     if resources and "phases" in resources:
         from trainers.runtime.metering import costs
         dev_selects = not cfg.final_eval or cfg.train.selection == "best"  # a search's dev passes rank and prune
@@ -209,10 +144,9 @@ def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = Non
     if resources and "peak_memory_mib" in resources:  # the plan's estimate beside what this worker measured
         from trainers.runtime.memory_plan import for_run
         resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"], resolved)}
-    return {
-        "schema": SCHEMA_VERSION, "status": status, "method": cfg.method, "task": cfg.task, "model": cfg.model,
-        "shots": cfg.shots, "data_seed": cfg.data_seed, "seed": cfg.training_seed(),
-        "config": cfg.to_dict(), "resolved": resolved, "metrics": metrics or {}, "history": history or [],
-        "params": params or {}, "resources": resources or {}, "extra": extra or {}, "error": error,
-        "env": environment(),
-    }
+    return Record(
+        schema=SCHEMA_VERSION, status=status, method=cfg.method, task=cfg.task, model=cfg.model, shots=cfg.shots,
+        data_seed=cfg.data_seed, seed=cfg.training_seed(), config=cfg.to_dict(), resolved=load(Resolved, resolved),
+        metrics=load(Metrics, metrics or {}), history=[load(Epoch, h) for h in history or []],
+        params=load(Params, params or {}), resources=load(Resources, resources or {}), extra=extra or {}, error=error,
+        env=load(Env, environment()))

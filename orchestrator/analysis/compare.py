@@ -21,29 +21,24 @@ import pandas as pd
 
 from orchestrator.cells import Cell, variant_of
 from orchestrator.analysis.stats import bernoulli, cell_interval, collapsed, paired
-from trainers.records import Record
+from trainers.contract import Comparison, EvalBlock, Record, load
 
 SETS_SKIP = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
-
-
-def _block(rec: Record, name: str) -> dict:
-    m = rec.get("metrics") or {}
-    return (m.get("in_domain") if name == "in_domain" else (m.get("ood") or {}).get(name)) or {}
 
 
 def correctness(rec: Record, name: str, full_vocab: bool = False) -> tuple[list[str] | None, np.ndarray]:
     """(example ids or None, 0/1 vector) of one record on one set; rebuilt from accuracy and size
     when the record predates per-example results."""
-    block = _block(rec, name)
-    ex = block.get("examples")
-    key = "correct_full_vocab" if full_vocab else "correct"
-    if ex and key in ex:
-        correct = (np.frombuffer(ex[key].encode(), dtype=np.uint8) - ord("0")).astype(float)
-        return (ex["ids"] if len(ex.get("ids") or []) == len(correct) else None), correct
-    acc = block.get("accuracy_full_vocab" if full_vocab else "accuracy")
+    block = rec.metrics.block(name) or EvalBlock()
+    ex = block.examples
+    correct = (ex.correct_full_vocab if full_vocab else ex.correct) if ex else None
+    if correct is not None:
+        correct = (np.frombuffer(correct.encode(), dtype=np.uint8) - ord("0")).astype(float)
+        return (ex.ids if len(ex.ids or []) == len(correct) else None), correct
+    acc = block.accuracy_full_vocab if full_vocab else block.accuracy
     if acc is None or acc != acc:
         return None, np.zeros(0)
-    n = int(block.get("n_scored") or 0)
+    n = int(block.n_scored or 0)
     # a record without its size: the seed's accuracy alone, so only the seeds' spread is left to resample
     return None, bernoulli(float(acc), n) if n else np.array([float(acc)])
 
@@ -52,13 +47,13 @@ def labels(rec: Record, name: str, keys: list[tuple[str, int]] | None) -> np.nda
     """The gold labels (class indices) of one record's examples on one set, in `keys`' order, where
     the record tells them: a two-class set's label is the prediction when right, the other class when
     wrong (None for more classes, or records without per-example predictions)."""
-    block = _block(rec, name)
-    ex = block.get("examples") or {}
-    if keys is None or len(block.get("pred_fraction") or {}) != 2 or not ex.get("pred") or not ex.get("ids"):
+    block = rec.metrics.block(name) or EvalBlock()
+    ex = block.examples
+    if keys is None or len(block.pred_fraction or {}) != 2 or not ex or not ex.pred or not ex.ids:
         return None
-    pred = np.frombuffer(ex["pred"].encode(), dtype=np.uint8) - ord("0")
-    correct = np.frombuffer(ex["correct"].encode(), dtype=np.uint8) - ord("0")
-    gold = dict(zip(_keys(ex["ids"]), np.where(correct == 1, pred, 1 - pred)))
+    pred = np.frombuffer(ex.pred.encode(), dtype=np.uint8) - ord("0")
+    correct = np.frombuffer(ex.correct.encode(), dtype=np.uint8) - ord("0")
+    gold = dict(zip(_keys(ex.ids), np.where(correct == 1, pred, 1 - pred)))
     return np.array([gold[k] for k in keys]) if all(k in gold for k in keys) else None
 
 
@@ -77,14 +72,14 @@ def _keys(ids: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def aligned(ra: dict, rb: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+def aligned(ra: Record, rb: Record, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Both records' correctness on the examples both scored, in one order. Without ids, two vectors
     with each record's own number right and errors independent (the two marginals kept exactly)."""
     a, b, _ = aligned_ids(ra, rb, name)
     return a, b
 
 
-def aligned_ids(ra: dict, rb: dict, name: str) -> tuple[np.ndarray, np.ndarray, list | None]:
+def aligned_ids(ra: Record, rb: Record, name: str) -> tuple[np.ndarray, np.ndarray, list | None]:
     """`aligned`, with the ids of the examples in that order (None for records without them)."""
     ids_a, ca = correctness(ra, name)
     ids_b, cb = correctness(rb, name)
@@ -128,7 +123,7 @@ def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_voc
     return cell_interval({s: v for s, (_, v) in got.items()}, ids, strata_of(rows, name, ids))
 
 
-def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
+def comparisons(table: pd.DataFrame, records: list[Record]) -> list[Comparison]:
     """Every pair of cells of the same task × model × shots, on each evaluation set: A − B over the
     data seeds both completed, read on the examples both scored."""
     if table.empty:
@@ -150,25 +145,25 @@ def comparisons(table: pd.DataFrame, records: list[Record]) -> list[dict]:
                 if result:
                     fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
                             and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]
-                    out.append({"a": a, "b": b, "set": name, **result, "collapsed": fell})
+                    out.append(load(Comparison, {"a": a, "b": b, "set": name, **result, "collapsed": fell}))
     return out
 
 
-def verdict_words(c: dict) -> str:
+def verdict_words(c: Comparison) -> str:
     """The verdict with the methods' names in place of a / b."""
-    a, b = variant_of(c["a"]), variant_of(c["b"])
-    return {"a better": f"{a} better", "b better": f"{b} better"}.get(c["verdict"], c["verdict"])
+    a, b = variant_of(c.a), variant_of(c.b)
+    return {"a better": f"{a} better", "b better": f"{b} better"}.get(c.verdict, c.verdict)
 
 
-def comparison_lines(comps: list[dict]) -> list[str]:
+def comparison_lines(comps: list[Comparison]) -> list[str]:
     """'icl − pbft+lora (rte, smollm2-135m, 16shot) on hans: -0.110 [-0.210, +0.010] over 3 seeds, 192
     examples: inconclusive (3 seeds: p ≥ 0.25)'."""
     lines = []
     for c in comps:
-        cell = Cell.parse(c["a"])
-        task, a, where, b = cell.task, cell.variant, [cell.model_tag, f"{cell.shots}shot"], variant_of(c["b"])
-        fell = f"; COLLAPSED on {c['set']}: {' and '.join(c['collapsed'])}" if c.get("collapsed") else ""
-        lines.append(f"{a} − {b} ({', '.join([task, *where])}) on {c['set']}: {c['mean_diff']:+.3f} "
-                     f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] over {c['n']} seed{'s' if c['n'] != 1 else ''}, "
-                     f"{c['examples']} examples: {verdict_words(c)} ({c['reason']}){fell}")
+        cell = Cell.parse(c.a)
+        task, a, where, b = cell.task, cell.variant, [cell.model_tag, f"{cell.shots}shot"], variant_of(c.b)
+        fell = f"; COLLAPSED on {c.set}: {' and '.join(c.collapsed)}" if c.collapsed else ""
+        lines.append(f"{a} − {b} ({', '.join([task, *where])}) on {c.set}: {c.mean_diff:+.3f} "
+                     f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}] over {c.n} seed{'s' if c.n != 1 else ''}, "
+                     f"{c.examples} examples: {verdict_words(c)} ({c.reason}){fell}")
     return lines

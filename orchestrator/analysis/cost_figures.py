@@ -13,36 +13,37 @@ from pathlib import Path
 
 import numpy as np
 
+from trainers.contract import CellStats
 from orchestrator.analysis.figures import Skip, color, hollow, log_x, model_name, n_text, plt, point, save, variant
 
 
-def cost_vs_shots(cells: list[dict], out: Path) -> list[Path]:
+def cost_vs_shots(cells: list[CellStats], out: Path) -> list[Path]:
     """Per task and model, against shots, per method: serving ms/query (median of timed passes, mean
     over seeds, bars: its 95 % interval over seeds) and the key/value bytes each query attends to beside its own
     tokens (ICL: the demonstrations'; a cartridge: its prefix's; weights-adapted students: none)."""
     written = []
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[CellStats]] = {}
     for c in cells:
-        groups.setdefault((c["task"], c["model"]), []).append(c)
+        groups.setdefault((c.task, c.model), []).append(c)
     for (task, model), mine in sorted(groups.items()):
-        if len({c["shots"] for c in mine}) < 2:
+        if len({c.shots for c in mine}) < 2:
             continue
         fig, (ax_ms, ax_kv) = plt.subplots(1, 2, figsize=(10, 4.0))
-        for v in sorted({variant(c["cell"]) for c in mine}):
-            rows = sorted((c for c in mine if variant(c["cell"]) == v), key=lambda c: c["shots"])
-            ms = [(c["shots"], c["serve_ms_per_query"]) for c in rows if c.get("serve_ms_per_query")]
-            kv = [(c["shots"], c["serve_kv_bytes_per_query"]["mean"] / 2 ** 20) for c in rows
-                  if c.get("serve_kv_bytes_per_query")]
+        for v in sorted({variant(c.cell) for c in mine}):
+            rows = sorted((c for c in mine if variant(c.cell) == v), key=lambda c: c.shots)
+            ms = [(c.shots, c.serve_ms_per_query) for c in rows if c.serve_ms_per_query]
+            kv = [(c.shots, c.serve_kv_bytes_per_query.mean / 2 ** 20) for c in rows
+                  if c.serve_kv_bytes_per_query]
             if ms:
                 xs = [x for x, _ in ms]
-                means = [s["mean"] for _, s in ms]
-                lo = [s["mean"] - (s["ci95"] or (s["mean"], s["mean"]))[0] for _, s in ms]
-                hi = [(s["ci95"] or (s["mean"], s["mean"]))[1] - s["mean"] for _, s in ms]
+                means = [s.mean for _, s in ms]
+                lo = [s.mean - (s.ci95 or (s.mean, s.mean))[0] for _, s in ms]
+                hi = [(s.ci95 or (s.mean, s.mean))[1] - s.mean for _, s in ms]
                 ax_ms.errorbar(xs, means, yerr=[lo, hi], color=color(v), marker="o", capsize=3, label=v)
             if kv:
                 ax_kv.plot([x for x, _ in kv], [y for _, y in kv], color=color(v), marker="o", label=v)
-        shots = sorted({c["shots"] for c in mine})
-        n = max((c["seeds"] for c in mine), default=0)
+        shots = sorted({c.shots for c in mine})
+        n = max((c.seeds for c in mine), default=0)
         for ax, ylabel in ((ax_ms, "serving ms/query (alone on its node)"), (ax_kv, "KV MiB attended per query")):
             ax.set(xlabel="shots (k)", ylabel=ylabel)
             ax.set_xticks(shots)
@@ -64,13 +65,13 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 MARKERS = "o^sDvP*X"
 
 
-def cost_accuracy(cells: list[dict], out: Path) -> list[Path]:
+def cost_accuracy(cells: list[CellStats], out: Path) -> list[Path]:
     """Per task, serving ms/query and serving peak memory against in-domain accuracy, the task's own
     Pareto front dashed (a front across tasks would compare accuracies of different questions); a
     legend names each point (colour: method, shape: model) instead of labels that collide."""
     written = []
-    for task in sorted({c["task"] for c in cells}):
-        rows = [c for c in cells if c["task"] == task and c["serve_ms_per_query"] and c["in_domain_accuracy"]]
+    for task in sorted({c.task for c in cells}):
+        rows = [c for c in cells if c.task == task and c.serve_ms_per_query and c.in_domain_accuracy]
         if len(rows) >= 2:
             written += _cost_accuracy_task(task, rows, out)
     if not written:
@@ -78,18 +79,18 @@ def cost_accuracy(cells: list[dict], out: Path) -> list[Path]:
     return written
 
 
-def _cost_accuracy_task(task: str, rows: list[dict], out: Path) -> list[Path]:
-    models = sorted({c["model"] for c in rows})
+def _cost_accuracy_task(task: str, rows: list[CellStats], out: Path) -> list[Path]:
+    models = sorted({c.model for c in rows})
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6))
     fig.subplots_adjust(wspace=0.3)
     for ax, key, xlabel in ((axes[0], "serve_ms_per_query", "serving ms / query (median)"),
                             (axes[1], "serve_peak_mib", "serving peak memory (MiB)")):
-        pts = [(c[key]["mean"], c["in_domain_accuracy"]["mean"]) for c in rows]
+        pts = [(getattr(c, key).mean, c.in_domain_accuracy.mean) for c in rows]
         for c, (x, y) in zip(rows, pts):
-            v = variant(c["cell"])
+            v = variant(c.cell)
             fell = hollow(c, "in_domain")
-            label = f"{v} · {model_name(c['model'])} · {c['shots']}-shot" + (" (collapsed in domain)" if fell else "")
-            point(ax, x, y, c["in_domain_accuracy"]["ci95"], v, fell, MARKERS[models.index(c["model"]) % len(MARKERS)], 7, label)
+            label = f"{v} · {model_name(c.model)} · {c.shots}-shot" + (" (collapsed in domain)" if fell else "")
+            point(ax, x, y, c.in_domain_accuracy.ci95, v, fell, MARKERS[models.index(c.model) % len(MARKERS)], 7, label)
         line = sorted(pts[i] for i in pareto(pts))
         ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=0.8, ls="--", label=f"Pareto front ({task})")
         ax.set(xlabel=xlabel, ylabel=f"{task} in-domain accuracy")
@@ -99,7 +100,7 @@ def _cost_accuracy_task(task: str, rows: list[dict], out: Path) -> list[Path]:
         ax.margins(0.12)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1))
-    alone = all(c["serve_alone"] for c in rows)
+    alone = all(c.serve_alone for c in rows)
     fig.suptitle(f"{task}: what it costs to serve, and what it buys ({n_text(rows)}; bars: 95 % interval; hollow: "
                  f"collapsed in domain" + ("" if alone else "; some serving measured beside other trials") + ")",
                  y=1.02, fontsize=10)

@@ -31,6 +31,7 @@ import pandas as pd
 from orchestrator.cells import variant_of
 from orchestrator.analysis.compare import completed_replicates, correctness, newest_per_seed
 from orchestrator.analysis.results import cell_stats, load_records, trials_table
+from trainers.contract import CellStats, Record
 
 GROUP = ("task", "model", "shots")
 DRAWS = 2000
@@ -72,32 +73,32 @@ def _device(row) -> tuple[str, float]:
     return ("GPU", workers * gpus) if gpus else ("CPU", workers * (r.get("cpus_per_worker") or 1))
 
 
-def methods_of(table: pd.DataFrame, records: list[dict], cells: list[dict], key: tuple,
+def methods_of(table: pd.DataFrame, records: list[Record], cells: list[CellStats], key: tuple,
                max_memory_gb: float | None) -> list[Method]:
     reps = completed_replicates(table)
-    mine = [c for c in cells if tuple(c[k] for k in GROUP) == key and c["seeds"]]  # cells with a completed replicate
-    by_cell = {c["cell"]: newest_per_seed(reps[reps["cell"] == c["cell"]]).reset_index().set_index("data_seed")
+    mine = [c for c in cells if tuple(getattr(c, k) for k in GROUP) == key and c.seeds]  # cells with a completed replicate
+    by_cell = {c.cell: newest_per_seed(reps[reps["cell"] == c.cell]).reset_index().set_index("data_seed")
                for c in mine}
     common = sorted(set.intersection(*(set(r.index) for r in by_cell.values()))) if by_cell else []
     out = []
     for c in mine:
-        rows = by_cell[c["cell"]].loc[common] if common else by_cell[c["cell"]].iloc[0:0]
-        device, count = _device(records[int(table.index[table["cell"] == c["cell"]][0])].get("trial_resources") or {})
-        adapt = (c["search_seconds"] + rows["adaptation_seconds"].fillna(0).to_numpy(float)) * count
+        rows = by_cell[c.cell].loc[common] if common else by_cell[c.cell].iloc[0:0]
+        device, count = _device(records[int(table.index[table["cell"] == c.cell][0])].trial_resources or {})
+        adapt = (c.search_seconds + rows["adaptation_seconds"].fillna(0).to_numpy(float)) * count
         serve = rows["serve_ms_per_query"].to_numpy(float) / 1000 * count
         peak = max([float(x) for x in (*rows["peak_memory_mib"], *rows.get("serve_peak_mib", [])) if pd.notna(x)] or [0.0]) / 1024
-        idx = by_cell[c["cell"]].loc[common].reset_index()["index"] if common else []
+        idx = by_cell[c.cell].loc[common].reset_index()["index"] if common else []
         examples = []
         for i in idx:
             ids, correct = correctness(records[int(i)], "in_domain")
             examples.append(dict(zip(ids, correct)) if ids is not None else {})
-        m = Method(c["cell"], variant_of(c["cell"]), common, rows["in_domain_accuracy"].to_numpy(float), adapt, serve,
+        m = Method(c.cell, variant_of(c.cell), common, rows["in_domain_accuracy"].to_numpy(float), adapt, serve,
                    examples=examples, device=device, peak_gib=peak or None,
-                   note="; ".join(f"collapsed on {s} in {v['seeds']} of {v['of']} seeds"
-                                  for s, v in (c.get("collapse") or {}).items() if s != "in_domain"))
-        fell = (c.get("collapse") or {}).get("in_domain")
+                   note="; ".join(f"collapsed on {s} in {v.seeds} of {v.of} seeds"
+                                  for s, v in c.collapse.items() if s != "in_domain"))
+        fell = c.collapse.get("in_domain")
         if fell:
-            m.out = f"collapsed in domain in {fell['seeds']} of {fell['of']} seeds"
+            m.out = f"collapsed in domain in {fell.seeds} of {fell.of} seeds"
         elif max_memory_gb is not None and peak > max_memory_gb:
             m.out = f"peak memory {peak:.1f} GiB exceeds --max-memory-gb {max_memory_gb:g}"
         elif not len(serve) or np.isnan(serve).any():
@@ -206,7 +207,7 @@ def decide(folder: Path, queries: list[float], tolerance: float = 0.01, max_memo
         return []
     cells = cell_stats(table, records)
     out = []
-    for key in sorted({tuple(c[k] for k in GROUP) for c in cells}):
+    for key in sorted({tuple(getattr(c, k) for k in GROUP) for c in cells}):
         methods = methods_of(table, records, cells, key, max_memory_gb)
         if methods and methods[0].seeds:
             where = f"{key[0]} with {Path(str(key[1]).rstrip('/')).name} ({key[2]} shots)"

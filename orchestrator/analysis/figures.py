@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from orchestrator.cells import Cell, variant_of  # noqa: E402
 from orchestrator.analysis.compare import ood_names  # noqa: E402
 from orchestrator.analysis.stats import COLLAPSE  # noqa: E402
-from trainers.records import Record  # noqa: E402
+from trainers.contract import CellStats, Record  # noqa: E402
 from trainers.data.tasks import task_definitions  # noqa: E402
 
 COLORS = {"icl": "#1f77b4", "cd": "#d62728", "pbft": "#2ca02c", "ft": "#9467bd", "cartridge": "#ff7f0e"}
@@ -64,17 +64,13 @@ def _set_name(col: str) -> str:
     return col[: -len("_accuracy")]
 
 
-def _cell_of(cells: list[dict], cell: str) -> dict:
-    return next(c for c in cells if c["cell"] == cell)
+def _cell_of(cells: list[CellStats], cell: str) -> CellStats:
+    return next(c for c in cells if c.cell == cell)
 
 
-def _accuracy(c: dict, set_name: str) -> dict | None:
-    return c["in_domain_accuracy"] if set_name == "in_domain" else (c["ood_accuracy"] or {}).get(set_name)
-
-
-def hollow(c: dict, set_name: str) -> bool:
+def hollow(c: CellStats, set_name: str) -> bool:
     """A cell's marker for one set is hollow when a seed collapsed on that set (each set its own)."""
-    return set_name in c["collapsed"]
+    return set_name in c.collapsed
 
 
 def seed_collapsed(row, set_name: str) -> bool:
@@ -83,14 +79,14 @@ def seed_collapsed(row, set_name: str) -> bool:
     return top is not None and top == top and float(top) >= COLLAPSE
 
 
-def n_text(cells: list[dict], set_name: str = "in_domain") -> str:
+def n_text(cells: list[CellStats], set_name: str = "in_domain") -> str:
     """'n = 3 seeds × 64 examples' (ranges when cells differ)."""
-    stats = [_accuracy(c, set_name) for c in cells]
+    stats = [c.accuracy(set_name) for c in cells]
     stats = [s for s in stats if s]
     if not stats:
         return ""
-    seeds = sorted({s["n"] for s in stats})
-    per = sorted({round(s.get("examples", 0) / max(1, s["n"])) for s in stats})
+    seeds = sorted({s.n for s in stats})
+    per = sorted({round((s.examples or 0) / max(1, s.n)) for s in stats})
     fmt = lambda v: f"{v[0]}" if len(v) == 1 else f"{v[0]}–{v[-1]}"  # noqa: E731
     return f"n = {fmt(seeds)} seeds × {fmt(per)} examples"
 
@@ -124,7 +120,7 @@ def point(ax, x, y, ci, v: str, hollow: bool, marker: str = "o", size: float = 6
                 mfc="none" if hollow else color(v), label=label, ls="none")
 
 
-def accuracy_vs_axis(reps: pd.DataFrame, cells: list[dict], out: Path, axis: str) -> list[Path]:
+def accuracy_vs_axis(reps: pd.DataFrame, cells: list[CellStats], out: Path, axis: str) -> list[Path]:
     """Accuracy against model size (parameters) or shots, per method: seeds as faint points, each
     cell's mean and interval; a line joins the points of one method within one model family only."""
     x_col, fixed, xlabel, name = (("model_params", "shots", "parameters", "accuracy_vs_size") if axis == "size"
@@ -145,12 +141,12 @@ def accuracy_vs_axis(reps: pd.DataFrame, cells: list[dict], out: Path, axis: str
                     line = []
                     for cell, cr in fam_rows.groupby("cell"):
                         c, x = _cell_of(cells, cell), cr[x_col].iloc[0] * dodge
-                        st = _accuracy(c, _set_name(col))
+                        st = c.accuracy(_set_name(col))
                         if not st:
                             continue
                         ax.scatter([x] * len(cr), cr[col], color=color(v), alpha=0.3, s=12, linewidths=0)
-                        point(ax, x, st["mean"], st["ci95"], v, hollow(c, _set_name(col)))
-                        line.append((x, st["mean"]))
+                        point(ax, x, st.mean, st.ci95, v, hollow(c, _set_name(col)))
+                        line.append((x, st.mean))
                     if len(line) > 1:
                         xs, ys = zip(*sorted(line))
                         ax.plot(xs, ys, color=color(v), ls=FAMILY_STYLES[f_i % len(FAMILY_STYLES)], lw=1)
@@ -172,7 +168,7 @@ def accuracy_vs_axis(reps: pd.DataFrame, cells: list[dict], out: Path, axis: str
     return written
 
 
-def id_vs_ood(reps: pd.DataFrame, cells: list[dict], out: Path) -> list[Path]:
+def id_vs_ood(reps: pd.DataFrame, cells: list[CellStats], out: Path) -> list[Path]:
     """In-domain against OOD accuracy, one point per replicate (the reference paper's view), chance marked."""
     written = []
     for task, group in _groups(reps, ["task"]):
@@ -215,7 +211,7 @@ def rows_max(group: pd.DataFrame, col: str) -> float:
     return float(max(group["in_domain_accuracy"].max(), group[col].max())) + 0.05
 
 
-def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict], out: Path, name: str) -> list[Path]:
+def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[CellStats], out: Path, name: str) -> list[Path]:
     """Accuracy per group × gold label of a grouped OOD set (HANS: its heuristics; the set's `groups`
     in trainers/data/tasks.yaml) per cell, the mean over replicates with the examples behind each
     square: collapse is a column of 1s and 0s."""
@@ -223,11 +219,11 @@ def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict]
     acc: dict[str, dict[str, list[float]]] = {}
     count: dict[str, dict[str, int]] = {}
     for r in records:
-        block = (((r.get("metrics") or {}).get("ood") or {}).get(name) or {}).get("breakdown")
-        if r.get("trial_key") in keep and block:
+        block = r.metrics.ood[name].breakdown if name in r.metrics.ood else None
+        if r.trial_key in keep and block:
             for k, v in block.items():
-                acc.setdefault(r["cell"], {}).setdefault(k, []).append(v["accuracy"])
-                count.setdefault(r["cell"], {})[k] = count.get(r["cell"], {}).get(k, 0) + v.get("n", 0)
+                acc.setdefault(r.cell, {}).setdefault(k, []).append(v.accuracy)
+                count.setdefault(r.cell, {})[k] = count.get(r.cell, {}).get(k, 0) + (v.n or 0)
     if not acc:
         raise Skip(f"no {name} breakdown in the records")
     names = sorted(acc)
@@ -239,7 +235,7 @@ def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[dict]
         for j, v in enumerate(row):
             ax.text(j, i, f"{v:.2f}\nn={count[names[j]].get(rows[i], 0)}", ha="center", va="center", fontsize=6.5)
     labels = [f"{Cell.parse(c).task}\n{variant(c)}\n{Cell.parse(c).model_tag} {Cell.parse(c).shots}-shot"
-              + ("\nCOLLAPSED" if name in _cell_of(cells, c)["collapsed"] else "") for c in names]
+              + ("\nCOLLAPSED" if name in _cell_of(cells, c).collapsed else "") for c in names]
     ax.set_xticks(range(len(names)), labels, fontsize=7, rotation=30)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     fig.colorbar(im, ax=ax, label="accuracy")
@@ -257,21 +253,21 @@ def grouped_sets() -> list[str]:
 def search(records: list[Record], out: Path) -> list[Path]:
     """Per cell: every search trial's dev accuracy per epoch (pruned ones end in ×), and the searched
     value against the trial's final dev accuracy (a learning rate on a log axis, as it is searched)."""
-    trials = [r for r in records if r.get("phase") == "search" and r.get("history")]
+    trials = [r for r in records if r.phase == "search" and r.history]
     if not trials:
         raise Skip("no search trials (nothing was searched)")
-    cells = sorted({r["cell"] for r in trials})
+    cells = sorted({r.cell for r in trials})
     fig, axes = plt.subplots(2, len(cells), figsize=(4.4 * len(cells), 7.0), squeeze=False)
     fig.subplots_adjust(wspace=0.35, hspace=0.35)
     for j, cell in enumerate(cells):
-        mine = [r for r in trials if r["cell"] == cell]
+        mine = [r for r in trials if r.cell == cell]
         ax = axes[0][j]
         for r in mine:
-            h = r["history"]
-            ax.plot([e["epoch"] for e in h], [e["dev_accuracy"] for e in h], color=color(variant(cell)), alpha=0.7)
-            if r["status"] == "pruned":
-                ax.scatter([h[-1]["epoch"]], [h[-1]["dev_accuracy"]], marker="x", color="black", zorder=3)
-        n_dev = (mine[0].get("config") or {}).get("n_dev")
+            h = r.history
+            ax.plot([e.epoch for e in h], [e.dev_accuracy for e in h], color=color(variant(cell)), alpha=0.7)
+            if r.status == "pruned":
+                ax.scatter([h[-1].epoch], [h[-1].dev_accuracy], marker="x", color="black", zorder=3)
+        n_dev = mine[0].config.get("n_dev")
         where = Cell.parse(cell)
         ax.set(title=f"{where.task}: {variant(cell)} · {where.model_tag} · {where.shots}-shot\n{len(mine)} trials, dev n = {n_dev}",
                xlabel="epoch",
@@ -279,13 +275,13 @@ def search(records: list[Record], out: Path) -> list[Path]:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax = axes[1][j]
-        params = sorted({k for r in mine for k in (r.get("searched") or {})})
+        params = sorted({k for r in mine for k in r.searched})
         key = "train.lr" if "train.lr" in params else (params[0] if params else None)
-        used = [r for r in mine if key in (r.get("searched") or {})]
+        used = [r for r in mine if key in r.searched]
         for r in used:
-            ax.scatter([r["searched"][key]], [r["history"][-1]["dev_accuracy"]],
-                       marker="x" if r["status"] == "pruned" else "o", color=color(variant(cell)))
-        xs = [r["searched"][key] for r in used]
+            ax.scatter([r.searched[key]], [r.history[-1].dev_accuracy],
+                       marker="x" if r.status == "pruned" else "o", color=color(variant(cell)))
+        xs = [r.searched[key] for r in used]
         if xs and min(xs) > 0 and (key.endswith("lr") or max(xs) > 5 * min(xs)):
             log_x(ax)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.0e}"))

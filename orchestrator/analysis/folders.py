@@ -200,18 +200,18 @@ def create_folder(space: Space, checked: Space, sweep_dir: Path) -> Space:
     return final
 
 
-def set_aside_failed(sweep_dir: Path) -> list[dict]:
+def set_aside_failed(sweep_dir: Path) -> list:
     """--resume retries what failed: each failed record moves to trials/retried/<key>.<n>.json (kept,
     so the summary can say what was retried and how it ended) and its trial runs again. Completed
     and pruned trials never re-run."""
     out = []
     folder = results.records_dir(sweep_dir)
     for rec in results.load_records(sweep_dir):
-        if rec.get("status") != "failed" or not rec.get("trial_key"):
+        if rec.status != "failed" or not rec.trial_key:
             continue
         dest = folder / results.RETRIED
         dest.mkdir(exist_ok=True)
-        n = len(list(dest.glob(f"{rec['trial_key']}.*.json")))
-        os.replace(folder / f"{rec['trial_key']}.json", dest / f"{rec['trial_key']}.{n}.json")
+        n = len(list(dest.glob(f"{rec.trial_key}.*.json")))
+        os.replace(folder / f"{rec.trial_key}.json", dest / f"{rec.trial_key}.{n}.json")
         out.append(rec)
     return out

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.stats import MIN_SEEDS, detectable, min_p, seed_noise, shared_examples, t95
+from trainers.contract import Comparison, Record
 
 DEFAULT_SEED_SD, DEFAULT_ACCURACY = 0.05, 0.6
 DEFAULT_EFFECT_SD = 0.3  # the spread of single examples' own paired effects (SmolLM2 on RTE: 0.34 between two methods)
@@ -51,52 +52,52 @@ def prior_from(folder: Path) -> dict:
     if not records:
         raise ValueError("holds no result records; give an earlier sweep's results folder")
     table = trials_table(records)
-    every = [c for c in comparisons(table, records) if c["n"] > 1]
-    comps = [c for c in every if c["set"] == "in_domain"]
+    every = [c for c in comparisons(table, records) if c.n > 1]
+    comps = [c for c in every if c.set == "in_domain"]
     if not comps:
         raise ValueError("has no in-domain comparison over two or more data seeds to take a prior from")
     reps = completed_replicates(table)
     sets = {}
-    for name in sorted({c["set"] for c in every} - {"in_domain"}):  # an OOD set's spread is its own
-        sets[name] = {**_spread([c for c in every if c["set"] == name], records, reps, name),
-                      "comparisons": sum(c["set"] == name for c in every)}
+    for name in sorted({c.set for c in every} - {"in_domain"}):  # an OOD set's spread is its own
+        sets[name] = {**_spread([c for c in every if c.set == name], records, reps, name),
+                      "comparisons": sum(c.set == name for c in every)}
     accs = reps["in_domain_accuracy"].dropna()
     return {**_spread(comps, records, reps, "in_domain"), "accuracy": float(accs.mean()), "comparisons": len(comps),
             "seconds": _seconds(table, records), "sets": sets, "pairs": _pair_spreads(every, records, reps),
             "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
-                      f"{len({s for c in comps for s in c['seeds']})} data seeds)"}
+                      f"{len({s for c in comps for s in c.seeds})} data seeds)"}
 
 
-def _pair_spreads(comps: list[dict], records: list[dict], reps) -> dict:
+def _pair_spreads(comps: list[Comparison], records: list[Record], reps) -> dict:
     """(task, set, variant, variant) -> the spread of that pair's comparisons (pooled over models and
     shots), the two variants in sorted order."""
     from orchestrator.cells import Cell
     groups: dict = {}
     for c in comps:
-        a, b = Cell.parse(c["a"]), Cell.parse(c["b"])
-        groups.setdefault((a.task, c["set"], *sorted((a.variant, b.variant))), []).append(c)
+        a, b = Cell.parse(c.a), Cell.parse(c.b)
+        groups.setdefault((a.task, c.set, *sorted((a.variant, b.variant))), []).append(c)
     return {key: {**_spread(group, records, reps, key[1]), "comparisons": len(group),
-                  "seeds": min(c["n"] for c in group)} for key, group in groups.items()}
+                  "seeds": min(c.n for c in group)} for key, group in groups.items()}
 
 
-def _spread(comps: list[dict], records: list[dict], reps, name: str) -> dict:
+def _spread(comps: list[Comparison], records: list[Record], reps, name: str) -> dict:
     """seed_sd, example_sd and effect_sd of one evaluation set's comparisons: the per-seed paired
     differences' spread less their own evaluation noise (less what shared examples hide of it), one
     example's paired-difference spread, and the examples' own effects, pooled over comparisons."""
     from orchestrator.analysis.compare import aligned_ids, newest_per_seed, strata_of
     seed_vars, example_vars, effects = [], [], []
     for c in comps:
-        ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c["a"], c["b"]))
+        ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c.a, c.b))
         diffs, per_seed, ids = [], [], []
-        for s in c["seeds"]:
+        for s in c.seeds:
             a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], name)
             diffs.append(float((a - b).mean()))
             per_seed.append(a - b)
             ids.append(keys)
         b2, overlap = shared_examples(per_seed, ids if all(k is not None for k in ids) else None)
-        strata = strata_of({s: records[int(ra.loc[s, "index"])] for s in c["seeds"]}, name,
-                           dict(zip(c["seeds"], ids)) if all(k is not None for k in ids) else None)
-        noise = seed_noise(per_seed, [strata[s] for s in c["seeds"]] if strata else None, overlap)
+        strata = strata_of({s: records[int(ra.loc[s, "index"])] for s in c.seeds}, name,
+                           dict(zip(c.seeds, ids)) if all(k is not None for k in ids) else None)
+        noise = seed_noise(per_seed, [strata[s] for s in c.seeds] if strata else None, overlap)
         example_vars += [v * len(d) for v, d in zip(noise, per_seed)]
         seed_vars.append(float(np.var(diffs, ddof=1)) - float(np.mean(noise)) + b2 * overlap)
         if overlap:
@@ -114,11 +115,9 @@ def _seconds(table, records) -> dict:
         c = Cell.parse(cell)
         fixed, per_query = [], []
         for i, row in group[(group["phase"] != "search") & (group["status"] == "completed")].iterrows():
-            rec = records[i]
-            phases = (rec.get("resources") or {}).get("phases") or {}
-            scored = sum(int(b.get("n_scored") or 0) for b in [(rec["metrics"] or {}).get("in_domain") or {},
-                                                                *((rec["metrics"] or {}).get("ood") or {}).values()])
-            spent = sum((phases.get(p) or {}).get("seconds") or 0.0 for p in EVAL_PHASES)
+            m, phases = records[i].metrics, records[i].resources.phases
+            scored = sum(int(b.n_scored or 0) for b in [*([m.in_domain] if m.in_domain else []), *m.ood.values()])
+            spent = sum(phases[p].seconds or 0.0 for p in EVAL_PHASES if p in phases)
             if scored and row["trial_seconds"] == row["trial_seconds"]:
                 fixed.append(float(row["trial_seconds"]) - spent)
                 per_query.append(spent / scored)

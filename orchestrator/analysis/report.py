@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ from orchestrator.analysis.compare import comparisons, completed_replicates, new
 from orchestrator.analysis.results import (cell_stats, collapse_text, interval_text, load_records, mean_std, summary_table,
                                   title_of, to_markdown, trials_table)
 from orchestrator.analysis.stats import mean_ci
+from trainers.contract import CellStats, Comparison, Record
 from trainers.methods import spec
 
 GROUP = ("task", "model", "shots")
@@ -36,14 +38,14 @@ def replicates(table: pd.DataFrame) -> pd.DataFrame:
     return reps
 
 
-def _where(c: dict) -> str:
-    return f"{c['task']}, {figures.model_name(c['model'])}, {c['shots']} shots"
+def _where(c: CellStats) -> str:
+    return f"{c.task}, {figures.model_name(c.model)}, {c.shots} shots"
 
 
-def _named(c: dict) -> str:
+def _named(c: CellStats) -> str:
     """A cell's method, with its COLLAPSED flags (and in how many seeds) wherever it is named."""
-    fell = [collapse_text(c, s)[len("COLLAPSED "):].replace(" seeds", "") for s in c["collapsed"]]
-    return figures.variant(c["cell"]) + (f" (COLLAPSED {' and '.join(fell)} seeds)" if fell else "")
+    fell = [collapse_text(c, s)[len("COLLAPSED "):].replace(" seeds", "") for s in c.collapsed]
+    return figures.variant(c.cell) + (f" (COLLAPSED {' and '.join(fell)} seeds)" if fell else "")
 
 
 def serve_difference(reps: pd.DataFrame, a: str, b: str) -> dict | None:
@@ -65,130 +67,138 @@ def _ms_interval(d: dict, unit: str = "ms") -> str:
     return f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] {unit} over {d['n']} seeds"
 
 
-def break_even_pairs(cells: list[dict], reps: pd.DataFrame) -> list[dict]:
+def break_even_pairs(cells: list[CellStats], reps: pd.DataFrame) -> list[dict]:
     """Per task × model × shots, each trained cell against ICL: the per-query saving over the data
     seeds (ICL's ms − the cell's, per seed, with its interval) and, where that saving is measurable
     (its interval excludes 0), the queries after which adapting once (the cell's search and this
     replicate's adaptation) costs less than carrying the demonstrations in every prompt, per seed."""
     out = []
     for c in cells:
-        icl = next((i for i in cells if not spec.get(i["method"]).trains and all(i[k] == c[k] for k in GROUP)), None)
-        if not spec.get(c["method"]).trains or not icl or not c["serve_ms_per_query"] or not icl["serve_ms_per_query"]:
+        icl = next((i for i in cells if not spec.get(i.method).trains and all(getattr(i, k) == getattr(c, k) for k in GROUP)), None)
+        if not spec.get(c.method).trains or not icl or not c.serve_ms_per_query or not icl.serve_ms_per_query:
             continue
-        saving = serve_difference(reps, c["cell"], icl["cell"])  # ICL's ms − the cell's: positive when it saves
-        mine, theirs = reps[reps["cell"] == c["cell"]], reps[reps["cell"] == icl["cell"]].set_index("data_seed")
+        saving = serve_difference(reps, c.cell, icl.cell)  # ICL's ms − the cell's: positive when it saves
+        mine, theirs = reps[reps["cell"] == c.cell], reps[reps["cell"] == icl.cell].set_index("data_seed")
         per_seed = {}
         for _, r in mine.iterrows():
             if r["data_seed"] not in theirs.index or pd.isna(r["serve_ms_per_query"]):
                 continue
             save_s = (theirs.loc[r["data_seed"], "serve_ms_per_query"] - r["serve_ms_per_query"]) / 1000
-            adapt = c["search_seconds"] + (r["adaptation_seconds"] or 0)
+            adapt = c.search_seconds + (r["adaptation_seconds"] or 0)
             per_seed[int(r["data_seed"])] = math.ceil(adapt / save_s) if save_s > 0 else None
         finite = sorted(v for v in per_seed.values() if v is not None)
         pays = bool(saving and saving["measurable"] and saving["mean"] > 0)
-        out.append({"where": _where(c), "method": figures.variant(c["cell"]), "cell": c["cell"], "named": _named(c),
-                    "adapt_s": c["adaptation_seconds"], "ms": c["serve_ms_per_query"]["mean"],
-                    "icl_ms": icl["serve_ms_per_query"]["mean"], "per_seed": per_seed, "saving": saving,
+        out.append({"where": _where(c), "method": figures.variant(c.cell), "cell": c.cell, "named": _named(c),
+                    "adapt_s": c.adaptation_seconds, "ms": c.serve_ms_per_query.mean,
+                    "icl_ms": icl.serve_ms_per_query.mean, "per_seed": per_seed, "saving": saving,
                     "dearer": bool(saving and saving["measurable"] and saving["mean"] < 0),
                     "range": (finite[0], finite[-1]) if finite and pays else None,
                     "never": sum(v is None for v in per_seed.values()),
-                    "alone": c["serve_alone"] and icl["serve_alone"]})
+                    "alone": c.serve_alone and icl.serve_alone})
     return out
 
 
-def _between(best: dict, other: dict, comps: list[dict]) -> dict | None:
+class Oriented(NamedTuple):
+    """A comparison read as best − other."""
+    comp: Comparison
+    diff: float
+    lo: float
+    hi: float
+    won: bool
+
+
+def _between(best: CellStats, other: CellStats, comps: list[Comparison]) -> Oriented | None:
     """The in-domain comparison of two cells, oriented best − other."""
-    comp = next((x for x in comps if x["set"] == "in_domain" and {x["a"], x["b"]} == {best["cell"], other["cell"]}), None)
+    comp = next((x for x in comps if x.set == "in_domain" and {x.a, x.b} == {best.cell, other.cell}), None)
     if not comp:
         return None
-    sign = 1 if comp["a"] == best["cell"] else -1
-    lo, hi = sorted((sign * comp["ci95"][0], sign * comp["ci95"][1]))
-    won = comp["verdict"] == ("a better" if sign == 1 else "b better")
-    return {**comp, "diff": sign * comp["mean_diff"], "lo": lo, "hi": hi, "won": won}
+    sign = 1 if comp.a == best.cell else -1
+    lo, hi = sorted((sign * comp.ci95[0], sign * comp.ci95[1]))
+    return Oriented(comp, sign * comp.mean_diff, lo, hi, comp.verdict == ("a better" if sign == 1 else "b better"))
 
 
-def _best(cells: list[dict], comps: list[dict]) -> tuple[str, pd.DataFrame]:
+def _best(cells: list[CellStats], comps: list[Comparison]) -> tuple[str, pd.DataFrame]:
     rows, parts = [], []
-    for key in sorted({tuple(c[k] for k in GROUP) for c in cells}):
-        mine = sorted((c for c in cells if tuple(c[k] for k in GROUP) == key and c["in_domain_accuracy"]),
-                      key=lambda c: -c["in_domain_accuracy"]["mean"])
+    for key in sorted({tuple(getattr(c, k) for k in GROUP) for c in cells}):
+        mine = sorted((c for c in cells if tuple(getattr(c, k) for k in GROUP) == key and c.in_domain_accuracy),
+                      key=lambda c: -c.in_domain_accuracy.mean)
         if not mine:
             continue
         top, where = mine[0], _where(mine[0])
         against = [_between(top, other, comps) for other in mine[1:]]
-        best = bool(against) and all(a and a["won"] for a in against) and not top["collapsed"]
+        best = bool(against) and all(a and a.won for a in against) and not top.collapsed
         word = "best" if best else "highest mean"
         row = {"task × model × shots": where, word if best else "highest mean in domain": _named(top),
-               "accuracy [95 % interval]": interval_text(top["in_domain_accuracy"]), "collapsed": ", ".join(top["collapsed"]) or "-"}
-        lo, hi = top["in_domain_accuracy"]["ci95"] or (0.0, 0.0)
+               "accuracy [95 % interval]": interval_text(top.in_domain_accuracy), "collapsed": ", ".join(top.collapsed) or "-"}
+        lo, hi = top.in_domain_accuracy.ci95 or (0.0, 0.0)
         # an interval over most of [0, 1]: what the design cannot tell comes before the number
-        vague = (f"{top['in_domain_accuracy']['n']} seed{'s' if top['in_domain_accuracy']['n'] != 1 else ''} place no "
+        vague = (f"{top.in_domain_accuracy.n} seed{'s' if top.in_domain_accuracy.n != 1 else ''} place no "
                  f"method's accuracy closer than a {hi - lo:.2f}-wide interval and cannot tell the methods apart: "
                  if hi - lo >= 0.5 else "")
-        text = (f"on {where}, {_named(top)} is best in domain at {interval_text(top['in_domain_accuracy'])}" if best else
-                f"on {where}, {vague}{_named(top)} has the highest mean in domain, {interval_text(top['in_domain_accuracy'])}")
+        text = (f"on {where}, {_named(top)} is best in domain at {interval_text(top.in_domain_accuracy)}" if best else
+                f"on {where}, {vague}{_named(top)} has the highest mean in domain, {interval_text(top.in_domain_accuracy)}")
         if against and against[0]:
             a, runner = against[0], mine[1]
-            row.update({"runner-up": _named(runner), "difference [95 %]": f"{a['diff']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}]",
-                        "seeds": a["n"], "verdict": verdict_words(a), "why": a["reason"]})
-            text += (f", {a['diff']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}] over {_named(runner)}: "
-                     f"{verdict_words(a)} ({a['reason']})")
+            row.update({"runner-up": _named(runner), "difference [95 %]": f"{a.diff:+.3f} [{a.lo:+.3f}, {a.hi:+.3f}]",
+                        "seeds": a.comp.n, "verdict": verdict_words(a.comp), "why": a.comp.reason})
+            text += (f", {a.diff:+.3f} [{a.lo:+.3f}, {a.hi:+.3f}] over {_named(runner)}: "
+                     f"{verdict_words(a.comp)} ({a.comp.reason})")
         rows.append(row)
         parts.append(text)
     sentence = ("In domain, " + "; ".join(parts) + ".") if parts else "No cell completed a replicate."
     return sentence, pd.DataFrame(rows)
 
 
-def collapse_note(cells: list[dict]) -> str:
+def collapse_note(cells: list[CellStats]) -> str:
     """What COLLAPSED means, with the first flagged cell's seeds as the example, under the sentences."""
-    c = next((c for c in cells if c["collapsed"] and (c.get("collapse") or {}).get(c["collapsed"][0])), None)
+    c = next((c for c in cells if c.collapsed and c.collapse.get(c.collapsed[0])), None)
     if not c:
         return ""
-    name = c["collapsed"][0]
-    info = c["collapse"][name]
-    seeds = ", ".join(f"seed {s} answered {info['classes'].get(s, 'one class')} {100 * share:.0f} % of the time"
-                      for s, share in sorted(info["shares"].items()))
+    name = c.collapsed[0]
+    info = c.collapse[name]
+    seeds = ", ".join(f"seed {s} answered {info.classes.get(s, 'one class')} {100 * share:.0f} % of the time"
+                      for s, share in sorted(info.shares.items()))
     return (f"COLLAPSED on a set: a seed answered one class at least 90 % of the time there, so on a balanced set it "
-            f"scores about 0.5 whatever it learned; e.g. {figures.variant(c['cell'])} on {_where(c)}, "
+            f"scores about 0.5 whatever it learned; e.g. {figures.variant(c.cell)} on {_where(c)}, "
             f"{'in domain' if name == 'in_domain' else name}: {seeds}.")
 
 
-def _serving(cells: list[dict], reps: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+def _serving(cells: list[CellStats], reps: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Per task × model × shots, the cell with the lowest serving cost where its difference from every
     other cell's is measurable over the seeds; else the cells it cannot be told apart from."""
     parts, against = [], {}
-    for key in sorted({tuple(c[k] for k in GROUP) for c in cells}):
-        mine = sorted((c for c in cells if tuple(c[k] for k in GROUP) == key and c["serve_ms_per_query"]),
-                      key=lambda c: c["serve_ms_per_query"]["mean"])
+    for key in sorted({tuple(getattr(c, k) for k in GROUP) for c in cells}):
+        mine = sorted((c for c in cells if tuple(getattr(c, k) for k in GROUP) == key and c.serve_ms_per_query),
+                      key=lambda c: c.serve_ms_per_query.mean)
         if len(mine) < 2:
             continue
         cheap = mine[0]
-        diffs = {c["cell"]: serve_difference(reps, cheap["cell"], c["cell"]) for c in mine[1:]}
+        diffs = {c.cell: serve_difference(reps, cheap.cell, c.cell) for c in mine[1:]}
         against.update({cell: d for cell, d in diffs.items() if d})
-        tied = [c for c in mine[1:] if not (diffs[c["cell"]] or {}).get("measurable")]
+        tied = [c for c in mine[1:] if not (diffs[c.cell] or {}).get("measurable")]
         dearer = [c for c in mine[1:] if c not in tied]
-        ms = lambda c: f"{c['serve_ms_per_query']['mean']:.0f} ms"  # noqa: E731
-        noisy = "" if all(c["serve_alone"] for c in mine) else " (measured beside other trials: not comparable)"
+        ms = lambda c: f"{c.serve_ms_per_query.mean:.0f} ms"  # noqa: E731
+        noisy = "" if all(c.serve_alone for c in mine) else " (measured beside other trials: not comparable)"
         if not tied:
             runner = mine[1]
             parts.append(f"on {_where(cheap)}, {_named(cheap)} has the lowest serving cost, {ms(cheap)} a query against "
-                         f"{ms(runner)} for {_named(runner)} ({_ms_interval(diffs[runner['cell']])}){noisy}")
+                         f"{ms(runner)} for {_named(runner)} ({_ms_interval(diffs[runner.cell])}){noisy}")
             continue
         text = (f"on {_where(cheap)}, no measurable serving difference between {_named(cheap)} ({ms(cheap)}) and "
-                + ", ".join(f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c['cell']])})" if diffs[c["cell"]] else _named(c)
+                + ", ".join(f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c.cell])})" if diffs[c.cell] else _named(c)
                             for c in tied))
         if dearer:
             text += f"; {_named(cheap)} serves measurably cheaper than " + ", ".join(
-                f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c['cell']])})" for c in dearer)
+                f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c.cell])})" for c in dearer)
         parts.append(text + noisy)
-    rows = [{"cell": c["cell"], "serve ms/query": mean_std(c["serve_ms_per_query"], 1),
-             "vs the cheapest (ms, 95 % over seeds)": _ms_interval(against[c["cell"]]) if c["cell"] in against else "-",
-             "serve CPU ms/query": mean_std(c["serve_cpu_ms_per_query"], 1),
-             "measured alone": "yes" if c["serve_alone"] else "no (beside other trials)",
-             "serve peak MiB": mean_std(c["serve_peak_mib"], 0), "adaptation s (search + one replicate)":
-             f"{c['search_seconds']:.0f} + {(c['replicate_adaptation_seconds'] or {}).get('mean', 0):.0f}",
-             "Ray overhead s (all trials)": f"{c['ray_overhead_seconds']:.0f}",
-             "labelled examples used": c["labelled_examples"]} for c in cells]
+    rows = [{"cell": c.cell, "serve ms/query": mean_std(c.serve_ms_per_query, 1),
+             "vs the cheapest (ms, 95 % over seeds)": _ms_interval(against[c.cell]) if c.cell in against else "-",
+             "serve CPU ms/query": mean_std(c.serve_cpu_ms_per_query, 1),
+             "measured alone": "yes" if c.serve_alone else "no (beside other trials)",
+             "serve peak MiB": mean_std(c.serve_peak_mib, 0), "adaptation s (search + one replicate)":
+             f"{c.search_seconds:.0f} + {c.replicate_adaptation_seconds.mean if c.replicate_adaptation_seconds else 0:.0f}",
+             "Ray overhead s (all trials)": f"{c.ray_overhead_seconds:.0f}",
+             "labelled examples used": c.labelled_examples} for c in cells]
     sentence = ("Serving: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
     return sentence, pd.DataFrame(rows)
 
@@ -224,13 +234,12 @@ def _break_even_text(pairs: list[dict]) -> tuple[str, pd.DataFrame]:
     return sentence, pd.DataFrame(rows)
 
 
-def charged_dev_note(records: list) -> str:
+def charged_dev_note(records: list[Record]) -> str:
     """A line when replicates that keep their last epoch were metered before their dev passes stopped
     being charged (records without `dev_seconds_uncharged`): the costs text below would misread them."""
-    old = [r for r in records if r.get("phase") == "replicate" and r.get("status") == "completed"
-           and "dev" in ((r.get("resources") or {}).get("phases") or {})
-           and ((r.get("config") or {}).get("train") or {}).get("selection", "last") == "last"
-           and "dev_seconds_uncharged" not in (r.get("resources") or {})]
+    old = [r for r in records if r.phase == "replicate" and r.status == "completed" and "dev" in r.resources.phases
+           and (r.config.get("train") or {}).get("selection", "last") == "last"
+           and r.resources.dev_seconds_uncharged is None]
     if not old:
         return ""
     return (f"These records predate the metering of 2026-12-02 (commit 2020954): {len(old)} replicate(s) that keep their last epoch charge "
@@ -251,12 +260,12 @@ def tuning_note(table: pd.DataFrame) -> str:
             f"against ICL, and its cost is counted twice. Hold the tuning seed out (`tuning_data_seed`, default) to avoid it.")
 
 
-def _comparison_table(comps: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"A": figures.variant(c["a"]), "B": figures.variant(c["b"]),
-                          "where": (lambda cell: f"{cell.task}, {cell.model_tag}/{cell.shots}shot")(Cell.parse(c["a"])), "set": c["set"],
-                          "A − B": f"{c['mean_diff']:+.3f}", "95 % interval": f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
-                          "p": f"{c['p']:.3g}", "seeds": c["n"], "examples": c["examples"], "verdict": verdict_words(c),
-                          "why": c["reason"], "collapsed": ", ".join(c.get("collapsed") or []) or "-"} for c in comps])
+def _comparison_table(comps: list[Comparison]) -> pd.DataFrame:
+    return pd.DataFrame([{"A": figures.variant(c.a), "B": figures.variant(c.b),
+                          "where": (lambda cell: f"{cell.task}, {cell.model_tag}/{cell.shots}shot")(Cell.parse(c.a)), "set": c.set,
+                          "A − B": f"{c.mean_diff:+.3f}", "95 % interval": f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]",
+                          "p": f"{c.p:.3g}", "seeds": c.n, "examples": c.examples, "verdict": verdict_words(c),
+                          "why": c.reason, "collapsed": ", ".join(c.collapsed) or "-"} for c in comps])
 
 
 def write_report(folder: Path) -> Path:
@@ -270,7 +279,7 @@ def write_report(folder: Path) -> Path:
         old.unlink()
     reps, cells, comps = replicates(table), cell_stats(table, records), comparisons(table, records)
     pairs = break_even_pairs(cells, reps)
-    title = title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
+    title = title_of(table, next((r.sweep for r in records if r.sweep), None))
     (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells, reps), _break_even_text(pairs)
     note = tuning_note(table)
     flag = collapse_note(cells)

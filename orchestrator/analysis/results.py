@@ -22,7 +22,8 @@ from orchestrator.cells import Cell, variant_of
 from orchestrator.analysis.compare import cell_accuracy, comparison_lines, comparisons, newest_per_seed, ood_names
 from orchestrator.analysis.stats import collapsed_seeds, mean_ci
 from trainers.methods import spec
-from trainers.records import Record, write_json_atomic
+from trainers.contract import CellStats, Collapse, Context, EvalBlock, Record, Retried, Serving, Stat, dump, load
+from trainers.records import write_json_atomic
 
 RECORDS = "trials"
 CORRUPT = "corrupt"  # under trials/: records that did not parse
@@ -33,19 +34,20 @@ def records_dir(sweep_dir: Path) -> Path:
     return Path(sweep_dir) / RECORDS
 
 
-def write_record(sweep_dir: Path, record: dict) -> Path:
-    path = records_dir(sweep_dir) / f"{record['trial_key']}.json"
-    write_json_atomic(path, record)
+def write_record(sweep_dir: Path, record: Record) -> Path:
+    """The record as JSON under trials/ (the disk's edge), named by its trial key."""
+    path = records_dir(sweep_dir) / f"{record.trial_key}.json"
+    write_json_atomic(path, dump(record))
     return path
 
 
-def retried(sweep_dir: Path) -> list[dict]:
+def retried(sweep_dir: Path) -> list[Record]:
     """The failed records earlier resumes set aside (oldest first per trial)."""
     folder = records_dir(sweep_dir) / RETRIED
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [load(Record, json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def load_records(folder: Path, set_aside: bool = False) -> list[dict]:
+def load_records(folder: Path, set_aside: bool = False) -> list[Record]:
     """Every record of a sweep (or a folder of single-run records). One that does not parse (a
     truncated write, a hand edit) is named on stderr and skipped; with `set_aside` (a sweep starting
     or resuming: the only writer of its folder) it is moved to `trials/corrupt/`, so that trial runs
@@ -61,17 +63,17 @@ def load_records(folder: Path, set_aside: bool = False) -> list[dict]:
             _set_aside(p, f"does not parse ({e})", set_aside)
             continue
         if isinstance(rec, dict) and "status" in rec and "config" in rec:
-            out.append(rec)
+            out.append(load(Record, rec))
         elif sub.is_dir():  # inside trials/ every file is a record
             _set_aside(p, "is not a result record (no status or config)", set_aside)
     _use_methods_files(out)
     return out
 
 
-def _use_methods_files(records: list[dict]) -> None:
+def _use_methods_files(records: list[Record]) -> None:
     """Records of a researcher's own method name the file that registers it: import it, so the method's
     traits are known here; one that no longer imports is named once."""
-    for path in sorted({(r["config"] or {}).get("methods_file") for r in records} - {None}):
+    for path in sorted({r.config.get("methods_file") for r in records} - {None}):
         try:
             spec.use_methods_file(path)
         except spec.MethodsFileError as e:
@@ -89,50 +91,47 @@ def _set_aside(path: Path, why: str, move: bool) -> None:
 
 
 def cell_of(rec: Record) -> str:
-    return rec.get("cell") or Cell.of_config(rec["config"]).id
+    return rec.cell or Cell.of_config(rec.config).id
 
 
 def _row(rec: Record) -> dict:
-    c, m = rec["config"], rec.get("metrics") or {}
-    res = rec.get("resources") or {}
-    row = {"cell": cell_of(rec), "phase": rec.get("phase", "run"), "status": rec["status"], "trial_key": rec.get("trial_key"),
+    c, m, res = rec.config, rec.metrics, rec.resources
+    serving = res.serving or Serving()
+    row = {"cell": cell_of(rec), "phase": rec.phase or "run", "status": rec.status, "trial_key": rec.trial_key,
+           # what ran, as its config says (a record's own copies of these came later)
            "task": c["task"], "method": c["method"], "peft": Cell.of_config(c).peft,
-           "model": c["model"], "shots": c["shots"], "data_seed": c["data_seed"], "seed": rec.get("seed", c.get("seed")),
-           "lr": (rec.get("resolved") or {}).get("lr"),
-           "epochs_run": len(rec.get("history") or []),
-           "dev_accuracy": (m.get("dev") or {}).get("accuracy", (rec.get("history") or [{}])[-1].get("dev_accuracy")),
-           "in_domain_accuracy": (m.get("in_domain") or {}).get("accuracy"),
-           "in_domain_accuracy_full_vocab": (m.get("in_domain") or {}).get("accuracy_full_vocab"),
-           "peak_memory_mib": res.get("peak_memory_mib"), "seconds": res.get("total_seconds"),
-           "trial_seconds": rec.get("trial_seconds"), "n_dev": c.get("n_dev"),
+           "model": c["model"], "shots": c["shots"], "data_seed": c["data_seed"],
+           "seed": rec.seed if rec.keys is None or "seed" in rec.keys else c.get("seed"),
+           "lr": rec.resolved.lr,
+           "epochs_run": len(rec.history),
+           "dev_accuracy": m.dev.accuracy if m.dev else (rec.history[-1].dev_accuracy if rec.history else None),
+           "in_domain_accuracy": m.in_domain.accuracy if m.in_domain else None,
+           "in_domain_accuracy_full_vocab": m.in_domain.accuracy_full_vocab if m.in_domain else None,
+           "peak_memory_mib": res.peak_memory_mib, "seconds": res.total_seconds,
+           "trial_seconds": rec.trial_seconds, "n_dev": c.get("n_dev"),
            # a pruned trial has no phases: its epochs' seconds (training and dev) and CD's teacher targets
-           "adaptation_seconds": res.get("adaptation_seconds", sum((h.get("epoch_seconds") or 0) + (h.get("setup_seconds") or 0)
-                                                                   for h in rec.get("history") or [])),
-           "serve_ms_per_query": (res.get("serving") or {}).get("ms_per_query"),
-           "serve_cpu_ms_per_query": (res.get("serving") or {}).get("cpu_ms_per_query"),
-           "serve_exclusive": (res.get("serving") or {}).get("exclusive"),
-           "serve_peak_mib": (res.get("serving") or {}).get("peak_memory_mib"),
-           "serve_kv_bytes_per_query": (res.get("serving") or {}).get("kv_bytes_per_query"),
-           "trainable_params": (rec.get("params") or {}).get("trainable"), "total_params": (rec.get("params") or {}).get("total"),
-           "error": rec.get("error"),
-           "time": (rec.get("env") or {}).get("time")}
-    context = (rec.get("resolved") or {}).get("context") or {}
+           "adaptation_seconds": (res.adaptation_seconds if res.adaptation_seconds is not None
+                                  else sum((h.epoch_seconds or 0) + (h.setup_seconds or 0) for h in rec.history)),
+           "serve_ms_per_query": serving.ms_per_query, "serve_cpu_ms_per_query": serving.cpu_ms_per_query,
+           "serve_exclusive": serving.exclusive, "serve_peak_mib": serving.peak_memory_mib,
+           "serve_kv_bytes_per_query": serving.kv_bytes_per_query,
+           "trainable_params": rec.params.trainable, "total_params": rec.params.total,
+           "error": rec.error,
+           "time": rec.env.time}
+    context = rec.resolved.context or Context()
     # queries left unscored because they did not fit the window (a cell with any is flagged in the summary)
-    row["n_dropped"] = sum(int(b.get("n_dropped") or 0) for b in [m.get("in_domain") or {}, *(m.get("ood") or {}).values()])
-    row["demos_truncated"], row["tokens_cut"] = context.get("demos_truncated"), context.get("tokens_cut")
-    if m.get("in_domain"):
-        row["in_domain_pred_class0"] = next(iter(m["in_domain"]["pred_fraction"].values()))
-        row["in_domain_pred_top"] = max(m["in_domain"]["pred_fraction"].values())
-        row["in_domain_pred_top_class"] = max(m["in_domain"]["pred_fraction"], key=m["in_domain"]["pred_fraction"].get)
-    for name, block in (m.get("ood") or {}).items():
-        row[f"{name}_accuracy"] = block.get("accuracy")
-        row[f"{name}_full_vocab"] = block.get("accuracy_full_vocab")
-        row[f"{name}_pred_class0"] = next(iter(block["pred_fraction"].values()))
-        row[f"{name}_pred_top"] = max(block["pred_fraction"].values())
-        row[f"{name}_pred_top_class"] = max(block["pred_fraction"], key=block["pred_fraction"].get)
-    if "in_domain" in (m.get("teacher") or {}):
-        row["teacher_in_domain_accuracy"] = m["teacher"]["in_domain"]["accuracy"]
-    for k, v in (rec.get("searched") or {}).items():
+    row["n_dropped"] = sum(int(b.n_dropped or 0) for b in [m.in_domain or EvalBlock(), *m.ood.values()])
+    row["demos_truncated"], row["tokens_cut"] = context.demos_truncated, context.tokens_cut
+    for name, block in ([("in_domain", m.in_domain)] if m.in_domain else []) + list(m.ood.items()):
+        if name != "in_domain":
+            row[f"{name}_accuracy"], row[f"{name}_full_vocab"] = block.accuracy, block.accuracy_full_vocab
+        fractions = block.pred_fraction
+        row[f"{name}_pred_class0"] = next(iter(fractions.values()))
+        row[f"{name}_pred_top"] = max(fractions.values())
+        row[f"{name}_pred_top_class"] = max(fractions, key=fractions.get)
+    if m.teacher and m.teacher.in_domain:
+        row["teacher_in_domain_accuracy"] = m.teacher.in_domain.accuracy
+    for k, v in rec.searched.items():
         row[f"param:{k}"] = v
     if row["trial_seconds"] is not None and row["seconds"] is not None:  # worker group start/stop, scheduling
         row["ray_overhead_seconds"] = round(row["trial_seconds"] - row["seconds"], 3)
@@ -146,12 +145,12 @@ def best_search_trials(records: list[Record]) -> dict[str, Record]:
     epochs) wins them."""
     best: dict[str, tuple] = {}
     for r in records:
-        if r.get("phase") != "search" or r["status"] != "completed":
+        if r.phase != "search" or r.status != "completed":
             continue
-        history = r.get("history") or [{"dev_accuracy": 0.0}]
-        key = (r["metrics"]["dev"]["accuracy"], sum(h["dev_accuracy"] for h in history) / len(history))
-        if r["cell"] not in best or key > best[r["cell"]][0]:
-            best[r["cell"]] = (key, r)
+        history = [h.dev_accuracy for h in r.history] or [0.0]
+        key = (r.metrics.dev.accuracy, sum(history) / len(history))
+        if r.cell not in best or key > best[r.cell][0]:
+            best[r.cell] = (key, r)
     return {cell: rec for cell, (_, rec) in best.items()}
 
 
@@ -159,14 +158,14 @@ def trials_table(records: list[Record]) -> pd.DataFrame:
     return pd.DataFrame([_row(r) for r in records])
 
 
-def stats(values: pd.Series | None) -> dict | None:
-    """{"mean", "std", "n", "ci95"} over the non-missing values (a t-interval over seeds), or None."""
-    return mean_ci([] if values is None else values.dropna().astype(float).tolist())
+def stats(values: pd.Series | None) -> Stat | None:
+    """Mean, std, n and ci95 over the non-missing values (a t-interval over seeds), or None."""
+    return load(Stat, mean_ci([] if values is None else values.dropna().astype(float).tolist()))
 
 
-def mean_std(st: dict | None, digits: int = 3) -> str:
+def mean_std(st: Stat | None, digits: int = 3) -> str:
     """A cell statistic as "mean ± std" ("-" when the cell has none)."""
-    return "-" if not st else f"{st['mean']:.{digits}f} ± {st['std']:.{digits}f}"
+    return "-" if not st else f"{st.mean:.{digits}f} ± {st.std:.{digits}f}"
 
 
 def duplicate_notes(table: pd.DataFrame) -> list[str]:
@@ -179,13 +178,13 @@ def duplicate_notes(table: pd.DataFrame) -> list[str]:
             for (cell, seed), n in counts.items() if n > 1]
 
 
-def _retried(cell: str, group: pd.DataFrame, retried: list[dict]) -> dict:
-    keys = {r["trial_key"] for r in retried if r.get("cell") == cell}
+def _retried(cell: str, group: pd.DataFrame, retried: list[Record]) -> Retried:
+    keys = {r.trial_key for r in retried if r.cell == cell}
     now = group[group["trial_key"].isin(keys)]["status"].value_counts().to_dict() if keys else {}
-    return {"trials": len(keys), "now": {k: int(v) for k, v in now.items()}}
+    return Retried(trials=len(keys), now={k: int(v) for k, v in now.items()})
 
 
-def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[dict] | None = None) -> list[dict]:
+def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[Record] | None = None) -> list[CellStats]:
     """Per cell, numbers only (summary.json): every accuracy with an interval over seeds and
     examples (`compare.cell_accuracy`; `records` are the table's rows' records, in its order); mean,
     std and t-interval over the replicates of prediction fractions, memory and time; the cell's
@@ -199,36 +198,35 @@ def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[dict] |
         reps = newest_per_seed(group[(group["phase"] != "search") & (group["status"] == "completed")])
         first = group.iloc[0]
         truncated = "demos_truncated" in reps and bool(reps["demos_truncated"].fillna(0).astype(float).any())
-        out.append({
-            "cell": cell, "task": first["task"], "method": first["method"], "peft": first["peft"], "model": first["model"],
-            "shots": int(first["shots"]), "seeds": int(len(reps)),
-            "in_domain_accuracy": cell_accuracy(reps, records, "in_domain"),
-            "in_domain_accuracy_full_vocab": cell_accuracy(reps, records, "in_domain", full_vocab=True),
-            "ood_accuracy": {name: cell_accuracy(reps, records, name) for name in ood},
-            "ood_accuracy_full_vocab": {name: cell_accuracy(reps, records, name, full_vocab=True) for name in ood},
+        accuracy = lambda name, full=False: load(Stat, cell_accuracy(reps, records, name, full_vocab=full))  # noqa: E731
+        fell = _collapse(reps, ["in_domain", *ood])
+        out.append(CellStats(
+            cell=cell, task=first["task"], method=first["method"], peft=first["peft"], model=first["model"],
+            shots=int(first["shots"]), seeds=int(len(reps)),
+            in_domain_accuracy=accuracy("in_domain"), in_domain_accuracy_full_vocab=accuracy("in_domain", True),
+            ood_accuracy={name: accuracy(name) for name in ood},
+            ood_accuracy_full_vocab={name: accuracy(name, True) for name in ood},
             # a model answering one class everywhere scores ~0.5 on HANS: how often it says class 0
-            "pred_class0": {name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
-            **_collapse(reps, ["in_domain", *ood]),
-            "teacher_in_domain_accuracy": stats(reps.get("teacher_in_domain_accuracy")),
-            "dropped_queries": int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0,
-            "demos_truncated": stats(reps["demos_truncated"]) if truncated else None,
-            "tokens_cut": stats(reps["tokens_cut"]) if truncated else None,
-            "peak_memory_mib": stats(reps["peak_memory_mib"]), "seconds": stats(reps["seconds"]),
+            pred_class0={name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
+            collapsed=list(fell), collapse=fell,
+            teacher_in_domain_accuracy=stats(reps.get("teacher_in_domain_accuracy")),
+            dropped_queries=int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0,
+            demos_truncated=stats(reps["demos_truncated"]) if truncated else None,
+            tokens_cut=stats(reps["tokens_cut"]) if truncated else None,
+            peak_memory_mib=stats(reps["peak_memory_mib"]), seconds=stats(reps["seconds"]),
             **_costs(group, reps),
-            "trainable_params": int(reps["trainable_params"].max()) if reps["trainable_params"].notna().any() else None,
-            "lr": [float(x) for x in sorted(reps["lr"].dropna().unique())],
-            "search_trials": int((group["phase"] == "search").sum()),
+            trainable_params=int(reps["trainable_params"].max()) if reps["trainable_params"].notna().any() else None,
+            lr=[float(x) for x in sorted(reps["lr"].dropna().unique())],
+            search_trials=int((group["phase"] == "search").sum()),
             **{status: int((group["status"] == status).sum()) for status in ("pruned", "failed", "diverged")},
             # failed trials a --resume ran again, and how they ended this time
-            "retried": _retried(cell, group, retried or []),
-        })
+            retried=_retried(cell, group, retried or [])))
     return out
 
 
-def _collapse(reps: pd.DataFrame, sets: list[str]) -> dict:
-    """"collapsed": the sets where any seed answered one class ≥ 90 % of the time (a mean over seeds
-    hides one seed's collapse); "collapse": per such set, how many seeds of how many, and every seed's
-    top-class share."""
+def _collapse(reps: pd.DataFrame, sets: list[str]) -> dict[str, Collapse]:
+    """Per set where any seed answered one class ≥ 90 % of the time (a mean over seeds hides one
+    seed's collapse): how many seeds of how many, and every seed's top-class share."""
     out = {}
     for name in sets:
         if f"{name}_pred_top" not in reps:
@@ -236,16 +234,16 @@ def _collapse(reps: pd.DataFrame, sets: list[str]) -> dict:
         rows = reps[["data_seed", f"{name}_pred_top", f"{name}_pred_top_class"]].dropna()
         k, n = collapsed_seeds(rows[f"{name}_pred_top"].astype(float).tolist())
         if k:
-            out[name] = {"seeds": k, "of": n, "shares": {int(s): round(float(v), 4) for s, v, _ in rows.itertuples(index=False)},
-                         "classes": {int(s): c for s, _, c in rows.itertuples(index=False)}}
-    return {"collapsed": list(out), "collapse": out}
+            out[name] = Collapse(seeds=k, of=n, shares={int(s): round(float(v), 4) for s, v, _ in rows.itertuples(index=False)},
+                                 classes={int(s): c for s, _, c in rows.itertuples(index=False)})
+    return out
 
 
-def collapse_text(c: dict, name: str) -> str:
+def collapse_text(c: CellStats, name: str) -> str:
     """'COLLAPSED on hans in 2 of 3 seeds'."""
-    info = (c.get("collapse") or {}).get(name)
+    info = c.collapse.get(name)
     where = "in domain" if name == "in_domain" else f"on {name}"
-    return f"COLLAPSED {where}" + (f" in {info['seeds']} of {info['of']} seeds" if info else "")
+    return f"COLLAPSED {where}" + (f" in {info.seeds} of {info.of} seeds" if info else "")
 
 
 def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
@@ -256,7 +254,7 @@ def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
     search_s = float(search["adaptation_seconds"].fillna(0).sum()) if "adaptation_seconds" in search else 0.0
     overhead = group["ray_overhead_seconds"].dropna() if "ray_overhead_seconds" in group else pd.Series(dtype=float)
     return {"search_seconds": round(search_s, 3), "replicate_adaptation_seconds": rep_adapt,
-            "adaptation_seconds": round(search_s + (rep_adapt["mean"] if rep_adapt else 0.0), 3),
+            "adaptation_seconds": round(search_s + (rep_adapt.mean if rep_adapt else 0.0), 3),
             "serve_ms_per_query": stats(reps.get("serve_ms_per_query")), "serve_peak_mib": stats(reps.get("serve_peak_mib")),
             "serve_cpu_ms_per_query": stats(reps.get("serve_cpu_ms_per_query")),
             "serve_kv_bytes_per_query": stats(reps.get("serve_kv_bytes_per_query")),
@@ -268,51 +266,51 @@ def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
                                                                 if spec.get(group.iloc[0]["method"]).trains else 0)}
 
 
-def interval_text(st: dict | None, digits: int = 3) -> str:
+def interval_text(st: Stat | None, digits: int = 3) -> str:
     """An accuracy as "mean [lo, hi]" (its 95 % interval over seeds and examples), "-" when none."""
     if not st:
         return "-"
-    lo, hi = st["ci95"] or (st["mean"], st["mean"])
-    return f"{st['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    lo, hi = st.ci95 or (st.mean, st.mean)
+    return f"{st.mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def flags(c: dict) -> list[str]:
-    return (["DROPPED QUERIES"] if c["dropped_queries"] else []) + [collapse_text(c, n) for n in c["collapsed"]]
+def flags(c: CellStats) -> list[str]:
+    return (["DROPPED QUERIES"] if c.dropped_queries else []) + [collapse_text(c, n) for n in c.collapsed]
 
 
-def summary_table(cells: list[dict]) -> pd.DataFrame:
+def summary_table(cells: list[CellStats]) -> pd.DataFrame:
     """cell_stats as text, one row per cell: accuracies with their intervals, costs, trial counts."""
     rows = []
     for c in cells:
-        row = {"cell": c["cell"], "seeds": c["seeds"], "in-domain acc": interval_text(c["in_domain_accuracy"])}
-        row.update({f"{name} acc": interval_text(st) for name, st in c["ood_accuracy"].items()})
+        row = {"cell": c.cell, "seeds": c.seeds, "in-domain acc": interval_text(c.in_domain_accuracy)}
+        row.update({f"{name} acc": interval_text(st) for name, st in c.ood_accuracy.items()})
         row["flags"] = ", ".join(flags(c)) or "-"
-        full = [("in-domain", c.get("in_domain_accuracy_full_vocab")), *(c.get("ood_accuracy_full_vocab") or {}).items()]
+        full = [("in-domain", c.in_domain_accuracy_full_vocab), *c.ood_accuracy_full_vocab.items()]
         row.update({f"{name} acc (full vocab)": mean_std(st) for name, st in full if st})
-        row.update({f"{name.replace('_', '-')} P(class 0)": mean_std(st, 2) for name, st in c["pred_class0"].items() if st})
-        if c["teacher_in_domain_accuracy"]:
-            row["teacher in-domain acc"] = mean_std(c["teacher_in_domain_accuracy"])
-        row["dropped queries"] = c["dropped_queries"]
-        row["truncated demos"] = (f"{c['demos_truncated']['mean']:.0f}/{c['shots']}, {c['tokens_cut']['mean']:.0f} tokens cut"
-                                  if c["demos_truncated"] else "-")
-        trains = spec.get(c["method"]).trains
-        row["labelled"] = f"{c['shots']}+{c['labelled_examples'] - c['shots']} dev" if trains else f"{c['shots']}"
-        row["adapt s"] = f"{c['adaptation_seconds']:.0f}" if trains else "0"
-        row["serve ms/q"] = mean_std(c["serve_ms_per_query"], 1) + ("" if c["serve_alone"] or not c["serve_ms_per_query"]
-                                                                      else " (shared)")
-        row["serve CPU ms/q"] = mean_std(c["serve_cpu_ms_per_query"], 1)
-        row["serve MiB"] = mean_std(c["serve_peak_mib"], 0)
-        kv = c.get("serve_kv_bytes_per_query")
-        row["KV MiB/q"] = f"{kv['mean'] / 2 ** 20:.1f}" if kv else "-"  # what a query attends to beside its own tokens
-        row["peak MiB"], row["seconds"] = mean_std(c["peak_memory_mib"], 0), mean_std(c["seconds"], 0)
-        row["Ray overhead s"] = f"{c['ray_overhead_seconds']:.0f}"
-        row["trainable params"] = f"{c['trainable_params']:,}" if c["trainable_params"] is not None else "-"
-        row["lr"] = ", ".join(f"{x:.3g}" for x in c["lr"]) or "-"
-        row["search trials"] = c["search_trials"]
-        row.update({status: c[status] for status in ("pruned", "failed", "diverged")})
-        r = c.get("retried") or {}
-        row["retried"] = (f"{r['trials']} ({', '.join(f'{n} {s}' for s, n in sorted(r['now'].items())) or 'not rerun'})"
-                          if r.get("trials") else "-")
+        row.update({f"{name.replace('_', '-')} P(class 0)": mean_std(st, 2) for name, st in c.pred_class0.items() if st})
+        if c.teacher_in_domain_accuracy:
+            row["teacher in-domain acc"] = mean_std(c.teacher_in_domain_accuracy)
+        row["dropped queries"] = c.dropped_queries
+        row["truncated demos"] = (f"{c.demos_truncated.mean:.0f}/{c.shots}, {c.tokens_cut.mean:.0f} tokens cut"
+                                  if c.demos_truncated else "-")
+        trains = spec.get(c.method).trains
+        row["labelled"] = f"{c.shots}+{c.labelled_examples - c.shots} dev" if trains else f"{c.shots}"
+        row["adapt s"] = f"{c.adaptation_seconds:.0f}" if trains else "0"
+        row["serve ms/q"] = mean_std(c.serve_ms_per_query, 1) + ("" if c.serve_alone or not c.serve_ms_per_query
+                                                                  else " (shared)")
+        row["serve CPU ms/q"] = mean_std(c.serve_cpu_ms_per_query, 1)
+        row["serve MiB"] = mean_std(c.serve_peak_mib, 0)
+        kv = c.serve_kv_bytes_per_query
+        row["KV MiB/q"] = f"{kv.mean / 2 ** 20:.1f}" if kv else "-"  # what a query attends to beside its own tokens
+        row["peak MiB"], row["seconds"] = mean_std(c.peak_memory_mib, 0), mean_std(c.seconds, 0)
+        row["Ray overhead s"] = f"{c.ray_overhead_seconds:.0f}"
+        row["trainable params"] = f"{c.trainable_params:,}" if c.trainable_params is not None else "-"
+        row["lr"] = ", ".join(f"{x:.3g}" for x in c.lr) or "-"
+        row["search trials"] = c.search_trials
+        row.update({"pruned": c.pruned, "failed": c.failed, "diverged": c.diverged})
+        r = c.retried
+        row["retried"] = (f"{r.trials} ({', '.join(f'{n} {s}' for s, n in sorted(r.now.items())) or 'not rerun'})"
+                          if r.trials else "-")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -370,7 +368,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str, list[dict]]:
+def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str, list]:
     """trials.parquet / trials.csv / summary.md / summary.json in `folder`, rebuilt from its records;
     returns the trials table, the summary table, the title (what ran, unless one is given) and the
     paired comparisons."""
@@ -379,7 +377,7 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
     table = trials_table(records)
     cells = cell_stats(table, records, retried(folder))
     summary = summary_table(cells)
-    title = title or title_of(table, next((r["sweep"] for r in records if r.get("sweep")), None))
+    title = title or title_of(table, next((r.sweep for r in records if r.sweep), None))
     if not table.empty:
         table.to_parquet(folder / "trials.parquet", index=False)
         table.to_csv(folder / "trials.csv", index=False)
@@ -390,7 +388,7 @@ def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, 
     text = f"# {title}\n\n" + to_markdown(summary) + (PROTOCOL if not summary.empty else "") + paired_md + "".join(
         f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
-    write_json_atomic(folder / "summary.json", {"title": title, "cells": cells, "comparisons": comps})
+    write_json_atomic(folder / "summary.json", {"title": title, "cells": dump(cells), "comparisons": dump(comps)})
     return table, summary, title, comps
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib.ticker
 
 from orchestrator.analysis.figures import Skip, color, plt, save, variant
+from trainers.contract import Record
 
 
 def expected_max(values: list[float], k: int) -> float:
@@ -29,20 +30,20 @@ def expected_max(values: list[float], k: int) -> float:
     return sum(v[i - 1] * comb(i - 1, k - 1) for i in range(k, n + 1)) / comb(n, k)
 
 
-def search_scores(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+def search_scores(records: list[Record]) -> dict[str, tuple[list[float], list[float]]]:
     """cell -> (each search trial's last dev accuracy, its seconds): pruned trials count at the dev
     accuracy they were stopped with, and what they cost."""
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in records:
-        if r.get("phase") != "search" or r.get("status") not in ("completed", "pruned") or not r.get("history"):
+        if r.phase != "search" or r.status not in ("completed", "pruned") or not r.history:
             continue
-        scores, seconds = out.setdefault(r["cell"], ([], []))
-        scores.append(float(r["history"][-1]["dev_accuracy"]))
-        seconds.append(float(r.get("trial_seconds") or 0.0))
+        scores, seconds = out.setdefault(r.cell, ([], []))
+        scores.append(float(r.history[-1].dev_accuracy))
+        seconds.append(float(r.trial_seconds or 0.0))
     return out
 
 
-def tuning_curves(records: list[dict], out: Path) -> list[Path]:
+def tuning_curves(records: list[Record], out: Path) -> list[Path]:
     """Expected best dev accuracy against the number of search trials and against their compute, one
     line per searched cell (panels name their task)."""
     scores = {c: v for c, v in search_scores(records).items() if len(v[0]) >= 2}

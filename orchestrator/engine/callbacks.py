@@ -26,6 +26,7 @@ from orchestrator.engine.trial import run_of
 from trainers import settings
 from trainers.methods import spec
 from trainers.config import from_dict
+from trainers.contract import Epoch, Record, load
 from trainers.records import build_record
 
 
@@ -150,9 +151,9 @@ class Progress:
             return ""
         return f"ETA {_clock(seconds)}" if measured else f"ETA ~{_clock(seconds)} (planned)"
 
-    def line(self, rec: dict, seconds: float, trial_id: str | None = None) -> None:
+    def line(self, rec: Record, seconds: float, trial_id: str | None = None) -> None:
         self.done += 1
-        k = kind(rec["phase"], rec["cell"])
+        k = kind(rec.phase, rec.cell)
         self.running.pop(trial_id, None)
         self.seconds.setdefault(k, []).append(seconds)
         self.busy += seconds
@@ -161,16 +162,16 @@ class Progress:
         if self.todo[k] > 0:
             self.todo[k] -= 1
         params = " ".join(f"{k.split('.')[-1]}={v:.2g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                          for k, v in (rec.get("searched") or {}).items())
-        m = rec.get("metrics") or {}
-        score = (f"in-domain {m['in_domain']['accuracy']:.3f}" if "in_domain" in m
-                 else f"dev {rec['history'][-1]['dev_accuracy']:.3f}" if rec.get("history") else "")
-        if rec.get("error"):
-            score = " ".join(rec["error"].split())  # cut here to fit; in full at the end of the sweep
-        head = f"[{self.done:>{len(str(self.total))}}/{self.total}] {rec['phase']:<9} "
-        status = "" if rec["status"] == "completed" else rec["status"].upper() + " "  # the exceptions stand out
-        tail = f" s{rec['data_seed']} {params + ' ' if params else ''}{status}{_clock(seconds)} {self.eta()}".rstrip()
-        cell = fit(rec["cell"], max(16, self.width - len(head) - len(tail) - (24 if rec.get("error") else 16)))
+                          for k, v in rec.searched.items())
+        in_domain = rec.metrics.in_domain
+        score = (f"in-domain {in_domain.accuracy:.3f}" if in_domain
+                 else f"dev {rec.history[-1].dev_accuracy:.3f}" if rec.history else "")
+        if rec.error:
+            score = " ".join(rec.error.split())  # cut here to fit; in full at the end of the sweep
+        head = f"[{self.done:>{len(str(self.total))}}/{self.total}] {rec.phase:<9} "
+        status = "" if rec.status == "completed" else rec.status.upper() + " "  # the exceptions stand out
+        tail = f" s{rec.data_seed} {params + ' ' if params else ''}{status}{_clock(seconds)} {self.eta()}".rstrip()
+        cell = fit(rec.cell, max(16, self.width - len(head) - len(tail) - (24 if rec.error else 16)))
         print(fit(f"{head}{cell}{tail} {score}", self.width), flush=True)
         self.last_line = time.time()
 
@@ -192,6 +193,14 @@ class Progress:
         if len(ordered) > self.MAX_SHOWN:
             lines.append(f"      … and {len(ordered) - self.MAX_SHOWN} more")
         print("\n".join([fit(lines[0], self.width), *wrapped, *(fit(line, self.width) for line in lines[1:])]), flush=True)
+
+
+EPOCH_KEYS = ("epoch", "train_loss", "dev_accuracy", "lr", "epoch_seconds", "setup_seconds", "tokens_per_second")
+
+
+def epoch_of(result: dict) -> Epoch:
+    """A trial's epoch report as Tune passes it on (beside Tune's own keys): a line of its record's history."""
+    return load(Epoch, {k: result[k] for k in EPOCH_KEYS if k in result})
 
 
 def waiting_for(pending: list) -> str:
@@ -280,30 +289,28 @@ class RecordWriter(ray.tune.Callback):
         if "record" not in result and "epoch" in result:
             if self.metrics:
                 self.metrics.epoch_done(trial.config, trial.trial_id, result)
-            self.history.setdefault(trial.trial_id, []).append(
-                {k: result[k] for k in ("epoch", "train_loss", "dev_accuracy", "lr", "epoch_seconds", "setup_seconds",
-                                                 "tokens_per_second") if k in result})
+            self.history.setdefault(trial.trial_id, []).append(epoch_of(result))
 
-    def _write(self, trial, rec: dict) -> None:
+    def _write(self, trial, rec: Record) -> None:
         c = trial.config
         if self.gate:  # a trial that ended (or died) holds no turn any more
             from orchestrator.engine.gate import forget
             forget(self.gate, c["trial_key"])
         seconds = round(time.time() - self.started.get(trial.trial_id, time.time()), 3)
-        if rec["status"] == "failed" and not rec.get("history"):
-            rec["history"] = self.history.get(trial.trial_id, [])
+        if rec.status == "failed" and not rec.history:
+            rec.history = self.history.get(trial.trial_id, [])
         # trial_seconds: the whole trial as the driver saw it, worker group start and stop included
-        rec.update(sweep=self.sweep, cell=c["cell"], phase=c["phase"], trial_key=c["trial_key"], identity=c.get("identity"),
-                   tune_trial_id=trial.trial_id, searched=c["searched"], trial_resources=c["resources"],
-                   trial_seconds=seconds)
-        timeline = (rec.get("resources") or {}).get("timeline")
+        rec.sweep, rec.cell, rec.phase, rec.trial_key = self.sweep, c["cell"], c["phase"], c["trial_key"]
+        rec.identity, rec.tune_trial_id, rec.searched = c.get("identity"), trial.trial_id, c["searched"]
+        rec.trial_resources, rec.trial_seconds = c["resources"], seconds
+        timeline = rec.resources.timeline
         if timeline is not None:
             timeline.update(driver_started=self.started.get(trial.trial_id), driver_ended=time.time())
         # Tune swallows an exception raised here ("Error stopping trial"): say what happened instead
         try:
             path = results.write_record(self.sweep_dir, rec)
         except OSError as e:
-            print(f"error: the record of {c['cell']} ({c['phase']}, {rec['status']}) could not be written: {e}; "
+            print(f"error: the record of {c['cell']} ({c['phase']}, {rec.status}) could not be written: {e}; "
                   f"this trial runs again when the folder is writable and the sweep resumed", file=sys.stderr, flush=True)
             self.unwritten.append(f"{c['cell']} {c['phase']}")
             return
@@ -324,7 +331,7 @@ class RecordWriter(ray.tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         if "record" in last:
-            rec = json.loads(last["record"])
+            rec = load(Record, json.loads(last["record"]))  # JSON: Ray's edge
         elif trial.trial_id in self.pruned:  # stopped by the pruner before its final report
             history = self.history.get(trial.trial_id, [])
             rec = build_record(from_dict(run_of(trial.config)), "pruned", resolved={}, history=history,

@@ -14,6 +14,8 @@ import time
 
 from ray.util import metrics
 
+from trainers.contract import Record
+
 PREFIX = "fewshot_"
 
 
@@ -66,14 +68,14 @@ class SweepMetrics:
         if result.get("tokens_per_second"):
             self._set(self.tokens, float(result["tokens_per_second"]), tags)
 
-    def trial_done(self, config: dict, record: dict) -> None:
-        trial = record.get("tune_trial_id")  # its per-trial gauges stop being refreshed: it runs no more
+    def trial_done(self, config: dict, record: Record) -> None:
+        trial = record.tune_trial_id  # its per-trial gauges stop being refreshed: it runs no more
         self.last = {k: v for k, v in self.last.items() if ("trial", trial) not in k[1]}
         self.now = max(0, self.now - 1)
         self._set(self.running, self.now, {"sweep": self.sweep})
-        self.finished.inc(tags={**self._tags(config), "status": record["status"]})
-        res = record.get("resources") or {}
-        if res.get("peak_memory_mib"):
-            self._set(self.memory, float(res["peak_memory_mib"]), self._tags(config))
-        if (res.get("serving") or {}).get("ms_per_query"):
-            self._set(self.serve, float(res["serving"]["ms_per_query"]), self._tags(config))
+        self.finished.inc(tags={**self._tags(config), "status": record.status})
+        res = record.resources
+        if res.peak_memory_mib:
+            self._set(self.memory, float(res.peak_memory_mib), self._tags(config))
+        if res.serving and res.serving.ms_per_query:
+            self._set(self.serve, float(res.serving.ms_per_query), self._tags(config))

@@ -46,6 +46,7 @@ from orchestrator import commands, exit_codes  # noqa: E402
 from orchestrator.planning import plan, preflight, time_plan  # noqa: E402
 from orchestrator.analysis import results  # noqa: E402
 from orchestrator.analysis.folders import SweepLock, check_folder, create_folder, set_aside_failed, staged, sweep_folder, took_over_line  # noqa: E402,E501
+from trainers.contract import Record, dump  # noqa: E402
 from orchestrator.engine.ray_session import start_ray  # noqa: E402
 from orchestrator.engine.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
 from orchestrator.engine.dashboard import SweepMetrics  # noqa: E402
@@ -95,15 +96,14 @@ def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phas
             "sweep": space.name}
 
 
-def _finished(records: list[dict]) -> dict:
+def _finished(records: list[Record]) -> dict:
     """Final reports of every recorded trial, keyed by trial key, for a resumed sweep to skip them."""
     out = {}
     for rec in records:
-        report = {"epoch": max(1, len(rec.get("history") or [])), "record": json.dumps(rec)}
-        dev = (rec.get("metrics") or {}).get("dev")
-        if dev and rec["status"] == "completed":
-            report["dev_accuracy"] = dev["accuracy"]
-        out[rec["trial_key"]] = report
+        report = {"epoch": max(1, len(rec.history)), "record": json.dumps(dump(rec))}  # as the trial sent it
+        if rec.metrics.dev and rec.status == "completed":
+            report["dev_accuracy"] = rec.metrics.dev.accuracy
+        out[rec.trial_key] = report
     return out
 
 
@@ -146,9 +146,9 @@ def _fit(run: Run, name: str, trainable_fn, tune: dict, pruned: set[str] = froze
     return writer.written >= tune["num_samples"]
 
 
-def search_budgets(space: Space, records: list[dict]) -> dict[str, int]:
+def search_budgets(space: Space, records: list[Record]) -> dict[str, int]:
     """Search trials left per cell: the budget less the cell's recorded search trials."""
-    done = {c.id: sum(r["cell"] == c.id and r.get("phase") == "search" for r in records)
+    done = {c.id: sum(r.cell == c.id and r.phase == "search" for r in records)
             for c in plan.cells(space) if plan.searched(space, c)}
     return {cell: space.budget - n for cell, n in done.items() if space.budget > n}
 
@@ -178,10 +178,10 @@ def _replicates(space: Space, has_gpus: bool, cell_id: str, params: dict, finish
     return [cfg for cfg in configs if cfg["trial_key"] not in finished]
 
 
-def best_params(space: Space, records: list[dict]) -> dict[str, dict | None]:
+def best_params(space: Space, records: list[Record]) -> dict[str, dict | None]:
     """Per cell: the searched values of its best search trial; {} with nothing to search; None if none completed."""
     best = results.best_search_trials(records)
-    return {cell.id: ({} if not plan.searched(space, cell) else best[cell.id]["searched"] if cell.id in best else None)
+    return {cell.id: ({} if not plan.searched(space, cell) else best[cell.id].searched if cell.id in best else None)
             for cell in plan.cells(space)}
 
 
@@ -204,9 +204,9 @@ def replicate_phase(run: Run) -> tuple[bool, list[str]]:
     return complete, skipped
 
 
-def _planned(space: Space, records: list[dict]) -> Counter:
+def _planned(space: Space, records: list[Record]) -> Counter:
     """Trials this session will run per kind, as far as it is known before the search ends."""
-    reps = {(r["cell"], r["data_seed"]) for r in records if r.get("phase") == "replicate" and r["status"] == "completed"}
+    reps = {(r.cell, r.data_seed) for r in records if r.phase == "replicate" and r.status == "completed"}
     todo = Counter(kind("replicate", c.id) for c in plan.cells(space) for s in space.data_seeds if (c.id, s) not in reps)
     return todo + Counter({kind("search", cell): n for cell, n in search_budgets(space, records).items()})
 
@@ -293,10 +293,10 @@ def _retry_failed(sweep_dir: Path) -> None:
         return
     storage_ = journal(sweep_dir / "optuna.journal")
     for rec in failed:
-        if rec.get("phase") == "search":
-            retry(open_study(rec["cell"], storage_, {"type": "none"}), rec["trial_key"])
+        if rec.phase == "search":
+            retry(open_study(rec.cell, storage_, {"type": "none"}), rec.trial_key)
     print(f"retrying {len(failed)} failed trial(s) of the earlier run: "
-          + ", ".join(sorted({f"{r['cell']} ({r.get('phase')})" for r in failed})), flush=True)
+          + ", ".join(sorted({f"{r.cell} ({r.phase})" for r in failed})), flush=True)
 
 
 def _run_phases(run: Run, url: str) -> int:
@@ -346,10 +346,10 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str], unwritten: list[st
     records = results.load_records(sweep_dir)
     incomplete = []
     for cell in plan.cells(space):
-        mine = [r for r in records if r["cell"] == cell.id]
-        done = {r["data_seed"] for r in mine if r.get("phase") == "replicate" and r["status"] == "completed"}
+        mine = [r for r in records if r.cell == cell.id]
+        done = {r.data_seed for r in mine if r.phase == "replicate" and r.status == "completed"}
         if not set(space.data_seeds) <= done:
-            why = "" if any(r["status"] == "failed" for r in mine) else (
+            why = "" if any(r.status == "failed" for r in mine) else (
                 ": no completed search trial, so it was not replicated" if cell.id in skipped else ": see its records")
             incomplete.append(f"  {cell.id}: {len(done)}/{len(space.data_seeds)} replicates completed{why}")
     print(f"records: {results.records_dir(sweep_dir)}\ntables:  {sweep_dir}/summary.md, summary.json, trials.parquet, trials.csv")
@@ -361,8 +361,8 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str], unwritten: list[st
               f"retry with: {commands.report(sweep_dir)}", file=sys.stderr)
     errors: dict[str, list[str]] = {}
     for r in records:
-        if r["status"] == "failed" and r.get("error"):
-            errors.setdefault(r["error"], []).append(f"{r['cell']} ({r.get('phase')}, seed {r['data_seed']})")
+        if r.status == "failed" and r.error:
+            errors.setdefault(r.error, []).append(f"{r.cell} ({r.phase}, seed {r.data_seed})")
     for error, where in errors.items():  # each in full, once: the trial lines above cut them to fit
         print(f"error in {len(where)} trial(s), first {where[0]}:\n  {error}", file=sys.stderr)
     if incomplete:

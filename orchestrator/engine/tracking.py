@@ -20,6 +20,8 @@ from pathlib import Path
 
 from orchestrator.space import SpaceError
 
+from trainers.contract import Record, load
+
 KINDS = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboardX"}  # --track value -> module it needs
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 
@@ -47,7 +49,7 @@ def final_metrics(sweep_dir: Path, trial) -> tuple[dict, Path] | None:
     path = results.records_dir(sweep_dir) / f"{trial.config['trial_key']}.json"
     if not path.exists():  # interrupted: no record, the trial runs again on --resume
         return None
-    row = results.trials_table([json.loads(path.read_text())]).iloc[0]
+    row = results.trials_table([load(Record, json.loads(path.read_text()))]).iloc[0]
     numbers = {f"final/{k}": float(v) for k, v in row.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
     folder = Path(trial.local_path) / "record"

@@ -28,6 +28,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.planning.plan import in_process
+from trainers.contract import Record, dump
 
 # How often Ray Train's controller polls its workers (Ray's default 2 s). A finished trial waits about
 # four polls (the final report, the group's end) before its worker group is torn down: 3-5 s at 2 s,
@@ -54,7 +55,7 @@ def run_of(config: dict) -> dict:
     return from_dict(json.loads(config["run"])).to_dict()
 
 
-def _failed_record(run: dict, error: BaseException) -> dict:
+def _failed_record(run: dict, error: BaseException) -> Record:
     from trainers.config import from_dict
     from trainers.records import build_record
     tb = traceback.format_exception(type(error), error, error.__traceback__)
@@ -93,16 +94,15 @@ def worker_loop(loop_config: dict, report=None) -> None:
         record = run(from_dict(run_cfg), lambda metrics: report(dict(metrics)))
     except Exception as e:  # the record says what went wrong; the sweep goes on
         record = _failed_record(run_cfg, e)
-    resources = record.setdefault("resources", {})
+    resources = record.resources
     # where a trial's time goes outside the method (the driver adds when it saw the trial start and end)
-    resources["timeline"] = {"trial_started": loop_config.get("trial_started"), "worker_started": worker_started,
-                             "method_ended": time.time()}
-    resources["peak_memory_mib"] = all_reduce(resources.get("peak_memory_mib", 0.0), "max")
-    resources["ranks"] = rank_and_world()[1]
-    final = {"epoch": max(1, len(record.get("history") or [])), "record": json.dumps(record)}
-    dev = (record.get("metrics") or {}).get("dev")
-    if dev and record["status"] == "completed":
-        final["dev_accuracy"] = dev["accuracy"]
+    resources.timeline = {"trial_started": loop_config.get("trial_started"), "worker_started": worker_started,
+                          "method_ended": time.time()}
+    resources.peak_memory_mib = all_reduce(resources.peak_memory_mib or 0.0, "max")
+    resources.ranks = rank_and_world()[1]
+    final = {"epoch": max(1, len(record.history)), "record": json.dumps(dump(record))}  # JSON: Ray's edge
+    if record.metrics.dev and record.status == "completed":
+        final["dev_accuracy"] = record.metrics.dev.accuracy
     report(final)
 
 
@@ -180,7 +180,7 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
         rec = build_record(from_dict(run_of(config)), "failed", resolved={},
                            error=_describe_failure(e, limits["worker_start_timeout_s"]),
                            extra={"traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__)[-8:])})
-        ray.tune.report({"epoch": 1, "record": json.dumps(rec)})
+        ray.tune.report({"epoch": 1, "record": json.dumps(dump(rec))})
 
 
 def trainable(finished: dict, storage_path: str, limits: dict):
