@@ -47,12 +47,13 @@ def fake_trainable(finished, storage_path, limits):
 
     def run(config):
         from trainers.config import from_dict
-        from trainers.contract import dump
+        from trainers.contract import TrialSpec, dump, load
         from trainers.records import build_record
-        lr = config["searched"].get("train.lr", 0.01)
+        spec = load(TrialSpec, config)  # as orchestrator.engine.trial.run_trial reads it, without that module's torch import
+        lr = spec.searched.get("train.lr", 0.01)
         dev = round(min(1.0, 0.5 + lr * 10), 4)
         ray.tune.report({"epoch": 1, "dev_accuracy": dev})
-        run_config = json.loads(config["run"])  # as orchestrator.engine.trial.run_of does, without that module's torch import
+        run_config = json.loads(spec.run)
         rec = build_record(from_dict(run_config), "completed", resolved={}, history=[{"epoch": 1, "dev_accuracy": dev}],
                            metrics={"dev": {"accuracy": dev}})
         ray.tune.report({"epoch": 1, "dev_accuracy": dev, "record": json.dumps(dump(rec))})

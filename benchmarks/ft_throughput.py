@@ -31,6 +31,7 @@ from benchmarks.common import (alternate, fmt, load_model, parser, phase_rows, r
 from trainers.runtime import adapters
 from trainers.methods.common import prepare
 from trainers.config import PeftConfig, TrainConfig
+from trainers.contract import EvalBlock
 from trainers.runtime.metering import Meter
 from trainers.runtime.models import count_parameters
 from trainers.methods.pbft import label_word_loss
@@ -87,7 +88,7 @@ def measure(args, device: torch.device) -> dict:
     # Each run returns a copy of its final trainable parameters: inside the timed phase, but the
     # same copy for both loops (with --peft none, a held copy raises the other loop's peak, not its working memory).
     def project():
-        status = train(model, items, loss_fn, lambda: {"accuracy": 0.0}, cfg, lr, args.seed).status
+        status = train(model, items, loss_fn, lambda: EvalBlock(accuracy=0.0), cfg, lr, args.seed).status
         return status, [p.detach().clone() for p in params]
 
     def bare():

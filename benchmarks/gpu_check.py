@@ -44,6 +44,7 @@ from trainers.config import PeftConfig, TrainConfig
 from trainers.runtime.metering import Meter
 from trainers.runtime.models import pick_dtype
 from trainers.runtime.precision import Precision
+from trainers.contract import EvalBlock
 from trainers.records import environment
 from trainers.runtime.scoring import ContextScorer, answer_logits, collate, label_word_reduce
 from trainers.runtime.training import train
@@ -149,13 +150,13 @@ def check_throughput(a, device: torch.device) -> dict:
     params = sum(p.numel() for p in model.parameters())
     batch, length = a.batch, a.seq_len
     loss_fn, cfg = label_loss(model, device), TrainConfig(epochs=1, batch_size=batch, warmup_ratio=0.0)
-    train(model, synthetic(batch, length, a.vocab, seed=5), loss_fn, lambda: {"accuracy": 0.0}, cfg, 1e-5, 0,
+    train(model, synthetic(batch, length, a.vocab, seed=5), loss_fn, lambda: EvalBlock(accuracy=0.0), cfg, 1e-5, 0,
           precision=prec)  # warm-up step
     items = synthetic(batch * a.steps, length, a.vocab, seed=6)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    train(model, items, loss_fn, lambda: {"accuracy": 0.0}, cfg, 1e-5, 0, precision=prec)
+    train(model, items, loss_fn, lambda: EvalBlock(accuracy=0.0), cfg, 1e-5, 0, precision=prec)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -197,8 +198,8 @@ def check_fsdp(a, device: torch.device) -> dict:
             model = build(a.large, device, torch.float32, a.vocab).train()
             model = sharding.prepare(model, mode, device, prec.compute, torch.float32)
             losses = []
-            train(model, items, label_loss(model, device), lambda: {"accuracy": 0.0}, cfg, 1e-5, 0, precision=prec,
-                  report=lambda e: losses.append(e["train_loss"]))
+            train(model, items, label_loss(model, device), lambda: EvalBlock(accuracy=0.0), cfg, 1e-5, 0, precision=prec,
+                  report=lambda e: losses.append(e.train_loss))
         p = meter.phases["train"]
         measured = p.get("cuda_max_allocated_mib", p["peak_rss_mib"])
         planned = estimate(shape, "pbft", "none", mode, 1, prec.name, a.batch, 1, a.seq_len, 0, device=device.type)

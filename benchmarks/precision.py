@@ -30,6 +30,7 @@ from benchmarks import common
 from benchmarks.common import fmt, parser, ratio, run_config, table
 from trainers.methods.common import prepare
 from trainers.config import TrainConfig
+from trainers.contract import EvalBlock
 from trainers.runtime.models import load_causal_lm
 from trainers.methods.pbft import label_word_loss
 from trainers.runtime.precision import Precision
@@ -46,7 +47,7 @@ def one_step(model, items: list, loss_fn, precision: Precision, lr: float) -> di
     before = [p.detach().float().clone() for p in params]
     cfg = TrainConfig(epochs=1, batch_size=len(items), warmup_ratio=0.0)
     start = time.perf_counter()
-    outcome = train(model, items, loss_fn, lambda: {"accuracy": 0.0}, cfg, lr, seed=0, precision=precision)
+    outcome = train(model, items, loss_fn, lambda: EvalBlock(accuracy=0.0), cfg, lr, seed=0, precision=precision)
     if precision.device.type == "cuda":
         torch.cuda.synchronize(precision.device)
     seconds = time.perf_counter() - start
@@ -54,7 +55,7 @@ def one_step(model, items: list, loss_fn, precision: Precision, lr: float) -> di
     changed = sum(int((d != 0).sum()) for d in deltas)
     total = sum(d.numel() for d in deltas)
     return {"status": outcome.status, "changed_fraction": round(changed / total, 4), "trained_weights": total,
-            "loss": outcome.history[0]["train_loss"] if outcome.history else None, "seconds": round(seconds, 3),
+            "loss": outcome.history[0].train_loss if outcome.history else None, "seconds": round(seconds, 3),
             "update": torch.cat([d.flatten() for d in deltas])}
 
 

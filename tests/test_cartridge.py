@@ -19,8 +19,8 @@ from trainers.data.tasks import load_task
 
 
 def run(cfg, report=None):
-    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
-    return dump(entry.run(cfg, report))
+    """The method's record and epoch reports in their JSON form (what `--json` writes, what Ray gets)."""
+    return dump(entry.run(cfg, report and (lambda epoch: report(dump(epoch)))))
 
 
 def config(model, data_dir, **over):

@@ -15,8 +15,8 @@ from trainers.data.tasks import Example, load_task
 
 
 def run(cfg, report=None):
-    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
-    return dump(entry.run(cfg, report))
+    """The method's record and epoch reports in their JSON form (what `--json` writes, what Ray gets)."""
+    return dump(entry.run(cfg, report and (lambda epoch: report(dump(epoch)))))
 
 PROMPT = get_prompt("nli", "eval_harness")
 

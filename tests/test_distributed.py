@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from trainers.config import TrainConfig
 from trainers.runtime.distributed import shard, unshard
 from trainers.runtime.training import train
+from trainers.contract import EvalBlock
 
 
 def make_problem():
@@ -31,22 +32,22 @@ def worker(rank, world, port, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     model, items, loss_fn = make_problem()
-    outcome = train(model, items, loss_fn, lambda: {"accuracy": 0.0}, CFG, lr=0.05, seed=0)
+    outcome = train(model, items, loss_fn, lambda: EvalBlock(accuracy=0.0), CFG, lr=0.05, seed=0)
     gathered = unshard(shard(list(range(11))), 11)
     if rank == 0:
-        torch.save({"params": [p.detach() for p in model.parameters()], "loss": outcome.history[-1]["train_loss"],
+        torch.save({"params": [p.detach() for p in model.parameters()], "loss": outcome.history[-1].train_loss,
                     "gathered": gathered}, out)
     dist.destroy_process_group()
 
 
 def test_two_ranks_train_like_one(tmp_path):
     model, items, loss_fn = make_problem()
-    single = train(model, items, loss_fn, lambda: {"accuracy": 0.0}, CFG, lr=0.05, seed=0)
+    single = train(model, items, loss_fn, lambda: EvalBlock(accuracy=0.0), CFG, lr=0.05, seed=0)
     out = tmp_path / "rank0.pt"
     port = 29500 + os.getpid() % 1000
     mp.spawn(worker, args=(2, port, str(out)), nprocs=2, join=True)
     ddp = torch.load(out)
     for a, b in zip(model.parameters(), ddp["params"]):
         assert torch.allclose(a, b, atol=1e-5), "data-parallel update differs from the single-process update"
-    assert ddp["loss"] == pytest.approx(single.history[-1]["train_loss"], abs=1e-5)
+    assert ddp["loss"] == pytest.approx(single.history[-1].train_loss, abs=1e-5)
     assert ddp["gathered"] == list(range(11))  # sharded work comes back whole and in order

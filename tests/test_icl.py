@@ -16,8 +16,8 @@ from trainers.data.tasks import Example, load_task
 
 
 def run_icl(cfg, report=None):
-    """ICL's record in its JSON form (what `--json` writes), as a user reads it."""
-    return dump(icl.run(cfg, report))
+    """ICL's record and epoch report in their JSON form (what `--json` writes, what Ray gets)."""
+    return dump(icl.run(cfg, report and (lambda epoch: report(dump(epoch)))))
 
 
 @pytest.mark.parametrize("arch", ["tiny_opt", "tiny_llama"])
@@ -48,14 +48,14 @@ def test_queries_too_long_for_the_context_are_dropped_and_counted(tiny_opt):
     ids = PromptIds(tok, prompt, [long])  # the demonstrations alone exceed the context
     p = label_word_predictions(scorer, ids, label_token_ids(tok, prompt), [short, short])
     assert len(p.labels) == 0 and p.n_dropped == 2
-    assert metrics(p, ("a", "b"))["n_dropped"] == 2
+    assert metrics(p, ("a", "b")).n_dropped == 2
 
 
 def test_metrics_accuracies_fractions_and_hans_breakdown():
     logprobs = torch.log(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
     p = Predictions(logprobs, torch.tensor([0, 1, 1, 1]), ["lexical_overlap", "lexical_overlap", "subsequence", "subsequence"],
                     torch.tensor([True, False, False, False]))
-    m = metrics(p, ("entailment", "non_entailment"))
+    m = dump(metrics(p, ("entailment", "non_entailment")))
     assert m["accuracy"] == 0.5 and m["accuracy_full_vocab"] == 0.25
     assert m["pred_fraction"] == {"entailment": 0.75, "non_entailment": 0.25}
     assert m["breakdown"] == {

@@ -14,7 +14,7 @@ from trainers.data import synthetic
 from trainers.config import PeftConfig, TrainConfig
 from trainers.methods import entry
 from trainers.methods.entry import resolve
-from trainers.contract import dump
+from trainers.contract import EvalBlock, dump
 from trainers.runtime.models import load_causal_lm
 from trainers.data.prompts import get_prompt, label_token_ids
 from trainers.runtime.scoring import PromptIds, answer_logits, collate
@@ -23,8 +23,8 @@ from trainers.runtime.training import train
 
 
 def run(cfg, report=None):
-    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
-    return dump(entry.run(cfg, report))
+    """The method's record and epoch reports in their JSON form (what `--json` writes, what Ray gets)."""
+    return dump(entry.run(cfg, report and (lambda epoch: report(dump(epoch)))))
 
 
 def config(model, data_dir, **over):
@@ -189,7 +189,7 @@ def test_peft_trains_exactly_the_intended_parameters(kind, arch, request, data_d
         ids, mask, last = collate(prompt_ids.training_inputs(batch, 64), tok.pad_token_id, "cpu")
         return F.cross_entropy(answer_logits(model, ids, mask, last)[:, index], torch.tensor([ex.label for ex in batch]))
 
-    train(model, task.train[:16], loss_fn, lambda: {"accuracy": 0.0}, TrainConfig(epochs=2, batch_size=8), 1e-2, 0)
+    train(model, task.train[:16], loss_fn, lambda: EvalBlock(accuracy=0.0), TrainConfig(epochs=2, batch_size=8), 1e-2, 0)
     for n, p in model.named_parameters():
         if n in trainable:
             assert not torch.equal(p, before[n]) or "lora_A" in n and kind == "lora", n
@@ -229,10 +229,10 @@ def test_best_selection_leaves_the_model_on_the_weights_whose_dev_score_is_repor
     torch.manual_seed(0)
     model, x, y = torch.nn.Linear(4, 2), torch.randn(16, 4), torch.randint(0, 2, (16,))
     loss_fn = lambda batch: torch.nn.functional.cross_entropy(model(x[batch]), y[batch])  # noqa: E731
-    dev_fn = lambda: {"accuracy": -torch.nn.functional.cross_entropy(model(x), 1 - y).detach().item()}  # noqa: E731 - continuous
+    dev_fn = lambda: EvalBlock(accuracy=-torch.nn.functional.cross_entropy(model(x), 1 - y).detach().item())  # noqa: E731
     cfg = TrainConfig(epochs=8, batch_size=4, selection="best", warmup_ratio=0.0)
     outcome = train(model, list(range(16)), loss_fn, dev_fn, cfg, lr=0.5, seed=0)
-    scores = [h["dev_accuracy"] for h in outcome.history]
+    scores = [h.dev_accuracy for h in outcome.history]
     assert outcome.best_epoch == 1 + scores.index(max(scores)) and outcome.best_epoch < len(scores)
     assert dev_fn() == outcome.dev  # the reported dev metrics are those of the weights the model ends with
 

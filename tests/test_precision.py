@@ -7,7 +7,7 @@ from trainers.runtime import precision
 from trainers.config import TrainConfig
 from trainers.methods import entry
 from trainers.methods.entry import resolve
-from trainers.contract import dump
+from trainers.contract import EvalBlock, dump
 from trainers.runtime.models import load_causal_lm
 from trainers.data.prompts import get_prompt, label_token_ids
 from trainers.runtime.scoring import PromptIds, answer_logits, collate
@@ -16,8 +16,8 @@ from trainers.runtime.training import train
 
 
 def run(cfg, report=None):
-    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
-    return dump(entry.run(cfg, report))
+    """The method's record and epoch reports in their JSON form (what `--json` writes, what Ray gets)."""
+    return dump(entry.run(cfg, report and (lambda epoch: report(dump(epoch)))))
 
 CPU = torch.device("cpu")
 
@@ -35,7 +35,7 @@ def changed_fraction(model_dir, data_dir, load_dtype: str, compute: torch.dtype)
 
     before = [p.detach().clone() for p in model.parameters()]
     cfg = TrainConfig(epochs=1, batch_size=16, warmup_ratio=0.0, max_grad_norm=0.0)
-    train(model, task.train[:16], loss_fn, lambda: {"accuracy": 0.0}, cfg, 1e-5, 0, precision=prec)
+    train(model, task.train[:16], loss_fn, lambda: EvalBlock(accuracy=0.0), cfg, 1e-5, 0, precision=prec)
     moved = sum(int((p.detach() != b).sum()) for p, b in zip(model.parameters(), before))
     return moved / sum(b.numel() for b in before)
 

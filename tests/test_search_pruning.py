@@ -11,13 +11,14 @@ from ray.tune.search import Searcher
 
 from orchestrator.engine.pruning import OptunaPrunerScheduler
 from orchestrator.engine.search import CellSearcher, journal
+from trainers.contract import TrialSpec
 
 LR = {"a": {"train.lr": {"loguniform": [1e-5, 1e-2]}}}
 NO_PRUNING = {"type": "none"}
 
 
 def searcher(path, budgets, spaces=LR, pruner=NO_PRUNING):
-    return CellSearcher(spaces, budgets, lambda cell, params: {"cell": cell, "searched": params, "trial_key": str(params)},
+    return CellSearcher(spaces, budgets, lambda cell, params: TrialSpec(cell=cell, searched=params, trial_key=str(params)),
                         journal(path), seed=0, pruner_spec=pruner, startup=2)
 
 

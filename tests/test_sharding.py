@@ -18,8 +18,8 @@ from trainers.contract import dump
 
 
 def run(cfg, report=None):
-    """The method's record in its JSON form (what `--json` writes), as a user reads it."""
-    return dump(entry.run(cfg, report))
+    """The method's record and epoch reports in their JSON form (what `--json` writes, what Ray gets)."""
+    return dump(entry.run(cfg, report and (lambda epoch: report(dump(epoch)))))
 
 VARIANTS = [("ft", "none"), ("ft", "lora"), ("ft", "bitfit"), ("pbft", "none"), ("pbft", "lora"), ("pbft", "bitfit"),
             ("cd", "none"), ("cd", "lora"), ("cd", "bitfit"), ("icl", "none")]

@@ -114,7 +114,7 @@ def test_a_trial_config_packs_its_run_small_and_unpacks_it_whole(name):
             whole = plan.run_config(space, cell, space.tuning_data_seed if seed is None else seed, {"train.lr": 3e-4},
                                     final_eval=phase == "replicate")
             assert run_of(config) == whole, cell.id
-            assert len(config["run"]) < 300 < len(str(whole)), (cell.id, config["run"])
+            assert len(config.run) < 300 < len(str(whole)), (cell.id, config.run)
 
 
 def test_resources_follow_model_size_rules(tmp_path):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trainers.config import option
+from trainers.contract import Epoch, Metrics
 from trainers.methods.common import prepare
 from trainers.methods.spec import MethodSpec, register
 from trainers.records import build_record
@@ -42,10 +43,10 @@ def run(cfg, report=None):
     with meter.phase("evaluate"):
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     if report:
-        report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
-    results = evaluate_sets(predict, prep, cfg, meter=meter) if cfg.final_eval else {}
-    return build_record(cfg, "completed", resolved=prep.resolved(cfg), metrics={**results, "dev": dev},
-                        resources=meter.as_dict())
+        report(Epoch(epoch=1, dev_accuracy=dev.accuracy))
+    results = evaluate_sets(predict, prep, cfg, meter=meter) if cfg.final_eval else Metrics()
+    results.dev = dev
+    return build_record(cfg, "completed", resolved=prep.resolved(cfg), metrics=results, resources=meter.as_dict())
 
 
 register(MethodSpec("toy", run, "answers one class everywhere", trains=False, section=("toy", ToyConfig)))

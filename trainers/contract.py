@@ -1,5 +1,5 @@
-"""What travels between the layers, typed: an epoch's report, the result record of a trial (down to
-each evaluation set's examples) and a cell's statistics. JSON only at the edges: `load(Type, data)`
+"""What travels between the layers, typed: a sweep trial's spec, an epoch's report, the result record
+of a trial (down to each evaluation set's examples) and a cell's statistics. JSON only at the edges: `load(Type, data)`
 reads what any version of this code wrote (keys it does not know are kept, and written back where
 they stood), `dump(obj)` writes it. A leaf: it imports nothing of the project.
 
@@ -7,7 +7,8 @@ they stood), `dump(obj)` writes it. A leaf: it imports nothing of the project.
 r = load(Record, json.load(open(sys.argv[1]))); print(r.status, r.metrics.in_domain.accuracy)" \
 results/acceptance/decided_rte_cpu/trials/02bebfdd02b8d119.json
 
-Who writes what: a method's recipe ends in `trainers.records.build_record` (a `Record`); the sweep's
+Who writes what: the driver plans each trial as a `TrialSpec`, which Tune carries as the trial's
+config (Ray's edge); a method's recipe ends in `trainers.records.build_record` (a `Record`); the sweep's
 trial adds its timeline and sends the record to the driver as JSON (Ray's edge); the driver adds the
 sweep's fields (`sweep` .. `trial_seconds`) and writes it (the disk's edge). The analysis loads records
 and writes `CellStats` (summary.json); reports and figures read both by attribute.
@@ -100,6 +101,24 @@ def dump(obj):
     if isinstance(obj, (list, tuple)):
         return [dump(v) for v in obj]
     return obj
+
+
+# ---- a sweep trial ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialSpec(Json):
+    """One trial of a sweep as the driver plans it (orchestrator/engine/driver.py) and Tune carries it,
+    as the trial's config: what it runs, and how the sweep knows it."""
+    cell: str = ""                               # orchestrator.cells.Cell id
+    phase: str = "search"                        # search, replicate
+    run: str = ""                                # its RunConfig, packed (orchestrator.engine.trial.pack_run)
+    searched: dict = field(default_factory=dict)   # the searched values ({} for a replicate of a searchless cell)
+    trial_key: str = ""                          # orchestrator.planning.plan.trial_key: never run twice
+    identity: dict | None = None                 # the content its paths point to
+    resources: dict = field(default_factory=dict)  # its layout: workers, cpus/gpus per worker, in_process
+    fixtures: dict | None = None                 # the smoke space's tiny model and data, rebuilt where missing
+    sweep: str | None = None
 
 
 # ---- a trial's result record ---------------------------------------------------------------------

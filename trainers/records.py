@@ -144,9 +144,18 @@ def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = Non
     if resources and "peak_memory_mib" in resources:  # the plan's estimate beside what this worker measured
         from trainers.runtime.memory_plan import for_run
         resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"], resolved)}
+    return bare_record(cfg, status, resolved=resolved, metrics=metrics, resources=resources, params=params,
+                       history=history, extra=extra, error=error)
+
+
+def bare_record(cfg, status: str, *, resolved: dict | None = None, metrics=None, resources: dict | None = None,
+                params: dict | None = None, history: list | None = None, extra: dict | None = None,
+                error: str | None = None) -> Record:
+    """A record as it is given, with no costs worked out: what the sweep's driver writes for a trial
+    that ended without a record of its own (pruned: its epochs' reports; failed: Ray's error)."""
     return Record(
         schema=SCHEMA_VERSION, status=status, method=cfg.method, task=cfg.task, model=cfg.model, shots=cfg.shots,
-        data_seed=cfg.data_seed, seed=cfg.training_seed(), config=cfg.to_dict(), resolved=load(Resolved, resolved),
+        data_seed=cfg.data_seed, seed=cfg.training_seed(), config=cfg.to_dict(), resolved=load(Resolved, resolved or {}),
         metrics=load(Metrics, metrics or {}), history=[load(Epoch, h) for h in history or []],
         params=load(Params, params or {}), resources=load(Resources, resources or {}), extra=extra or {}, error=error,
         env=load(Env, environment()))

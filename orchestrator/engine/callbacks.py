@@ -22,12 +22,11 @@ import ray.tune
 
 from orchestrator.analysis import results
 from orchestrator.cells import variant_of
-from orchestrator.engine.trial import run_of
+from orchestrator.engine.trial import config_of
 from trainers import settings
 from trainers.methods import spec
-from trainers.config import from_dict
-from trainers.contract import Epoch, Record, load
-from trainers.records import build_record
+from trainers.contract import Epoch, Record, TrialSpec, load
+from trainers.records import bare_record
 
 
 class Kind(NamedTuple):
@@ -198,6 +197,11 @@ class Progress:
 EPOCH_KEYS = ("epoch", "train_loss", "dev_accuracy", "lr", "epoch_seconds", "setup_seconds", "tokens_per_second")
 
 
+def spec_of(trial) -> TrialSpec:
+    """A Tune trial's spec, from the config Tune carries (Ray's edge)."""
+    return load(TrialSpec, trial.config)
+
+
 def epoch_of(result: dict) -> Epoch:
     """A trial's epoch report as Tune passes it on (beside Tune's own keys): a line of its record's history."""
     return load(Epoch, {k: result[k] for k in EPOCH_KEYS if k in result})
@@ -245,10 +249,11 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started[trial.trial_id] = time.time()
-        run = run_of(trial.config)
-        self.shown[trial.trial_id] = (f"{trial.config['phase'][:6]} s{run['data_seed']}",
-                                      run["train"]["epochs"] if spec.get(run["method"]).trains else None)
-        self.progress.started(trial.trial_id, kind(trial.config["phase"], trial.config["cell"]))
+        trial_spec = spec_of(trial)
+        cfg = config_of(trial_spec)
+        self.shown[trial.trial_id] = (f"{trial_spec.phase[:6]} s{cfg.data_seed}",
+                                      cfg.train.epochs if spec.get(cfg.method).trains else None)
+        self.progress.started(trial.trial_id, kind(trial_spec.phase, trial_spec.cell))
         if self.metrics:
             self.metrics.started()
 
@@ -260,7 +265,7 @@ class RecordWriter(ray.tune.Callback):
             if t.status == "RUNNING" and t.trial_id in self.started:
                 (where, epochs), seen = self.shown[t.trial_id], len(self.history.get(t.trial_id, []))
                 where += f" epoch {seen}/{epochs}" if seen and epochs else ""
-                running.append((t.config["cell"], where, now - self.started[t.trial_id]))
+                running.append((spec_of(t).cell, where, now - self.started[t.trial_id]))
         pending = [t for t in trials if t.status == "PENDING"]
         self.waiting_since = (self.waiting_since or now) if pending and not running else None
         if self.waiting_since is None:
@@ -268,7 +273,7 @@ class RecordWriter(ray.tune.Callback):
             return
         waited = now - self.waiting_since
         why = waiting_for(pending)
-        self.progress.heartbeat([(t.config["cell"], "waiting", waited) for t in pending],
+        self.progress.heartbeat([(spec_of(t).cell, "waiting", waited) for t in pending],
                                 note=f"they wait for: {why}; the sweep ends after {_clock(self.stall_timeout_s)} of this "
                                      f"({_clock(waited)} so far; stall_timeout_s sets it), and --resume continues")
         if waited > self.stall_timeout_s:
@@ -280,29 +285,29 @@ class RecordWriter(ray.tune.Callback):
         cause = str(error).strip().splitlines()[-1] if error and str(error).strip() else "its process died"
         if "node" in str(error or "").lower() and "died" in str(error or "").lower():
             cause = "its node was lost"
-        run = run_of(trial.config)
-        print(fit(f"  ! {trial.config['cell']} ({trial.config['phase']}, s{run['data_seed']}): {cause}; running it again "
+        trial_spec = spec_of(trial)
+        print(fit(f"  ! {trial_spec.cell} ({trial_spec.phase}, s{config_of(trial_spec).data_seed}): {cause}; running it again "
                   f"({trial.num_failures} failure(s) so far)", self.progress.width), file=sys.stderr, flush=True)
         self.started.pop(trial.trial_id, None)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "record" not in result and "epoch" in result:
             if self.metrics:
-                self.metrics.epoch_done(trial.config, trial.trial_id, result)
+                self.metrics.epoch_done(spec_of(trial), trial.trial_id, result)
             self.history.setdefault(trial.trial_id, []).append(epoch_of(result))
 
     def _write(self, trial, rec: Record) -> None:
-        c = trial.config
+        c = spec_of(trial)
         if self.gate:  # a trial that ended (or died) holds no turn any more
             from orchestrator.engine.gate import forget
-            forget(self.gate, c["trial_key"])
+            forget(self.gate, c.trial_key)
         seconds = round(time.time() - self.started.get(trial.trial_id, time.time()), 3)
         if rec.status == "failed" and not rec.history:
             rec.history = self.history.get(trial.trial_id, [])
         # trial_seconds: the whole trial as the driver saw it, worker group start and stop included
-        rec.sweep, rec.cell, rec.phase, rec.trial_key = self.sweep, c["cell"], c["phase"], c["trial_key"]
-        rec.identity, rec.tune_trial_id, rec.searched = c.get("identity"), trial.trial_id, c["searched"]
-        rec.trial_resources, rec.trial_seconds = c["resources"], seconds
+        rec.sweep, rec.cell, rec.phase, rec.trial_key = self.sweep, c.cell, c.phase, c.trial_key
+        rec.identity, rec.tune_trial_id, rec.searched = c.identity, trial.trial_id, c.searched
+        rec.trial_resources, rec.trial_seconds = c.resources, seconds
         timeline = rec.resources.timeline
         if timeline is not None:
             timeline.update(driver_started=self.started.get(trial.trial_id), driver_ended=time.time())
@@ -310,9 +315,9 @@ class RecordWriter(ray.tune.Callback):
         try:
             path = results.write_record(self.sweep_dir, rec)
         except OSError as e:
-            print(f"error: the record of {c['cell']} ({c['phase']}, {rec.status}) could not be written: {e}; "
+            print(f"error: the record of {c.cell} ({c.phase}, {rec.status}) could not be written: {e}; "
                   f"this trial runs again when the folder is writable and the sweep resumed", file=sys.stderr, flush=True)
-            self.unwritten.append(f"{c['cell']} {c['phase']}")
+            self.unwritten.append(f"{c.cell} {c.phase}")
             return
         self.written += 1
         try:
@@ -334,7 +339,7 @@ class RecordWriter(ray.tune.Callback):
             rec = load(Record, json.loads(last["record"]))  # JSON: Ray's edge
         elif trial.trial_id in self.pruned:  # stopped by the pruner before its final report
             history = self.history.get(trial.trial_id, [])
-            rec = build_record(from_dict(run_of(trial.config)), "pruned", resolved={}, history=history,
+            rec = bare_record(config_of(spec_of(trial)), "pruned", history=history,
                                extra={"pruned_after_epoch": len(history)})
         else:  # stopped because the sweep was interrupted: no record, so a resume runs it again
             return
@@ -344,7 +349,7 @@ class RecordWriter(ray.tune.Callback):
         """The Tune trial itself died (its process, not the method): Ray's error from the trial's
         local staging copy (the synced copy may not be there yet), else from the pickled exception."""
         message = _staged_error(trial)
-        rec = build_record(from_dict(run_of(trial.config)), "failed", resolved={}, history=self.history.get(trial.trial_id, []),
+        rec = bare_record(config_of(spec_of(trial)), "failed", history=self.history.get(trial.trial_id, []),
                            error=message.splitlines()[-1][:600] if message else "trial process died without an error from Ray",
                            extra={"traceback": "\n".join((message or "").splitlines()[-30:])})
         self._write(trial, rec)

@@ -14,7 +14,7 @@ import time
 
 from ray.util import metrics
 
-from trainers.contract import Record
+from trainers.contract import Record, TrialSpec
 
 PREFIX = "fewshot_"
 
@@ -52,15 +52,15 @@ class SweepMetrics:
         for gauge, value, tags in list(self.last.values()):
             gauge.set(value, tags=tags)
 
-    def _tags(self, config: dict, trial_id: str | None = None) -> dict:
-        out = {"sweep": self.sweep, "cell": config["cell"], "phase": config["phase"]}
+    def _tags(self, spec: TrialSpec, trial_id: str | None = None) -> dict:
+        out = {"sweep": self.sweep, "cell": spec.cell, "phase": spec.phase}
         return {**out, "trial": trial_id} if trial_id else out
 
     def started(self) -> None:
         self.now += 1
         self._set(self.running, self.now, {"sweep": self.sweep})
 
-    def epoch_done(self, config: dict, trial_id: str, result: dict) -> None:
+    def epoch_done(self, config: TrialSpec, trial_id: str, result: dict) -> None:
         tags = self._tags(config, trial_id)
         self._set(self.epoch, float(result.get("epoch", 0)), tags)
         if result.get("dev_accuracy") is not None:
@@ -68,7 +68,7 @@ class SweepMetrics:
         if result.get("tokens_per_second"):
             self._set(self.tokens, float(result["tokens_per_second"]), tags)
 
-    def trial_done(self, config: dict, record: Record) -> None:
+    def trial_done(self, config: TrialSpec, record: Record) -> None:
         trial = record.tune_trial_id  # its per-trial gauges stop being refreshed: it runs no more
         self.last = {k: v for k, v in self.last.items() if ("trial", trial) not in k[1]}
         self.now = max(0, self.now - 1)

@@ -46,7 +46,7 @@ from orchestrator import commands, exit_codes  # noqa: E402
 from orchestrator.planning import plan, preflight, time_plan  # noqa: E402
 from orchestrator.analysis import results  # noqa: E402
 from orchestrator.analysis.folders import SweepLock, check_folder, create_folder, set_aside_failed, staged, sweep_folder, took_over_line  # noqa: E402,E501
-from trainers.contract import Record, dump  # noqa: E402
+from trainers.contract import Record, TrialSpec, dump  # noqa: E402
 from orchestrator.engine.ray_session import start_ray  # noqa: E402
 from orchestrator.engine.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
 from orchestrator.engine.dashboard import SweepMetrics  # noqa: E402
@@ -83,7 +83,8 @@ class Run:
             self.remote.push(path)
 
 
-def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phase: str = "search", data_seed: int | None = None) -> dict:
+def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phase: str = "search",
+                  data_seed: int | None = None) -> TrialSpec:
     cell = next(c for c in plan.cells(space) if c.id == cell_id)
     seed = space.tuning_data_seed if data_seed is None else data_seed
     run = plan.run_config(space, cell, seed, params, final_eval=phase == "replicate")
@@ -91,9 +92,8 @@ def _trial_config(space: Space, has_gpus: bool, cell_id: str, params: dict, phas
     fixtures = None
     if space.fixtures == "synthetic":  # rebuilt by a worker whose node does not see the driver's folder
         fixtures = {"models": [[m, Path(m).name] for m in space.models], "data": space.data_dir}
-    return {"cell": cell_id, "phase": phase, "run": pack_run(run), "searched": params, "trial_key": plan.trial_key(run, identity),
-            "identity": identity, "resources": plan.resources(space, cell, has_gpus), "fixtures": fixtures,
-            "sweep": space.name}
+    return TrialSpec(cell=cell_id, phase=phase, run=pack_run(run), searched=params, trial_key=plan.trial_key(run, identity),
+                     identity=identity, resources=plan.resources(space, cell, has_gpus), fixtures=fixtures, sweep=space.name)
 
 
 def _finished(records: list[Record]) -> dict:
@@ -172,10 +172,10 @@ def search_phase(run: Run) -> bool:
                       "num_samples": sum(budgets.values()) + len(fill)})
 
 
-def _replicates(space: Space, has_gpus: bool, cell_id: str, params: dict, finished: dict) -> list[dict]:
+def _replicates(space: Space, has_gpus: bool, cell_id: str, params: dict, finished: dict) -> list[TrialSpec]:
     """The cell's replicate trials (one per data seed) that have no record yet."""
     configs = [_trial_config(space, has_gpus, cell_id, params, "replicate", seed) for seed in space.data_seeds]
-    return [cfg for cfg in configs if cfg["trial_key"] not in finished]
+    return [cfg for cfg in configs if cfg.trial_key not in finished]
 
 
 def best_params(space: Space, records: list[Record]) -> dict[str, dict | None]:
@@ -195,7 +195,7 @@ def replicate_phase(run: Run) -> tuple[bool, list[str]]:
             skipped.append(cell_id)
             continue
         configs += _replicates(space, run.has_gpus, cell_id, params, finished)
-    run.progress.expect(Counter(kind("replicate", c["cell"]) for c in configs))  # now known: what will actually run
+    run.progress.expect(Counter(kind("replicate", c.cell) for c in configs))  # now known: what will actually run
     if not configs:
         return True, skipped
     fn = trainable(finished, run.ray_storage, _limits(space))

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from orchestrator.engine.pruning import make_pruner
+from trainers.contract import TrialSpec, dump
 
 INTERRUPTED = "interrupted"
 RETRIED = "retried_trials"  # a study's attribute: numbers of its failed trials a --resume ran again
@@ -104,9 +105,9 @@ class CellSearcher(Searcher):
     `startup` proposals of a cell are random; TPE models the finished trials after that (Optuna's
     default of 10 random trials would leave every shipped budget, 3 to 8, a random search)."""
 
-    def __init__(self, spaces: dict[str, dict], budgets: dict[str, int], make_config: Callable[[str, dict], dict],
+    def __init__(self, spaces: dict[str, dict], budgets: dict[str, int], make_config: Callable[[str, dict], TrialSpec],
                  storage, seed: int, pruner_spec: dict, startup: int = 2, metric: str = "dev_accuracy",
-                 fill: list[dict] = ()):
+                 fill: list[TrialSpec] = ()):
         super().__init__(metric=metric, mode="max")
         self._dists = {cell: {k: distribution(v) for k, v in space.items()} for cell, space in spaces.items()}
         self.studies = {cell: open_study(cell, storage, pruner_spec) for cell in spaces}
@@ -144,7 +145,7 @@ class CellSearcher(Searcher):
     def suggest(self, trial_id: str):
         if not any(self._remaining.values()):
             # cells with nothing to search (ICL) run their replicates in the slots the search's last trials leave idle
-            return self.fill.pop(0) if self.fill else Searcher.FINISHED
+            return dump(self.fill.pop(0)) if self.fill else Searcher.FINISHED
         # round-robin over cells with budget left, so every cell progresses on a cluster
         for _ in range(len(self._order)):
             cell = self._order.pop(0)
@@ -153,9 +154,9 @@ class CellSearcher(Searcher):
                 trial = self._ask(cell)
                 self._remaining[cell] -= 1
                 self._trials[trial_id] = (cell, trial)
-                config = self._make_config(cell, dict(trial.params))
-                trial.set_user_attr("trial_key", config.get("trial_key"))
-                return config
+                spec = self._make_config(cell, dict(trial.params))
+                trial.set_user_attr("trial_key", spec.trial_key)
+                return dump(spec)  # Tune's trial config: Ray's edge
         return None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -178,7 +179,7 @@ class CellSearcher(Searcher):
 class ConfigList(Searcher):
     """Hands out a fixed list of trial configs in order (the replicate phase: nothing to search)."""
 
-    def __init__(self, configs: list[dict]):
+    def __init__(self, configs: list[TrialSpec]):
         super().__init__(metric="dev_accuracy", mode="max")
         self._configs = list(configs)
 
@@ -186,7 +187,7 @@ class ConfigList(Searcher):
         return True
 
     def suggest(self, trial_id: str):
-        return self._configs.pop(0) if self._configs else Searcher.FINISHED
+        return dump(self._configs.pop(0)) if self._configs else Searcher.FINISHED
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: a resume lists again the replicates that have no record."""

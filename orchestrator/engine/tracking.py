@@ -20,7 +20,7 @@ from pathlib import Path
 
 from orchestrator.space import SpaceError
 
-from trainers.contract import Record, load
+from trainers.contract import Record, TrialSpec, load
 
 KINDS = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboardX"}  # --track value -> module it needs
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
@@ -46,7 +46,7 @@ def parse(specs: list[str] | str | None) -> list[tuple[str, str | None]]:
 def final_metrics(sweep_dir: Path, trial) -> tuple[dict, Path] | None:
     """The trial's record as flat numbers, and a folder holding only the record (the artifact)."""
     from orchestrator.analysis import results
-    path = results.records_dir(sweep_dir) / f"{trial.config['trial_key']}.json"
+    path = results.records_dir(sweep_dir) / f"{load(TrialSpec, trial.config).trial_key}.json"
     if not path.exists():  # interrupted: no record, the trial runs again on --resume
         return None
     row = results.trials_table([load(Record, json.loads(path.read_text()))]).iloc[0]

@@ -28,7 +28,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.planning.plan import in_process
-from trainers.contract import Record, dump
+from trainers.contract import Record, TrialSpec, dump, load
 
 # How often Ray Train's controller polls its workers (Ray's default 2 s). A finished trial waits about
 # four polls (the final report, the group's end) before its worker group is torn down: 3-5 s at 2 s,
@@ -49,17 +49,23 @@ def pack_run(run: dict) -> str:
     return json.dumps({"method": run["method"], "model": run["model"], **diff}, separators=(",", ":"))
 
 
-def run_of(config: dict) -> dict:
-    """The trial's whole resolved run config, every field, from its packed form (`pack_run`)."""
+def run_of(spec: TrialSpec) -> dict:
+    """The trial's whole resolved run config, every field, from its packed form (`pack_run`): the JSON
+    form a worker receives (Ray's edge; `from_dict` there imports a methods file first)."""
+    return config_of(spec).to_dict()
+
+
+def config_of(spec: TrialSpec):
+    """The trial's RunConfig."""
     from trainers.config import from_dict
-    return from_dict(json.loads(config["run"])).to_dict()
+    return from_dict(json.loads(spec.run))
 
 
 def _failed_record(run: dict, error: BaseException) -> Record:
     from trainers.config import from_dict
-    from trainers.records import build_record
+    from trainers.records import bare_record
     tb = traceback.format_exception(type(error), error, error.__traceback__)
-    return build_record(from_dict(run), "failed", resolved={},
+    return bare_record(from_dict(run), "failed",
                         error=f"{type(error).__name__}: {error}".strip(), extra={"traceback": "".join(tb[-6:])})
 
 
@@ -91,7 +97,7 @@ def worker_loop(loop_config: dict, report=None) -> None:
         from orchestrator.planning import identity
         identity.ensure_fixtures(loop_config.get("fixtures"))  # the smoke space's, where this node lacks them
         identity.check(run_cfg, loop_config.get("identity"))  # what the plan checked, or fail naming both
-        record = run(from_dict(run_cfg), lambda metrics: report(dict(metrics)))
+        record = run(from_dict(run_cfg), lambda epoch: report(dump(epoch)))  # an epoch's report: Ray's edge
     except Exception as e:  # the record says what went wrong; the sweep goes on
         record = _failed_record(run_cfg, e)
     resources = record.resources
@@ -130,9 +136,9 @@ def _describe_failure(error: BaseException, start_timeout_s: float) -> str:
     return f"{type(inner).__name__}: {' '.join(lines[:3])[:600]}"
 
 
-def _run_name(config: dict, trial_id: str) -> str:
-    cell = config["cell"].replace("/", ".").replace("+", "-")
-    return f"{config.get('sweep', 'sweep')}.{cell}.{config['phase']}.s{run_of(config)['data_seed']}.{trial_id}"
+def _run_name(spec: TrialSpec, trial_id: str) -> str:
+    cell = spec.cell.replace("/", ".").replace("+", "-")
+    return f"{spec.sweep or 'sweep'}.{cell}.{spec.phase}.s{config_of(spec).data_seed}.{trial_id}"
 
 
 def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> None:
@@ -140,18 +146,19 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
     raises (a worker killed past its retries, a group that never started) becomes this trial's
     `failed` record with Ray's own message, and the sweep goes on."""
     trial_started = time.time()
-    if config["trial_key"] in finished:  # resumed sweep: this trial already has its record
-        ray.tune.report(finished[config["trial_key"]])
+    spec = load(TrialSpec, config)  # Tune's trial config: Ray's edge
+    if spec.trial_key in finished:  # resumed sweep: this trial already has its record
+        ray.tune.report(finished[spec.trial_key])
         return
     if limits.get("gate"):  # a restarted trial's earlier attempt holds no turn
         from orchestrator.engine.gate import forget
-        forget(limits["gate"], config["trial_key"])
-    r = config["resources"]
+        forget(limits["gate"], spec.trial_key)
+    r = spec.resources
     use_gpu = r["gpus_per_worker"] > 0
     per_worker = {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if use_gpu else {})}
-    loop_config = {"run": run_of(config), "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu,
-                   "gate": limits.get("gate"), "trial": config["trial_key"], "trial_started": trial_started,
-                   "identity": config.get("identity"), "fixtures": config.get("fixtures"), "in_process": in_process(r)}
+    loop_config = {"run": run_of(spec), "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu,
+                   "gate": limits.get("gate"), "trial": spec.trial_key, "trial_started": trial_started,
+                   "identity": spec.identity, "fixtures": spec.fixtures, "in_process": in_process(r)}
     if in_process(r):  # one worker, in this Tune trial's own process and resources: no worker group to start
         worker_loop(loop_config, report=ray.tune.report)
         return
@@ -164,7 +171,7 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
         scaling_config=ray.train.ScalingConfig(num_workers=r["workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             # the dashboard's Train tab lists runs by this name: sweep, cell, phase, data seed
-            name=_run_name(config, ray.tune.get_context().get_trial_id()),
+            name=_run_name(spec, ray.tune.get_context().get_trial_id()),
             storage_path=storage_path, callbacks=[TuneReportCallback()],
             # every retry bounded: crashed workers, and worker groups that fail or time out starting
             failure_config=ray.train.FailureConfig(max_failures=limits["max_failures"],
@@ -175,9 +182,8 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001 - recorded, with Ray's type and message
-        from trainers.config import from_dict
-        from trainers.records import build_record
-        rec = build_record(from_dict(run_of(config)), "failed", resolved={},
+        from trainers.records import bare_record
+        rec = bare_record(config_of(spec), "failed",
                            error=_describe_failure(e, limits["worker_start_timeout_s"]),
                            extra={"traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__)[-8:])})
         ray.tune.report({"epoch": 1, "record": json.dumps(dump(rec))})
@@ -193,7 +199,7 @@ def trainable(finished: dict, storage_path: str, limits: dict):
 def trial_resources(config: dict) -> dict:
     """What a Tune trial reserves: almost nothing when it only waits on its worker group (which
     reserves the trial's CPUs and GPUs); the worker's CPUs and GPUs when it runs the method itself."""
-    r = config["resources"]
+    r = load(TrialSpec, config).resources
     if in_process(r):
         return {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if r["gpus_per_worker"] else {})}
     return {"memory": TRIAL_MEMORY}

@@ -18,8 +18,6 @@ with it): both refused with a line.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from peft import CartridgeConfig, get_peft_model, initialize_kv_prefix_from_past_key_values
@@ -27,7 +25,7 @@ from peft import CartridgeConfig, get_peft_model, initialize_kv_prefix_from_past
 from trainers.runtime import precision
 from trainers.methods.cd import kl_divergence, teacher_pass
 from trainers.methods.common import prepare, seed_everything
-from trainers.config import RunConfig, check_positive, option
+from trainers.config import RunConfig
 from trainers.runtime.evaluation import dev_scores, label_word_predictions
 from trainers.runtime.memory_plan import kv_bytes
 from trainers.runtime.metering import Meter
@@ -35,21 +33,6 @@ from trainers.runtime.models import context_window, load_causal_lm, pick_device
 from trainers.data.prompts import label_token_ids
 from trainers.runtime.scoring import ContextScorer, answer_logits, collate, prefill
 from trainers.runtime.training import finish, reporting_setup, train
-
-
-@dataclass(frozen=True)
-class CartridgeSection:
-    """The cartridge's config section (`cartridge.tokens`, ...), read as cfg.cartridge; it reads cd's
-    temperature and kl_over too."""
-    tokens: int = field(default=64, metadata=option(
-        "key/value prefix length p of a cartridge (method cartridge): the first p tokens of the demonstrations "
-        "initialise it (at most the context's length)", cli="cartridge-tokens"))
-    frozen_tokens: int = field(default=1, metadata=option(
-        "the cartridge's first positions kept fixed during training (an attention sink)", cli="cartridge-frozen-tokens"))
-
-    def __post_init__(self):
-        check_positive("cartridge.tokens", self.tokens)
-        check_positive("cartridge.frozen_tokens", self.frozen_tokens, allow_zero=True)
 
 
 class BehindPrefix:
@@ -118,6 +101,6 @@ def run(cfg: RunConfig, report=None) -> dict:
     facts = {"context": teacher.fitted.facts, "cartridge_tokens": tokens, "lr": cfg.lr(),
              "precision": precision.facts(student, prec, trained=True),
              "train_tokens": max(map(len, ids_of.values()), default=0)}
-    return finish(cfg, prep, meter, student, outcome, predict, metrics={"teacher": teacher.metrics}, resolved=facts,
+    return finish(cfg, prep, meter, student, outcome, predict, teacher=teacher.metrics, resolved=facts,
                   extra={"distilled_inputs": len(items), "prefix_max_change": round(moved, 6)},
                   kv_bytes_per_query=kv_bytes(student, tokens))

@@ -18,14 +18,15 @@ is loaded. The record carries the teacher's own ICL accuracy beside the student'
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from trainers.runtime import context_fit, precision, sharding
 from trainers.methods.common import prepare, seed_everything
-from trainers.config import ConfigError, RunConfig, check_positive, option, validate_choices
+from trainers.contract import Metrics
+from trainers.config import ConfigError, RunConfig
 from trainers.runtime.evaluation import dev_scores, evaluate_sets, evaluation_sets, label_word_predictions, metrics
 from trainers.runtime.metering import SETUP_PHASE, Meter
 from trainers.runtime.models import context_window, load_causal_lm, pick_device
@@ -35,32 +36,11 @@ from trainers.methods.spec import Parallel
 from trainers.runtime.training import finish, reporting_setup, train
 
 
-@dataclass(frozen=True)
-class CDConfig:
-    """CD's config section (`cd.temperature`, ...; registered in trainers/methods/spec.py), read as cfg.cd."""
-    temperature: float = field(default=1.0, metadata=option("softmax temperature of teacher and student in the KL"))
-    kl_over: str = field(default="label_words", metadata=option(
-        "distribution the KL compares at the answer position", choices=("label_words", "vocab")))
-    ce_weight: float = field(default=0.0, metadata=option(
-        "weight of a cross-entropy term on the gold labels of the k demonstrations (0: off)"))
-    teacher_model: str | None = field(default=None, metadata=option(
-        "teacher model (hub id or folder); default: the student's own base model, as in context distillation",
-        kind="model"))
-    teacher_eval: bool = field(default=True, metadata=option(
-        "score the teacher on the evaluation sets too (with its own base model it repeats the ICL cell of the same data "
-        "seed: false saves that time; the teacher's dev score is kept)"))
-
-    def __post_init__(self):
-        validate_choices(self)
-        check_positive("temperature", self.temperature)
-        check_positive("ce_weight", self.ce_weight, allow_zero=True)
-
-
 @dataclass
 class TeacherPass:
     targets: torch.Tensor        # (n, label words or vocabulary) teacher logits on the distilled inputs
     inputs: list                 # the unlabelled inputs that fit beside the demonstrations, in target order
-    metrics: dict                # the teacher's own ICL metrics (dev; in-domain and OOD with final_eval)
+    metrics: Metrics             # the teacher's own ICL metrics (dev; in-domain and OOD with final_eval)
     fitted: context_fit.Fit      # the demonstrations as they fit the window, and what was cut
 
 
@@ -85,8 +65,8 @@ def teacher_pass(cfg: RunConfig, prep, teacher, tok, label_ids: list[int], prec,
 
     with meter.phase("teacher_eval"):  # reported beside the student, not part of CD's cost: it repeats ICL
         teacher_metrics = (evaluate_sets(predict, prep, cfg, who="teacher ")
-                           if cfg.final_eval and cfg.cd.teacher_eval else {})
-        teacher_metrics["dev"] = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
+                           if cfg.final_eval and cfg.cd.teacher_eval else Metrics())
+        teacher_metrics.dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     return TeacherPass(targets, [prep.draw.unlabeled[i] for i in kept], teacher_metrics, fitted)
 
 
@@ -185,7 +165,7 @@ def run(cfg: RunConfig, report=None) -> dict:
     with meter.phase("train"):
         outcome = train(model, items, loss_fn, dev_scores(meter, predict, prep), cfg.train, cfg.lr(), cfg.training_seed(), reporting_setup(report, meter),
                         prec, tokens=sum(map(len, ids_of.values())))
-    return finish(cfg, prep, meter, model, outcome, predict, metrics={"teacher": taught.metrics},
+    return finish(cfg, prep, meter, model, outcome, predict, teacher=taught.metrics,
                   resolved={"lr": cfg.lr(), "train_tokens": max(map(len, ids_of.values())), **facts},
                   extra={"distilled_inputs": len(inputs_kept), "kl_to_teacher_before": kl_before, "kl_to_teacher_after": None},
                   diagnostics=lambda: {"kl_to_teacher_after": mean_kl()})

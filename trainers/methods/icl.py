@@ -19,6 +19,7 @@ from trainers.runtime.memory_plan import kv_bytes
 from trainers.runtime.metering import Meter
 from trainers.runtime.models import context_window, count_parameters, load_causal_lm, pick_device
 from trainers.data.prompts import label_token_ids
+from trainers.contract import Epoch, Metrics
 from trainers.records import build_record
 from trainers.runtime.scoring import ContextScorer
 
@@ -48,11 +49,12 @@ def run(cfg: RunConfig, report=None) -> dict:
     with meter.phase("evaluate"):  # ICL selects nothing: its dev score only informs the sweep's pruner
         dev = metrics(predict(prep.draw.dev, "dev"), prep.task.classes)
     if report:
-        report({"epoch": 1, "dev_accuracy": dev["accuracy"]})
+        report(Epoch(epoch=1, dev_accuracy=dev.accuracy))
     results = (evaluate_sets(predict, prep, cfg, meter=meter,
                              kv_bytes_per_query=kv_bytes(model, len(fitted.prompt_ids.context)))
-               if cfg.final_eval else {})
+               if cfg.final_eval else Metrics())
+    results.dev = dev
     resolved = prep.resolved(cfg, context_tokens=len(fitted.prompt_ids.context), context=fitted.facts,
                              precision=precision.facts(model, prec, trained=False))
-    return build_record(cfg, "completed", resolved=resolved, metrics={**results, "dev": dev},
+    return build_record(cfg, "completed", resolved=resolved, metrics=results,
                         resources=meter.as_dict(), params={**count_parameters(model), "trainable": 0})

@@ -91,12 +91,12 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in [
     MethodSpec("cd", "trainers.methods.cd:run", "a student without the demonstrations matches the teacher that has them",
                trains=True, peft=PEFT_KINDS, adaptation_phases=("teacher_targets", *TRAINING),
                memory=MemoryTraits(trains="peft", context_cache=True), defaults={"peft.kind": "lora"}, distils=True,
-               section=("cd", "trainers.methods.cd:CDConfig")),
+               section=("cd", "trainers.methods.cd_config:CDConfig")),
     MethodSpec("cartridge", "trainers.methods.cartridge:run", "CD into a trained key/value prefix of the frozen model",
                trains=True, adaptation_phases=("teacher_targets", *TRAINING),
                memory=MemoryTraits(trains="prefix", context_cache=True, prefix_tokens="cartridge.tokens"),
                defaults={"train.lr": 1e-3}, distils=True, kv_prefix=True, shardable=False,
-               section=("cartridge", "trainers.methods.cartridge:CartridgeSection"),  # it reads cd's section too
+               section=("cartridge", "trainers.methods.cartridge_config:CartridgeSection"),  # it reads cd's section too
                unsharded_why="its prefix lives in peft's prompt encoder, outside the decoder blocks fsdp shards"),
 ]}
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from trainers.contract import EvalBlock, Examples, GroupScore, Metrics
 from trainers.runtime.distributed import say
 from trainers.data.sampling import without_overlap
 from trainers.runtime.scoring import ContextScorer, PromptIds, label_word_reduce
@@ -39,31 +40,31 @@ def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return round(float((pred == labels).float().mean()), 4) if len(labels) else float("nan")
 
 
-def metrics(p: Predictions, classes: tuple[str, ...]) -> dict:
+def metrics(p: Predictions, classes: tuple[str, ...]) -> EvalBlock:
     n = len(p.labels)
     pred = p.logprobs.argmax(dim=1) if n else torch.zeros(0, dtype=torch.long)
-    out = {"accuracy": _accuracy(pred, p.labels)}
+    out = EvalBlock(accuracy=_accuracy(pred, p.labels))
     if p.full_vocab_correct is not None:
-        out["accuracy_full_vocab"] = round(float(p.full_vocab_correct.float().mean()), 4) if n else float("nan")
+        out.accuracy_full_vocab = round(float(p.full_vocab_correct.float().mean()), 4) if n else float("nan")
     counts = torch.bincount(pred, minlength=len(classes)).tolist() if n else [0] * len(classes)
-    out["pred_fraction"] = {c: round(k / n, 4) if n else float("nan") for c, k in zip(classes, counts)}
-    out["n_scored"], out["n_dropped"] = n, p.n_dropped
+    out.pred_fraction = {c: round(k / n, 4) if n else float("nan") for c, k in zip(classes, counts)}
+    out.n_scored, out.n_dropped = n, p.n_dropped
     if p.ids is not None:  # compact: one character per example
-        out["examples"] = {"ids": list(p.ids), "correct": "".join("1" if c else "0" for c in (pred == p.labels).tolist()),
-                           "pred": "".join(str(k) for k in pred.tolist())}
-        if p.full_vocab_correct is not None:
-            out["examples"]["correct_full_vocab"] = "".join("1" if c else "0" for c in p.full_vocab_correct.tolist())
+        full = p.full_vocab_correct
+        out.examples = Examples(ids=list(p.ids), correct="".join("1" if c else "0" for c in (pred == p.labels).tolist()),
+                                pred="".join(str(k) for k in pred.tolist()),
+                                correct_full_vocab=None if full is None else "".join("1" if c else "0" for c in full.tolist()))
     if any(g is not None for g in p.groups):
-        out["breakdown"] = {}
+        out.breakdown = {}
         for g in sorted({g for g in p.groups if g is not None}):
             for c, name in enumerate(classes):
                 idx = torch.tensor([i for i, (gg, y) in enumerate(zip(p.groups, p.labels.tolist())) if gg == g and y == c])
                 if len(idx):
-                    out["breakdown"][f"{g}/{name}"] = {"accuracy": _accuracy(pred[idx], p.labels[idx]), "n": len(idx)}
+                    out.breakdown[f"{g}/{name}"] = GroupScore(accuracy=_accuracy(pred[idx], p.labels[idx]), n=len(idx))
     return out
 
 
-def dev_scores(meter, predict, prep) -> Callable[[], dict]:
+def dev_scores(meter, predict, prep) -> Callable[[], EvalBlock]:
     """What training selects its epoch by: the dev set's scores, timed in the meter's "dev" phase
     (inside "train", which it pauses)."""
     def score() -> dict:
@@ -95,7 +96,7 @@ def evaluation_sets(prep, cfg) -> dict[str, tuple[list[Example], int]]:
 
 
 def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cfg, who: str = "", meter=None,
-                  kv_bytes_per_query: int = 0) -> dict:
+                  kv_bytes_per_query: int = 0) -> Metrics:
     """In-domain and every OOD set, each without the examples the method was shown, in the meter's
     "evaluate" phase. With a `meter`, the serving cost is then measured on the in-domain examples
     (`trainers.runtime.serving.measure`) and kept in the meter (`meter.serving`) for the record, with the
@@ -108,9 +109,9 @@ def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cf
         start = time.perf_counter()
         with phase:
             m = metrics(predict(examples, name), prep.task.classes_of(name))
-        m["n_excluded_shown"] = overlap
-        dropped = f" ({m['n_dropped']} too long, dropped)" if m["n_dropped"] else ""
-        say(f"{who}{name}: accuracy {m['accuracy']:.3f} on {m['n_scored']} examples{dropped}, "
+        m.n_excluded_shown = overlap
+        dropped = f" ({m.n_dropped} too long, dropped)" if m.n_dropped else ""
+        say(f"{who}{name}: accuracy {m.accuracy:.3f} on {m.n_scored} examples{dropped}, "
             f"{time.perf_counter() - start:.1f} s")
         out[name] = m
     if meter is not None:
@@ -119,4 +120,4 @@ def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cf
                                 cfg.serve_repeats)
         if meter.serving is not None:
             meter.serving["kv_bytes_per_query"] = int(kv_bytes_per_query)
-    return {"in_domain": out.pop("in_domain"), "ood": out}
+    return Metrics(in_domain=out.pop("in_domain"), ood=out)

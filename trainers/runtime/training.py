@@ -13,6 +13,7 @@ runs under autocast, the parameters stay fp32, and fp16 scales the loss (`traine
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from trainers.config import TrainConfig
+from trainers.contract import Epoch, EvalBlock, Metrics, Record
 from trainers.runtime.distributed import all_reduce, rank_and_world, say
 from trainers.runtime.evaluation import evaluate_sets
 from trainers.runtime.metering import SETUP_PHASE
@@ -35,9 +37,9 @@ from trainers.runtime.sharding import reshard
 @dataclass
 class TrainOutcome:
     status: str = "completed"  # or "diverged"
-    history: list[dict] = field(default_factory=list)
+    history: list[Epoch] = field(default_factory=list)
     best_epoch: int = 0
-    dev: dict = field(default_factory=dict)  # dev metrics of the selected epoch (its weights are the final ones)
+    dev: EvalBlock | None = None  # dev metrics of the selected epoch (its weights are the final ones)
     steps: int = 0
     error: str | None = None
 
@@ -119,8 +121,8 @@ def _batch_loss(items: list, batch: list[int], loss_fn, cfg: TrainConfig, autoca
     return all_reduce(float(step_loss), "sum")
 
 
-def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.Tensor], dev_fn: Callable[[], dict],
-          cfg: TrainConfig, lr: float, seed: int, report: Callable[[dict], None] | None = None,
+def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.Tensor], dev_fn: Callable[[], EvalBlock],
+          cfg: TrainConfig, lr: float, seed: int, report: Callable[[Epoch], None] | None = None,
           precision: Precision | None = None, tokens: int | None = None) -> TrainOutcome:
     """Train the parameters of `model` that require grad on `items`; `loss_fn(batch)` is a batch mean.
     `tokens`: the items' input tokens, for each epoch's training tokens per second."""
@@ -152,19 +154,18 @@ def train(model: torch.nn.Module, items: list, loss_fn: Callable[[list], torch.T
         trained = time.perf_counter() - start
         model.eval()
         dev = dev_fn()
-        entry = {"epoch": epoch, "train_loss": round(sum(losses) / len(losses), 6), "dev_accuracy": dev["accuracy"],
-                 "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(time.perf_counter() - start, 3)}
-        if tokens:
-            entry["tokens_per_second"] = round(tokens / max(trained, 1e-9), 1)
+        entry = Epoch(epoch=epoch, train_loss=round(sum(losses) / len(losses), 6), dev_accuracy=dev.accuracy,
+                      lr=scheduler.get_last_lr()[0], epoch_seconds=round(time.perf_counter() - start, 3),
+                      tokens_per_second=round(tokens / max(trained, 1e-9), 1) if tokens else None)
         outcome.history.append(entry)
-        say(f"epoch {epoch}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, dev accuracy {dev['accuracy']:.3f}, "
-            f"{entry['epoch_seconds']:.1f} s")
+        say(f"epoch {epoch}/{cfg.epochs}: train loss {entry.train_loss:.4f}, dev accuracy {dev.accuracy:.3f}, "
+            f"{entry.epoch_seconds:.1f} s")
         if report:
-            report(dict(entry))
+            report(dataclasses.replace(entry))
         if cfg.selection == "last":
             outcome.dev = dev
-        elif dev["accuracy"] > best_acc:
-            best_acc, outcome.best_epoch, outcome.dev = dev["accuracy"], epoch, dev
+        elif dev.accuracy > best_acc:
+            best_acc, outcome.best_epoch, outcome.dev = dev.accuracy, epoch, dev
             best_state = {id(p): p.detach().clone() for p in params}
     _restore(outcome, params, best_state, cfg)
     model.eval()
@@ -188,19 +189,21 @@ def reporting_setup(report, meter):
     if report is None:
         return None
     setup = meter.phases[SETUP_PHASE]["seconds"]
-    return lambda entry: report({**entry, "setup_seconds": setup} if entry["epoch"] == 1 else entry)
+    return lambda entry: report(dataclasses.replace(entry, setup_seconds=setup) if entry.epoch == 1 else entry)
 
 
-def finish(cfg, prep, meter, model, outcome: TrainOutcome, predict, *, resolved: dict, metrics: dict | None = None,
-           extra: dict | None = None, diagnostics: Callable[[], dict] | None = None, kv_bytes_per_query: int = 0) -> dict:
+def finish(cfg, prep, meter, model, outcome: TrainOutcome, predict, *, resolved: dict, teacher: Metrics | None = None,
+           extra: dict | None = None, diagnostics: Callable[[], dict] | None = None, kv_bytes_per_query: int = 0) -> Record:
     """The end every trained method shares: a completed run's selected weights scored on the evaluation
     sets (with `final_eval`), its dev scores those of the selected epoch, then `diagnostics()` (with
-    `final_eval`, in the meter's "diagnostics" phase) and the record."""
-    metrics, extra = dict(metrics or {}), {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, **(extra or {})}
+    `final_eval`, in the meter's "diagnostics" phase) and the record (a distilling method's `teacher`
+    metrics beside its own)."""
+    metrics, extra = Metrics(teacher=teacher), {"steps": outcome.steps, "selected_epoch": outcome.best_epoch, **(extra or {})}
     if outcome.status == "completed":
         if cfg.final_eval:
-            metrics.update(evaluate_sets(predict, prep, cfg, meter=meter, kv_bytes_per_query=kv_bytes_per_query))
-        metrics["dev"] = outcome.dev  # the selected epoch's: the same weights, scored once
+            metrics = evaluate_sets(predict, prep, cfg, meter=meter, kv_bytes_per_query=kv_bytes_per_query)
+            metrics.teacher = teacher
+        metrics.dev = outcome.dev  # the selected epoch's: the same weights, scored once
         if cfg.final_eval and diagnostics is not None:
             with meter.phase("diagnostics"):
                 extra.update(diagnostics())
