@@ -32,7 +32,7 @@ from trainers.contract import Record, TrialSpec, dump, load
 
 # How often Ray Train's controller polls its workers (Ray's default 2 s). A finished trial waits about
 # four polls (the final report, the group's end) before its worker group is torn down: 3-5 s at 2 s,
-# 1.0 s at 0.25 s (benchmarks/sweep_overhead.py measures both). A driver's own value is passed on.
+# 1.0 s at 0.25 s (benchmarks/sweep/sweep_overhead.py measures both). A driver's own value is passed on.
 HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 TRIAL_MEMORY = 2**20  # the Tune-level driver only waits on its worker group: reserve no CPU for it
 

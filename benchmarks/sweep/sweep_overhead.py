@@ -1,8 +1,8 @@
 """Sweep overhead: how much of a sweep's wall time is spent outside the methods' own compute, and
 what one Ray Train worker group costs to start and stop.
 
-    python -m benchmarks.sweep_overhead                 # the smoke space on a local Ray instance
-    python benchmarks/sweep_overhead.py --repeats 5
+    python -m benchmarks.sweep.sweep_overhead                 # the smoke space on a local Ray instance
+    python benchmarks/sweep/sweep_overhead.py --repeats 5
 
 Three measurements in one Ray session:
 1. `--repeats` times, a `TorchTrainer` whose one worker does nothing (the worker group's start and
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable, as `-m` from it does
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     load = os.getloadavg()
     figures = measure(args)
-    text = (f"# Sweep overhead: the smoke space on a local Ray instance\n\n    python -m benchmarks.sweep_overhead "
+    text = (f"# Sweep overhead: the smoke space on a local Ray instance\n\n    python -m benchmarks.sweep.sweep_overhead "
             f"{' '.join(argv or sys.argv[1:])}\n\n{render(figures)}- machine: {os.cpu_count()} CPUs; 1-minute load "
             f"average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")
     publish("sweep_overhead", Path(args.out_dir), text,

@@ -1,7 +1,7 @@
 """A battery of bad inputs to the sweep command (and a few to the others): exit status, seconds,
 whether Ray started, message.
 
-    python -m benchmarks.input_battery [--model ~/.cache/fewshot-models/smollm2-135m] [--data ../shared/data]
+    python -m benchmarks.sweep.input_battery [--model ~/.cache/fewshot-models/smollm2-135m] [--data ../shared/data]
 
 Every input is a real `python -m orchestrator sweep ...` in a fresh results folder, run one at a
 time, without HF_HUB_OFFLINE (so a hub id costs what it costs on a machine without the hub).
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.common import ROOT, publish, table  # noqa: E402
 
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
                   f"ray {'yes' if row['ray_started'] else 'no '} {row['message'][:140]}", flush=True)
     text = ("Bad inputs to `python -m orchestrator sweep` (and to `trainers run` and `summarize` where the input says), "
             "one at a time, without HF_HUB_OFFLINE:\n\n"
-            "    python -m benchmarks.input_battery\n\n"
+            "    python -m benchmarks.sweep.input_battery\n\n"
             + table(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]))
     publish("input_battery", Path(ns.out_dir), text, {"benchmark": "input_battery", "rows": rows})
     return 0 if all(not r["ray_started"] and not r["traceback"] for r in rows) else 1

@@ -1,7 +1,7 @@
 """Pruning savings: the same sweep with and without the pruner, side by side in one Ray session.
 
-    python -m benchmarks.pruning_savings                # smoke space: 2 cells, 8 search trials each
-    python benchmarks/pruning_savings.py --budget 12 --epochs 8
+    python -m benchmarks.sweep.pruning_savings                # smoke space: 2 cells, 8 search trials each
+    python benchmarks/sweep/pruning_savings.py --budget 12 --epochs 8
 
 The `smoke` space (tiny random OPT, synthetic RTE/HANS), widened to two cells (8 and 16 shots) and
 a longer search, is run twice: with its median pruner and with `pruner: {type: none}`. One trial
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     load = os.getloadavg()
     figures = measure(args)
     text = (f"# Pruning savings: smoke space, 2 cells x {args.budget} search trials x {args.epochs} epochs\n\n"
-            f"    python -m benchmarks.pruning_savings {' '.join(argv or sys.argv[1:])}\n\n{render(figures)}"
+            f"    python -m benchmarks.sweep.pruning_savings {' '.join(argv or sys.argv[1:])}\n\n{render(figures)}"
             f"- machine: {os.cpu_count()} CPUs; 1-minute load average {load[0]:.1f} at start, "
             f"{os.getloadavg()[0]:.1f} at end\n")
     publish("pruning_savings", Path(args.out_dir), text,

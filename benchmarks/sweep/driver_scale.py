@@ -1,7 +1,7 @@
 """The driver at scale: N trials whose work returns at once, through the real driver (preflight,
 search with its Optuna studies, the pruning scheduler, records, tables, callbacks, the report).
 
-    python -m benchmarks.driver_scale --trials 1000      # prints and writes results/bench/driver_scale.{md,json}
+    python -m benchmarks.sweep.driver_scale --trials 1000      # prints and writes results/bench/driver_scale.{md,json}
 
 Every trial is the smoke space's pbft cell with a searched learning rate; its Tune function reports
 one epoch and a made-up record at once, in place of a Ray Train worker group, so what is measured is
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     from trainers.records import environment
     env = environment()
     text = (f"# The driver at scale: {figures['trials']} trials that return at once\n\n"
-            f"    python -m benchmarks.driver_scale {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
+            f"    python -m benchmarks.sweep.driver_scale {' '.join(argv if argv is not None else sys.argv[1:])}\n\n"
             f"{table(['figure', 'value'], rows)}\n\naims: ≤ 50 MiB per 1,000 trials, ≤ 0.5 s per trial\n"
             f"- machine: {os.cpu_count()} CPUs, load average at end {os.getloadavg()[0]:.1f}; commit {env['git_commit']}\n")
     publish("driver_scale", Path(args.out_dir), text, {"benchmark": "driver_scale", "args": vars(args), "figures": figures,

@@ -1,8 +1,8 @@
 """How true is the sweep's ETA? Each sweep runs in a fresh folder while every line it prints is
 timed; at each third of its run the last ETA it showed is set against the time that really remained.
 
-    python -m benchmarks.eta_accuracy                     # smoke and quickstart (offline: SmolLM2, ../shared/data)
-    python -m benchmarks.eta_accuracy --sweeps smoke      # one
+    python -m benchmarks.sweep.eta_accuracy                     # smoke and quickstart (offline: SmolLM2, ../shared/data)
+    python -m benchmarks.sweep.eta_accuracy --sweeps smoke      # one
 
 An ETA counts from the moment its line was printed: its error is |ETA − (end − that moment)| over
 (end − that moment). The aim (issue 29): within 25 % after the first third. The first, planned ETA
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.common import DEFAULT_DATA, DEFAULT_MODEL, ROOT, publish, table  # noqa: E402
 from trainers.records import environment  # noqa: E402
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                      if first else "-"] + [f"{r['eta_s']} vs {r['real_s']:.0f} ({100 * r['error']:.0f} %)" for r in thirds])
         print(f"{name}: exit {code}, {wall:.0f} s; " + "; ".join(f"third {r['third']}: ETA {r['eta_s']} s against "
                                                                  f"{r['real_s']:.0f} s left" for r in thirds), flush=True)
-    text = ("# The sweep's ETA against the time that really remained\n\n    python -m benchmarks.eta_accuracy\n\n"
+    text = ("# The sweep's ETA against the time that really remained\n\n    python -m benchmarks.sweep.eta_accuracy\n\n"
             + table(["sweep", "exit", "wall s", "first (planned) ETA s vs all", "ETA at 1/3: shown vs real s (error)",
                      "ETA at 2/3: shown vs real s (error)"], rows)
             + f"\n\n- aim: within 25 % after the first third; heartbeat every {ns.heartbeat} s; one sweep at a time"
