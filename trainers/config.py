@@ -4,7 +4,7 @@
 
 `RunConfig` holds what to run (method, task, model, data); `TrainConfig` the optimisation
 recipe; `PeftConfig` which parameters train. A method's own options are its config section, a frozen
-dataclass in its module named by its spec (`CDConfig` in trainers/methods/cd.py), read as `cfg.cd`.
+dataclass named by its spec (`CDConfig` in trainers/methods/cd_config.py), read as `cfg.cd`.
 Each validates itself on construction and raises `ConfigError` with a one-line message, so a
 bad value is caught before a model is loaded. `to_dict` / `from_dict` round-trip the nested
 form that result records and search spaces use (`train.lr`, `peft.kind`, ...).
@@ -180,8 +180,8 @@ class RunConfig:
 
     def model_paths(self) -> dict[str, str | None]:
         """Every model the run loads, by field name: `model`, then the sections' model fields (cd's teacher_model)."""
-        return {"model": self.model, **{f.name: getattr(value, f.name) for _, value in self.sections
-                                        for f in dataclasses.fields(value) if f.metadata.get("kind") == "model"}}
+        return {"model": self.model, **{key.rpartition(".")[2]: self.value(key) for key in model_fields()
+                                        if key.partition(".")[0] in dict(self.sections)}}
 
     def training_seed(self) -> int:
         """--seed, or one derived from the data seed (recorded as the run's `seed`)."""
@@ -239,6 +239,12 @@ def method_sections() -> dict[str, type]:
 
 def sections() -> dict[str, type]:
     return {**BASE_SECTIONS, **method_sections()}
+
+
+def model_fields() -> list[str]:
+    """The dotted keys of the methods' section fields that name a model to load (`option(kind="model")`)."""
+    return [f"{name}.{f.name}" for name, cls in method_sections().items() for f in dataclasses.fields(cls)
+            if f.metadata.get("kind") == "model"]
 
 
 def default_sections() -> tuple[tuple[str, Any], ...]:

@@ -82,14 +82,7 @@ LATER_DEFAULTS = {("parallel",): "ddp", ("offload",): False, ("ood_limit",): Non
 def path_fields() -> list[tuple[str, ...]]:
     """The config fields holding paths, which a trial key replaces by what they point to: the data and
     code files, and every model field (the student's, and those the methods' sections declare)."""
-    models = [tuple(k.split(".")) for k in config.valid_keys() if _is_model_field(k)]
-    return [("model",), ("data_dir",), ("tasks_file",), ("methods_file",), *models]
-
-
-def _is_model_field(dotted: str) -> bool:
-    section, _, name = dotted.rpartition(".")
-    cls = config.sections().get(section)
-    return cls is not None and any(f.name == name and f.metadata.get("kind") == "model" for f in dataclasses.fields(cls))
+    return [("model",), ("data_dir",), ("tasks_file",), ("methods_file",), *(tuple(k.split(".")) for k in config.model_fields())]
 
 
 def trial_identity(space: Space, run: dict) -> dict:
