@@ -113,8 +113,8 @@ def alternate(meter: Meter, runs: dict[str, Callable[[], Any]], order: list[str]
         with meter.phase(phase):
             results[name] = runs[name]()
         cpu, rec = round(time.process_time() - cpu, 3), meter.phases[phase]
-        peak = rec.get("cuda_max_allocated_mib", rec["peak_rss_mib"])
-        samples[name].append({"seconds": rec["seconds"], "cpu_seconds": cpu, "peak_mib": peak,
+        peak = rec.peak_mib
+        samples[name].append({"seconds": rec.seconds, "cpu_seconds": cpu, "peak_mib": peak,
                               "working_mib": round(peak - start, 1)})
     figures = {name: {key: min(s[key] for s in runs_) for key in runs_[0]} | {"runs": runs_}
                for name, runs_ in samples.items()}

@@ -44,7 +44,7 @@ from trainers.config import PeftConfig, TrainConfig
 from trainers.runtime.metering import Meter
 from trainers.runtime.models import pick_dtype
 from trainers.runtime.precision import Precision
-from trainers.contract import EvalBlock
+from trainers.contract import EvalBlock, dump
 from trainers.records import environment
 from trainers.runtime.scoring import ContextScorer, answer_logits, collate, label_word_reduce
 from trainers.runtime.training import train
@@ -106,9 +106,9 @@ def check_memory(a, device: torch.device) -> dict:
     with meter.phase("step"):
         one_step(model, items, label_loss(model, device), Precision(device, torch.bfloat16), 1e-5)
     p = meter.phases["step"]
-    cuda, nvml = p.get("cuda_max_allocated_mib"), p.get("nvml_process_peak_mib")
+    cuda, nvml = p.cuda_max_allocated_mib, p.nvml_process_peak_mib
     same_order = bool(cuda and nvml and 0.1 <= nvml / cuda <= 10)
-    return {"phase": p, "cuda_max_allocated_mib": cuda, "nvml_process_peak_mib": nvml, "pass": same_order,
+    return {"phase": dump(p), "cuda_max_allocated_mib": cuda, "nvml_process_peak_mib": nvml, "pass": same_order,
             "note": None if device.type == "cuda" else "CPU: no CUDA or NVML figures"}
 
 
@@ -200,8 +200,7 @@ def check_fsdp(a, device: torch.device) -> dict:
             losses = []
             train(model, items, label_loss(model, device), lambda: EvalBlock(accuracy=0.0), cfg, 1e-5, 0, precision=prec,
                   report=lambda e: losses.append(e.train_loss))
-        p = meter.phases["train"]
-        measured = p.get("cuda_max_allocated_mib", p["peak_rss_mib"])
+        measured = meter.phases["train"].peak_mib
         planned = estimate(shape, "pbft", "none", mode, 1, prec.name, a.batch, 1, a.seq_len, 0, device=device.type)
         out[mode] = {"loss": losses[-1], "measured_mib": measured, "estimated_mib": planned["peak_mib"],
                      "plan_error": round(planned["peak_mib"] / measured - 1, 3)}

@@ -84,8 +84,9 @@ def acceptance_section(folder: Path) -> str | None:
     times = sorted(r.env.time for r in records if r.env.time)
     span = f"{times[0][:16]} to {times[-1][:16]}" if times else "unknown dates"
     notes = _demote((folder / "NOTES.md").read_text().strip()) + "\n\n" if (folder / "NOTES.md").exists() else ""
-    from orchestrator.analysis.results import cell_stats, summary_table, to_markdown, trials_table
-    cells = cell_stats(trials_table(records), records)
+    from orchestrator.analysis.results import cell_stats, summary_table, to_markdown
+    from orchestrator.analysis.table import trials
+    cells = cell_stats(trials(records))
     summary = "Summary, derived from the records by the current code:\n\n" + to_markdown(summary_table(cells))
     report = folder / "report" / "report.md"
     link = f"\nReport: `{report.relative_to(REPO)}`.\n" if report.exists() else ""

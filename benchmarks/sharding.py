@@ -68,9 +68,8 @@ def worker(rank: int, world: int, port: int, mode: str, args: dict, out: str) ->
             losses.append(_batch_loss(items, batch, loss_fn, tcfg, contextlib.nullcontext, None, sharded))
             _step(params, optimizer, scheduler, None, tcfg)
             seconds.append(time.perf_counter() - start)
-    phases = meter.as_dict()["phases"]
-    mine = {"rank": rank, "load_peak_mib": phases["load"]["peak_rss_mib"],
-            "train_peak_mib": phases["train"]["peak_rss_mib"], "losses": losses, "step_seconds": seconds}
+    mine = {"rank": rank, "load_peak_mib": meter.phases["load"].peak_rss_mib,
+            "train_peak_mib": meter.phases["train"].peak_rss_mib, "losses": losses, "step_seconds": seconds}
     gathered = [None] * world
     dist.all_gather_object(gathered, mine)
     if rank == 0:

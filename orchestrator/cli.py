@@ -239,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator.analysis import results
             if not Path(ns.folder).is_dir() or not results.load_records(Path(ns.folder)):
                 raise SpaceError(f"{ns.folder} holds no result records")
-            table, summary, title, comps = results.write_tables(Path(ns.folder), ns.title)
+            rows, summary, title, comps = results.write_tables(Path(ns.folder), ns.title)
             print(f"{title}\n{results.to_text(summary)}")
             for line in results.comparison_lines(comps):
                 print(line)
-            for note in results.duplicate_notes(table):
+            for note in results.duplicate_notes(rows):
                 print(note)
             return exit_codes.OK
         if ns.command == "report":

@@ -1,9 +1,11 @@
 """GPU memory as NVML reports it, checked against a stand-in NVML: found by UUID, missing is not zero, errors stay quiet."""
+import dataclasses
 import types
 
 import torch
 
 from trainers.runtime import metering
+from trainers.contract import Phase, Resources, Serving, dump
 from trainers.runtime.metering import MiB, _merge, _NvmlPoller, cuda_uuid
 
 
@@ -65,10 +67,13 @@ def test_a_poller_that_cannot_start_leaves_the_cuda_figures(monkeypatch):
 
 
 def test_phases_entered_twice_keep_a_missing_nvml_peak_missing():
-    a = {"seconds": 1.0, "peak_rss_mib": 10.0, "nvml_process_peak_mib": None}
-    b = {"seconds": 2.0, "peak_rss_mib": 5.0, "nvml_process_peak_mib": None}
-    assert _merge(a, b) == {"seconds": 3.0, "peak_rss_mib": 10.0, "nvml_process_peak_mib": None}
-    assert _merge(a, {**b, "nvml_process_peak_mib": 80.0})["nvml_process_peak_mib"] == 80.0
+    a = Phase(seconds=1.0, peak_rss_mib=10.0, wall=[[0.0, 1.0]])
+    b = Phase(seconds=2.0, peak_rss_mib=5.0, wall=[[5.0, 7.0]])
+    merged = _merge(a, b)
+    assert (merged.seconds, merged.peak_rss_mib, merged.nvml_process_peak_mib) == (3.0, 10.0, None)
+    assert merged.wall == [[0.0, 1.0], [5.0, 7.0]] and dump(merged) == {"seconds": 3.0, "peak_rss_mib": 10.0,
+                                                                         "wall": [[0.0, 1.0], [5.0, 7.0]]}
+    assert _merge(a, dataclasses.replace(b, nvml_process_peak_mib=80.0)).nvml_process_peak_mib == 80.0
 
 
 def test_a_nested_phase_pauses_the_enclosing_one(monkeypatch):
@@ -79,20 +84,20 @@ def test_a_nested_phase_pauses_the_enclosing_one(monkeypatch):
         with m.phase("dev"):  # pauses train at t=20, enters at 30
             pass  # leaves at 40, train resumes at 50
     # train: 10..20 and 50..60 = 20 s; dev: 30..40 = 10 s
-    assert m.phases["train"]["seconds"] == 20.0 and m.phases["dev"]["seconds"] == 10.0
+    assert m.phases["train"].seconds == 20.0 and m.phases["dev"].seconds == 10.0
 
 
 def test_costs_sum_the_adaptation_phases_and_take_the_measured_serving_cost():
-    resources = {"phases": {"load": {"seconds": 5.0, "peak_rss_mib": 900.0}, "train": {"seconds": 8.0, "peak_rss_mib": 1.0},
-                            "dev": {"seconds": 2.0, "peak_rss_mib": 1.0}, "teacher_eval": {"seconds": 30.0, "peak_rss_mib": 1.0},
-                            "serve": {"seconds": 1.5, "peak_rss_mib": 700.0}},
-                 "serving_measured": {"ms_per_query": 25.0, "queries": 32}}
+    phases = {"load": Phase(5.0, 900.0), "train": Phase(8.0, 1.0), "dev": Phase(2.0, 1.0),
+              "teacher_eval": Phase(30.0, 1.0), "serve": Phase(1.5, 700.0)}
+    resources = Resources(phases=phases, serving=Serving(ms_per_query=25.0, queries=32))
     out = metering.costs(resources)
-    assert out["adaptation_seconds"] == 10.0  # not load, not the teacher's evaluation
-    assert out["serving"] == {"ms_per_query": 25.0, "queries": 32, "peak_memory_mib": 700.0, "memory_kind": "rss"}
+    assert out.adaptation_seconds == 10.0 and out.dev_seconds_uncharged is None  # not load, not the teacher's evaluation
+    assert dump(out.serving) == {"ms_per_query": 25.0, "queries": 32, "peak_memory_mib": 700.0, "memory_kind": "rss"}
     replicate = metering.costs(resources, dev_selects=False)  # a replicate keeping its last epoch: dev selects nothing
-    assert replicate["adaptation_seconds"] == 8.0 and replicate["dev_seconds_uncharged"] == 2.0
-    assert "serving" not in metering.costs({"phases": resources["phases"]})
+    assert replicate.adaptation_seconds == 8.0 and replicate.dev_seconds_uncharged == 2.0
+    assert metering.costs(Resources(phases=phases)).serving is None  # nothing measured
+    assert metering.costs(Resources(phases={"train": phases["train"]}, serving=resources.serving)).serving is None  # no serve phase
 
 
 class Turns:
@@ -115,9 +120,9 @@ def test_top_level_phases_take_the_gate_shared_and_serve_exclusively(monkeypatch
         with m.phase("dev"):  # nested: already inside its trial's turn
             pass
     with m.phase("serve") as state:
-        assert state["exclusive"] is True
+        assert state.exclusive is True
     with m.phase("evaluate") as state:
-        assert state["exclusive"] is False
+        assert state.exclusive is False
     assert gate.asked == [False, True, False]
-    assert [len(m.phases[p]["wall"]) for p in ("train", "dev", "serve")] == [1, 1, 1]
-    assert m.phases["serve"]["wall"][0][0] <= m.phases["serve"]["wall"][0][1]
+    assert [len(m.phases[p].wall) for p in ("train", "dev", "serve")] == [1, 1, 1]
+    assert m.phases["serve"].wall[0][0] <= m.phases["serve"].wall[0][1]

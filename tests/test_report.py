@@ -8,7 +8,8 @@ import pytest
 from orchestrator import cli
 from orchestrator.analysis.report import break_even_pairs, replicates, write_report
 from orchestrator.analysis import results
-from orchestrator.analysis.results import cell_stats, load_records, trials_table
+from orchestrator.analysis.results import cell_stats, load_records
+from orchestrator.analysis.table import trials
 from trainers.contract import CellStats, Record, load
 
 
@@ -72,7 +73,7 @@ def sweep_dir(tmp_path):
 
 def cells_of(folder):
     records = load_records(folder)
-    return cell_stats(trials_table(records), records)
+    return cell_stats(trials(records))
 
 
 def test_a_cells_adaptation_cost_is_its_whole_search_plus_one_replicate_with_ray_apart(sweep_dir):
@@ -95,13 +96,13 @@ def test_a_pruned_cd_trial_charges_its_teacher_targets(tmp_path):
 
 def test_break_even_is_per_data_seed_adaptation_over_that_seeds_saving(sweep_dir):
     records = load_records(sweep_dir)
-    table = trials_table(records)
-    pairs = {p["cell"]: p for p in break_even_pairs(cell_stats(table, records), replicates(table))}
+    rows = trials(records)
+    pairs = {p.cell: p for p in break_even_pairs(cell_stats(rows), replicates(rows))}
     # cd: 170 s of search + 100 s of its replicate; seed s serves at 20 + s ms against ICL's 100 + s: 80 ms saved
     cd = pairs["rte/cd+lora/small/16shot"]
-    assert cd["per_seed"] == {0: math.ceil(270 / 0.08), 1: math.ceil(270 / 0.08), 2: math.ceil(270 / 0.08)}
-    assert cd["range"] == (3375, 3375) and cd["never"] == 0
-    assert pairs["rte/pbft+lora/large/16shot"]["range"] == (math.ceil((50 + 170) / 0.08),) * 2
+    assert cd.per_seed == {0: math.ceil(270 / 0.08), 1: math.ceil(270 / 0.08), 2: math.ceil(270 / 0.08)}
+    assert cd.range == (3375, 3375) and cd.never == 0
+    assert pairs["rte/pbft+lora/large/16shot"].range == (math.ceil((50 + 170) / 0.08),) * 2
     assert len(pairs) == 4  # two trained methods x two models, each against its own ICL
 
 
@@ -162,9 +163,9 @@ def test_equal_serving_costs_name_no_cheapest_and_no_break_even(tmp_path):
             rec["resources"]["serving"]["ms_per_query"] = 50.0 + (seed - 1) * (3 if method == "icl" else -3)
             write_record(tmp_path, rec)
     records = load_records(tmp_path)
-    table = trials_table(records)
-    pair = break_even_pairs(cell_stats(table, records), replicates(table))[0]
-    assert pair["range"] is None and not pair["saving"]["measurable"]
+    rows = trials(records)
+    pair = break_even_pairs(cell_stats(rows), replicates(rows))[0]
+    assert pair.range is None and not pair.saving.measurable
     first = write_report(tmp_path).read_text().split("\n\n")[1]
     assert "no measurable serving difference between" in first and "has the lowest serving cost" not in first
     assert "cd+lora on rte, small, 16 shots: no measurable payback" in first and "pays back" not in first

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from orchestrator.planning import plan
-from orchestrator.analysis.results import cell_stats, summary_table, trials_table
+from orchestrator.analysis.results import cell_stats, summary_table
+from orchestrator.analysis.table import trials
 from trainers.contract import Record, load
 from orchestrator.space import SpaceError, available_spaces, load_space, space_path
 from trainers.methods.spec import METHODS
@@ -143,8 +144,7 @@ def test_summary_reports_replicates_and_counts_pruned_and_failed():
                 "resources": {"peak_memory_mib": 100.0, "total_seconds": 10.0}, "params": {"trainable": 7}}
     records = [rec("search", "completed", 0, None), rec("search", "pruned", 0, None), rec("search", "failed", 0, None),
                rec("replicate", "completed", 0, 0.6), rec("replicate", "completed", 1, 0.8)]
-    table = trials_table([load(Record, r) for r in records])
-    s = summary_table(cell_stats(table, [load(Record, r) for r in records])).iloc[0]
+    s = summary_table(cell_stats(trials([load(Record, r) for r in records]))).iloc[0]
     assert s["seeds"] == 2 and s["in-domain acc"].startswith("0.700 [") and s["hans acc"].startswith("0.600 [")
     assert (s["search trials"], s["pruned"], s["failed"]) == (3, 1, 1) and s["hans P(class 0)"] == "1.00 ± 0.00"
     assert (s["dropped queries"], s["truncated demos"], s["flags"]) == (0, "-", "COLLAPSED on hans in 2 of 2 seeds")  # HANS all class 0
@@ -153,9 +153,9 @@ def test_summary_reports_replicates_and_counts_pruned_and_failed():
     records[-1]["metrics"]["ood"]["hans"]["n_dropped"] = 3
     records[-2]["resolved"]["context"] = {"demos_truncated": 0, "tokens_cut": 0}
     records = [load(Record, r) for r in records]
-    table = trials_table(records)
-    assert table["n_dropped"].tolist() == [0, 0, 0, 0, 3] and table["demos_truncated"].tolist()[-1] == 10
-    s = summary_table(cell_stats(table, records)).iloc[0]
+    rows = trials(records)
+    assert [t.n_dropped for t in rows] == [0, 0, 0, 0, 3] and rows[-1].demos_truncated == 10
+    s = summary_table(cell_stats(rows)).iloc[0]
     assert (s["dropped queries"], s["truncated demos"], s["flags"]) == (3, "5/16, 150 tokens cut", "DROPPED QUERIES, COLLAPSED on hans in 2 of 2 seeds")
 
 

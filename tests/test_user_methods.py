@@ -46,7 +46,7 @@ def run(cfg, report=None):
         report(Epoch(epoch=1, dev_accuracy=dev.accuracy))
     results = evaluate_sets(predict, prep, cfg, meter=meter) if cfg.final_eval else Metrics()
     results.dev = dev
-    return build_record(cfg, "completed", resolved=prep.resolved(cfg), metrics=results, resources=meter.as_dict())
+    return build_record(cfg, "completed", resolved=prep.resolved(cfg), metrics=results, resources=meter.resources())
 
 
 register(MethodSpec("toy", run, "answers one class everywhere", trains=False, section=("toy", ToyConfig)))

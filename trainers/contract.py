@@ -178,10 +178,21 @@ class Epoch(Json):
 
 @dataclass
 class Phase(Json):
+    """One phase of a run as the meter saw it (trainers/runtime/metering.py): its seconds (less the
+    phases nested in it), its peak memory, and when it ran (`wall`: [start, end] per entry)."""
     seconds: float = 0.0
     peak_rss_mib: float | None = optional()
-    peak_rss_scope: str | None = optional()
+    cuda_max_allocated_mib: float | None = optional()
+    cuda_max_reserved_mib: float | None = optional()
+    peak_rss_scope: str | None = optional()    # phase: the kernel's high-water mark was reset for it
     wall: list[list[float]] = field(default_factory=list)
+    nvml_process_peak_mib: float | None = optional()  # NVML's view, CUDA context included; None: not seen
+    nvml_error: str | None = optional()
+
+    @property
+    def peak_mib(self) -> float | None:
+        """The peak phases are compared by: CUDA's allocation on a GPU, else the resident set."""
+        return self.cuda_max_allocated_mib if self.cuda_max_allocated_mib is not None else self.peak_rss_mib
 
 
 @dataclass

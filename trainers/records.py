@@ -5,6 +5,7 @@ git commit (typed in trainers/contract.py), written as JSON atomically.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -131,24 +132,24 @@ def _jsonable(o):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
-def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = None, resources: dict | None = None,
+def build_record(cfg, status: str, *, resolved: dict, metrics: dict | None = None, resources: Resources | None = None,
                  params: dict | None = None, history: list | None = None, extra: dict | None = None,
                  error: str | None = None) -> Record:
     """The one result record of a run (trainers/contract.py); statuses: completed, diverged, failed
-    (pruned: the sweep's). `resources` gains the run's costs (trainers.runtime.metering.costs):
-    adaptation seconds, serving cost. The method's own dicts become the contract's types here."""
-    if resources and "phases" in resources:
+    (pruned: the sweep's). `resources` (the meter's: `Meter.resources()`) gains the run's costs
+    (trainers.runtime.metering.costs): adaptation seconds, serving cost, and the memory plan's estimate
+    beside the peak this worker measured. The method's own dicts become the contract's types here."""
+    if resources is not None:
+        from trainers.runtime.memory_plan import for_run
         from trainers.runtime.metering import costs
         dev_selects = not cfg.final_eval or cfg.train.selection == "best"  # a search's dev passes rank and prune
-        resources = {k: v for k, v in {**resources, **costs(resources, dev_selects)}.items() if k != "serving_measured"}
-    if resources and "peak_memory_mib" in resources:  # the plan's estimate beside what this worker measured
-        from trainers.runtime.memory_plan import for_run
-        resources = {**resources, "memory_plan": for_run(cfg, resources["peak_memory_mib"], resolved)}
+        resources = dataclasses.replace(costs(resources, dev_selects),
+                                        memory_plan=for_run(cfg, resources.peak_memory_mib, resolved))
     return bare_record(cfg, status, resolved=resolved, metrics=metrics, resources=resources, params=params,
                        history=history, extra=extra, error=error)
 
 
-def bare_record(cfg, status: str, *, resolved: dict | None = None, metrics=None, resources: dict | None = None,
+def bare_record(cfg, status: str, *, resolved: dict | None = None, metrics=None, resources: Resources | dict | None = None,
                 params: dict | None = None, history: list | None = None, extra: dict | None = None,
                 error: str | None = None) -> Record:
     """A record as it is given, with no costs worked out: what the sweep's driver writes for a trial

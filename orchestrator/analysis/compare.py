@@ -17,14 +17,11 @@ import itertools
 from collections import Counter
 
 import numpy as np
-import pandas as pd
 
 from orchestrator.cells import Cell, variant_of
 from orchestrator.analysis.stats import bernoulli, cell_interval, collapsed, paired
+from orchestrator.analysis.table import Trial, by_seed, completed_replicates, group, newest_per_seed, ood_names, values
 from trainers.contract import Comparison, EvalBlock, Record, load
-
-SETS_SKIP = {"dev_accuracy", "in_domain_accuracy", "in_domain_accuracy_full_vocab", "teacher_in_domain_accuracy"}
-
 
 def correctness(rec: Record, name: str, full_vocab: bool = False) -> tuple[list[str] | None, np.ndarray]:
     """(example ids or None, 0/1 vector) of one record on one set; rebuilt from accuracy and size
@@ -99,52 +96,34 @@ def aligned_ids(ra: Record, rb: Record, name: str) -> tuple[np.ndarray, np.ndarr
     return np.array(a), np.array(b), None
 
 
-def ood_names(table: pd.DataFrame) -> list[str]:
-    """The OOD sets a table carries accuracies for ("hans", "paws_qqp", ...)."""
-    return sorted(c[: -len("_accuracy")] for c in table.columns if c.endswith("_accuracy") and c not in SETS_SKIP)
-
-
-def completed_replicates(table: pd.DataFrame) -> pd.DataFrame:
-    return table[(table["phase"] != "search") & (table["status"] == "completed")]
-
-
-def newest_per_seed(reps: pd.DataFrame) -> pd.DataFrame:
-    """One replicate per data seed: a moved folder or a rerun can leave two; the newest counts."""
-    return reps.sort_values("time", kind="stable", na_position="first").drop_duplicates("data_seed", keep="last")
-
-
-def cell_accuracy(reps: pd.DataFrame, records: list[Record], name: str, full_vocab: bool = False) -> dict | None:
-    """A cell's accuracy on one set over its replicates: mean, std over seeds, and an interval with
-    both the seeds' and the examples' noise."""
-    got = {int(row.data_seed): correctness(records[i], name, full_vocab) for i, row in reps.iterrows()}
+def cell_accuracy(reps: list[Trial], name: str, full_vocab: bool = False) -> dict | None:
+    """A cell's accuracy on one set over its replicates (one per data seed): mean, std over seeds, and
+    an interval with both the seeds' and the examples' noise."""
+    got = {int(t.data_seed): correctness(t.record, name, full_vocab) for t in reps}
     got = {s: (ids, v) for s, (ids, v) in got.items() if len(v)}
     ids = {s: _keys(i) for s, (i, _) in got.items()} if all(i is not None for i, _ in got.values()) else None
-    rows = {int(row.data_seed): records[i] for i, row in reps.iterrows()}
+    rows = {int(t.data_seed): t.record for t in reps}
     return cell_interval({s: v for s, (_, v) in got.items()}, ids, strata_of(rows, name, ids))
 
 
-def comparisons(table: pd.DataFrame, records: list[Record]) -> list[Comparison]:
+def comparisons(rows: list[Trial]) -> list[Comparison]:
     """Every pair of cells of the same task × model × shots, on each evaluation set: A − B over the
     data seeds both completed, read on the examples both scored."""
-    if table.empty:
-        return []
-    reps = completed_replicates(table)
     out = []
-    for (task, model, shots), group in reps.groupby(["task", "model", "shots"], sort=True):
-        cells = sorted(group["cell"].unique())
+    sets = ["in_domain", *ood_names(rows)]
+    for group_rows in group(completed_replicates(rows), lambda t: (t.task, t.model, t.shots)).values():
+        cells = group(group_rows, lambda t: t.cell)
         for a, b in itertools.combinations(cells, 2):
-            ra, rb = (newest_per_seed(group[group["cell"] == c]) for c in (a, b))
-            by_seed = {int(r.data_seed): i for i, r in rb.iterrows()}
-            for name in ["in_domain", *ood_names(table)]:
-                pairs = {int(r.data_seed): aligned_ids(records[i], records[by_seed[int(r.data_seed)]], name)
-                         for i, r in ra.iterrows() if int(r.data_seed) in by_seed}
+            ra, rb = newest_per_seed(cells[a]), by_seed(cells[b])
+            for name in sets:
+                pairs = {int(t.data_seed): aligned_ids(t.record, rb[int(t.data_seed)].record, name)
+                         for t in ra if int(t.data_seed) in rb}
                 ids = {s: p[2] for s, p in pairs.items()} if all(p[2] is not None for p in pairs.values()) else None
-                rows = {int(r.data_seed): records[i] for i, r in ra.iterrows()}
                 result = paired({s: p[0] for s, p in pairs.items()}, {s: p[1] for s, p in pairs.items()}, ids,
-                                strata_of(rows, name, ids))
+                                strata_of({int(t.data_seed): t.record for t in ra}, name, ids))
                 if result:
-                    fell = [variant_of(c) for c, r in ((a, ra), (b, rb)) if f"{name}_pred_top" in r
-                            and collapsed(r[f"{name}_pred_top"].dropna().astype(float).tolist())]
+                    fell = [variant_of(c) for c, r in ((a, ra), (b, rb.values()))
+                            if collapsed(values(r, lambda t: t.score(name).pred_top))]
                     out.append(load(Comparison, {"a": a, "b": b, "set": name, **result, "collapsed": fell}))
     return out
 

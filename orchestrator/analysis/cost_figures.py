@@ -15,6 +15,7 @@ import numpy as np
 
 from trainers.contract import CellStats
 from orchestrator.analysis.figures import Skip, color, hollow, log_x, model_name, n_text, plt, point, save, variant
+from orchestrator.analysis.serving import BreakEven
 
 
 def cost_vs_shots(cells: list[CellStats], out: Path) -> list[Path]:
@@ -107,27 +108,27 @@ def _cost_accuracy_task(task: str, rows: list[CellStats], out: Path) -> list[Pat
     return save(fig, out, f"cost_accuracy_{task}")
 
 
-def break_even(pairs: list[dict], out: Path) -> list[Path]:
+def break_even(pairs: list[BreakEven], out: Path) -> list[Path]:
     """Total seconds against queries served: ICL (per-query cost × N) against each trained method
     (adaptation + per-query cost × N), one panel per task × model × shots; the band is the range of
     break-even points over the data seeds, not one exact crossing."""
     if not pairs:
         raise Skip("no trained method beside ICL with a serving cost in the same task × model × shots")
-    keys = sorted({p["where"] for p in pairs})
+    keys = sorted({p.where for p in pairs})
     fig, axes = plt.subplots(1, len(keys), figsize=(5.4 * len(keys), 4.2), squeeze=False)
     for ax, where in zip(axes[0], keys):
-        mine = [p for p in pairs if p["where"] == where]
-        top = max([(p["range"] or (0, 0))[1] for p in mine] + [1000]) * 3
+        mine = [p for p in pairs if p.where == where]
+        top = max([(p.range or (0, 0))[1] for p in mine] + [1000]) * 3
         n = [10 ** (i / 20) for i in range(0, int(20 * math.log10(top)) + 1)]
-        ax.plot(n, [mine[0]["icl_ms"] / 1000 * x for x in n], color=color("icl"), label="icl")
+        ax.plot(n, [mine[0].icl_ms / 1000 * x for x in n], color=color("icl"), label="icl")
         for p in mine:
-            ax.plot(n, [p["adapt_s"] + p["ms"] / 1000 * x for x in n], color=color(p["method"]), label=p["named"])
-            if p["range"]:
-                lo, hi = p["range"]
-                ax.axvspan(lo * 0.97, hi * 1.03, color=color(p["method"]), alpha=0.15)
+            ax.plot(n, [p.adapt_s + p.ms / 1000 * x for x in n], color=color(p.method), label=p.named)
+            if p.range:
+                lo, hi = p.range
+                ax.axvspan(lo * 0.97, hi * 1.03, color=color(p.method), alpha=0.15)
                 ax.annotate(_short_range(p), (math.sqrt(lo * hi), 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                            fontsize=7, color=color(p["method"]), xytext=(2, 0), textcoords="offset points")
-        seeds = max(len(p["per_seed"]) for p in mine)
+                            fontsize=7, color=color(p.method), xytext=(2, 0), textcoords="offset points")
+        seeds = max(len(p.per_seed) for p in mine)
         ax.set(xscale="log", yscale="log", xlabel="queries served", ylabel="total seconds (adaptation + serving)",
                title=f"{where}\nband: break-even over {seeds} data seeds")
         ax.grid(alpha=0.3)
@@ -136,10 +137,10 @@ def break_even(pairs: list[dict], out: Path) -> list[Path]:
     return save(fig, out, "break_even")
 
 
-def _short_range(p: dict) -> str:
-    lo, hi = p["range"]
+def _short_range(p: BreakEven) -> str:
+    lo, hi = p.range
     text = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
-    return text + (f" (+{p['never']} never)" if p["never"] else "")
+    return text + (f" (+{p.never} never)" if p.never else "")
 
 
 

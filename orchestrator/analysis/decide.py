@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from orchestrator.cells import variant_of
-from orchestrator.analysis.compare import completed_replicates, correctness, newest_per_seed
-from orchestrator.analysis.results import cell_stats, load_records, trials_table
-from trainers.contract import CellStats, Record
+from orchestrator.analysis.compare import correctness
+from orchestrator.analysis.results import cell_stats, load_records
+from orchestrator.analysis.table import Trial, by_seed, completed_replicates, present, trials, values
+from trainers.contract import CellStats
 
 GROUP = ("task", "model", "shots")
 DRAWS = 2000
@@ -73,26 +73,28 @@ def _device(row) -> tuple[str, float]:
     return ("GPU", workers * gpus) if gpus else ("CPU", workers * (r.get("cpus_per_worker") or 1))
 
 
-def methods_of(table: pd.DataFrame, records: list[Record], cells: list[CellStats], key: tuple,
-               max_memory_gb: float | None) -> list[Method]:
-    reps = completed_replicates(table)
+def _array(rows: list[Trial], get, missing: float = math.nan) -> np.ndarray:
+    return np.array([float(v) if present(v) else missing for v in map(get, rows)], dtype=float)
+
+
+def methods_of(rows: list[Trial], cells: list[CellStats], key: tuple, max_memory_gb: float | None) -> list[Method]:
+    reps = completed_replicates(rows)
     mine = [c for c in cells if tuple(getattr(c, k) for k in GROUP) == key and c.seeds]  # cells with a completed replicate
-    by_cell = {c.cell: newest_per_seed(reps[reps["cell"] == c.cell]).reset_index().set_index("data_seed")
-               for c in mine}
-    common = sorted(set.intersection(*(set(r.index) for r in by_cell.values()))) if by_cell else []
+    by_cell = {c.cell: by_seed([t for t in reps if t.cell == c.cell]) for c in mine}
+    common = sorted(set.intersection(*(set(r) for r in by_cell.values()))) if by_cell else []
     out = []
     for c in mine:
-        rows = by_cell[c.cell].loc[common] if common else by_cell[c.cell].iloc[0:0]
-        device, count = _device(records[int(table.index[table["cell"] == c.cell][0])].trial_resources or {})
-        adapt = (c.search_seconds + rows["adaptation_seconds"].fillna(0).to_numpy(float)) * count
-        serve = rows["serve_ms_per_query"].to_numpy(float) / 1000 * count
-        peak = max([float(x) for x in (*rows["peak_memory_mib"], *rows.get("serve_peak_mib", [])) if pd.notna(x)] or [0.0]) / 1024
-        idx = by_cell[c.cell].loc[common].reset_index()["index"] if common else []
+        chosen = [by_cell[c.cell][s] for s in common]
+        device, count = _device(next(t for t in rows if t.cell == c.cell).record.trial_resources or {})
+        adapt = (c.search_seconds + _array(chosen, lambda t: t.adaptation_seconds, 0.0)) * count
+        serve = _array(chosen, lambda t: t.serving.ms_per_query) / 1000 * count
+        peak = max(values(chosen, lambda t: t.peak_memory_mib) + values(chosen, lambda t: t.serving.peak_memory_mib)
+                   or [0.0]) / 1024
         examples = []
-        for i in idx:
-            ids, correct = correctness(records[int(i)], "in_domain")
+        for t in chosen:
+            ids, correct = correctness(t.record, "in_domain")
             examples.append(dict(zip(ids, correct)) if ids is not None else {})
-        m = Method(c.cell, variant_of(c.cell), common, rows["in_domain_accuracy"].to_numpy(float), adapt, serve,
+        m = Method(c.cell, variant_of(c.cell), common, _array(chosen, lambda t: t.score("in_domain").accuracy), adapt, serve,
                    examples=examples, device=device, peak_gib=peak or None,
                    note="; ".join(f"collapsed on {s} in {v.seeds} of {v.of} seeds"
                                   for s, v in c.collapse.items() if s != "in_domain"))
@@ -201,14 +203,11 @@ def crossovers(methods: list[Method], adapt: np.ndarray, serve: np.ndarray) -> l
 
 
 def decide(folder: Path, queries: list[float], tolerance: float = 0.01, max_memory_gb: float | None = None) -> list[Decision]:
-    records = load_records(Path(folder))
-    table = trials_table(records)
-    if table.empty:
-        return []
-    cells = cell_stats(table, records)
+    rows = trials(load_records(Path(folder)))
+    cells = cell_stats(rows)
     out = []
     for key in sorted({tuple(getattr(c, k) for k in GROUP) for c in cells}):
-        methods = methods_of(table, records, cells, key, max_memory_gb)
+        methods = methods_of(rows, cells, key, max_memory_gb)
         if methods and methods[0].seeds:
             where = f"{key[0]} with {Path(str(key[1]).rstrip('/')).name} ({key[2]} shots)"
             out.append(decide_group(methods, queries, tolerance, where))

@@ -12,6 +12,7 @@ different families are never joined by a line as if they were one scaling curve.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -21,10 +22,9 @@ import matplotlib.ticker
 matplotlib.use("Agg")  # files only: no display on a cluster node
 matplotlib.rcParams["svg.hashsalt"] = "fewshot-sweeps"  # the same records draw the same file: no random ids
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from orchestrator.cells import Cell, variant_of  # noqa: E402
-from orchestrator.analysis.compare import ood_names  # noqa: E402
+from orchestrator.analysis.table import Trial, group, ood_names, present, unique, values  # noqa: E402
 from orchestrator.analysis.stats import COLLAPSE  # noqa: E402
 from trainers.contract import CellStats, Record  # noqa: E402
 from trainers.data.tasks import task_definitions  # noqa: E402
@@ -54,14 +54,16 @@ def family(model: str) -> str:
     return re.sub(r"[-_.]?\d+(\.\d+)?[mbk]$", "", model_name(model).lower()) or model_name(model)
 
 
-def sets_of(reps: pd.DataFrame) -> list[tuple[str, str]]:
-    """(column, label) of every accuracy the replicates carry: in-domain first, then the OOD sets."""
-    return [("in_domain_accuracy", "in-domain")] + [(f"{n}_accuracy", f"{n} (OOD)") for n in ood_names(reps)
-                                                     if reps[f"{n}_accuracy"].notna().any()]
+def sets_of(reps: list[Trial]) -> list[tuple[str, str]]:
+    """(set, label) of every accuracy the replicates carry: in-domain first, then the OOD sets."""
+    return [("in_domain", "in-domain")] + [(n, f"{n} (OOD)") for n in ood_names(reps)
+                                           if values(reps, lambda t: t.score(n).accuracy)]
 
 
-def _set_name(col: str) -> str:
-    return col[: -len("_accuracy")]
+def accuracy(t: Trial, name: str) -> float:
+    """A replicate's accuracy on a set, NaN where it has none (matplotlib leaves it out)."""
+    v = t.score(name).accuracy
+    return float(v) if present(v) else math.nan
 
 
 def _cell_of(cells: list[CellStats], cell: str) -> CellStats:
@@ -73,10 +75,10 @@ def hollow(c: CellStats, set_name: str) -> bool:
     return set_name in c.collapsed
 
 
-def seed_collapsed(row, set_name: str) -> bool:
-    """One replicate (a row of the replicate table) answered one class ≥ 90 % of the time on a set."""
-    top = row.get(f"{set_name}_pred_top")
-    return top is not None and top == top and float(top) >= COLLAPSE
+def seed_collapsed(t: Trial, set_name: str) -> bool:
+    """One replicate answered one class ≥ 90 % of the time on a set."""
+    top = t.score(set_name).pred_top
+    return present(top) and float(top) >= COLLAPSE
 
 
 def n_text(cells: list[CellStats], set_name: str = "in_domain") -> str:
@@ -110,53 +112,53 @@ def save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _groups(reps: pd.DataFrame, by: list[str]):
-    return reps.groupby(by, sort=True) if len(reps) else []
-
-
 def point(ax, x, y, ci, v: str, hollow: bool, marker: str = "o", size: float = 6, label: str | None = None):
     lo, hi = ci or (y, y)
     ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], color=color(v), marker=marker, ms=size, capsize=3,
                 mfc="none" if hollow else color(v), label=label, ls="none")
 
 
-def accuracy_vs_axis(reps: pd.DataFrame, cells: list[CellStats], out: Path, axis: str) -> list[Path]:
+def accuracy_vs_axis(reps: list[Trial], cells: list[CellStats], out: Path, axis: str) -> list[Path]:
     """Accuracy against model size (parameters) or shots, per method: seeds as faint points, each
     cell's mean and interval; a line joins the points of one method within one model family only."""
-    x_col, fixed, xlabel, name = (("model_params", "shots", "parameters", "accuracy_vs_size") if axis == "size"
-                                  else ("shots", "model", "shots (k)", "accuracy_vs_shots"))
+    x_of, fixed, xlabel, name = ((lambda t: t.model_params, lambda t: t.shots, "parameters", "accuracy_vs_size")
+                                 if axis == "size" else (lambda t: t.shots, lambda t: t.model, "shots (k)", "accuracy_vs_shots"))
     written = []
-    for (task, other), group in _groups(reps, ["task", fixed]):
-        if group[x_col].nunique() < 2:
+    for (task, other), rows_of in group(reps, lambda t: (t.task, fixed(t))).items():
+        if len({x_of(t) for t in rows_of if present(x_of(t))}) < 2:
             continue
-        sets = sets_of(group)
+        sets = sets_of(rows_of)
         fig, axes = plt.subplots(1, len(sets), figsize=(4.8 * len(sets), 4.0), squeeze=False)
-        mine = [_cell_of(cells, c) for c in group["cell"].unique()]
-        for ax, (col, label) in zip(axes[0], sets):
-            variants = sorted(group["cell"].map(variant).unique())
-            for i, v in enumerate(variants):
-                dodge = 1 + 0.03 * (i - (len(variants) - 1) / 2)  # methods side by side, not on top of each other
-                rows = group[group["cell"].map(variant) == v]
-                for f_i, (fam, fam_rows) in enumerate(rows.groupby(rows["model"].map(family))):
+        mine = [_cell_of(cells, c) for c in unique(t.cell for t in rows_of)]
+        for ax, (set_name, label) in zip(axes[0], sets):
+            by_variant = group(rows_of, lambda t: variant(t.cell))
+            for i, (v, rows) in enumerate(by_variant.items()):
+                dodge = 1 + 0.03 * (i - (len(by_variant) - 1) / 2)  # methods side by side, not on top of each other
+                for f_i, fam_rows in enumerate(group(rows, lambda t: family(t.model)).values()):
                     line = []
-                    for cell, cr in fam_rows.groupby("cell"):
-                        c, x = _cell_of(cells, cell), cr[x_col].iloc[0] * dodge
-                        st = c.accuracy(_set_name(col))
-                        if not st:
+                    for cell, cr in group(fam_rows, lambda t: t.cell).items():
+                        c, x = _cell_of(cells, cell), x_of(cr[0])
+                        st = c.accuracy(set_name)
+                        if not st or not present(x):
                             continue
-                        ax.scatter([x] * len(cr), cr[col], color=color(v), alpha=0.3, s=12, linewidths=0)
-                        point(ax, x, st.mean, st.ci95, v, hollow(c, _set_name(col)))
+                        x *= dodge
+                        ax.scatter([x] * len(cr), [accuracy(t, set_name) for t in cr], color=color(v), alpha=0.3, s=12,
+                                   linewidths=0)
+                        point(ax, x, st.mean, st.ci95, v, hollow(c, set_name))
                         line.append((x, st.mean))
                     if len(line) > 1:
                         xs, ys = zip(*sorted(line))
                         ax.plot(xs, ys, color=color(v), ls=FAMILY_STYLES[f_i % len(FAMILY_STYLES)], lw=1)
                 ax.plot([], [], color=color(v), marker="o", label=v)
-            ax.set(xlabel=xlabel, ylabel="accuracy", title=f"{label}\n{n_text(mine, _set_name(col))}")
+            ax.set(xlabel=xlabel, ylabel="accuracy", title=f"{label}\n{n_text(mine, set_name)}")
             if axis == "size":
-                sizes = group.drop_duplicates("model").set_index("model_params")["model"]
+                firsts: dict = {}
+                for t in rows_of:
+                    firsts.setdefault(t.model, t)
+                sizes = {t.model_params: t.model for t in firsts.values()}
                 log_x(ax, {n: f"{model_name(m)}\n{n / 1e6:.0f}M" for n, m in sizes.items()})
             else:
-                ax.set_xticks(sorted(group["shots"].unique()))
+                ax.set_xticks(sorted({t.shots for t in rows_of}))
             ax.axhline(0.5, color="grey", lw=0.6, ls=":")
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
@@ -168,54 +170,48 @@ def accuracy_vs_axis(reps: pd.DataFrame, cells: list[CellStats], out: Path, axis
     return written
 
 
-def id_vs_ood(reps: pd.DataFrame, cells: list[CellStats], out: Path) -> list[Path]:
+def id_vs_ood(reps: list[Trial], cells: list[CellStats], out: Path) -> list[Path]:
     """In-domain against OOD accuracy, one point per replicate (the reference paper's view), chance marked."""
     written = []
-    for task, group in _groups(reps, ["task"]):
-        task = task[0] if isinstance(task, tuple) else task
-        mine = [_cell_of(cells, c) for c in group["cell"].unique()]
-        for col, label in sets_of(group)[1:]:
+    for task, rows_of in group(reps, lambda t: t.task).items():
+        mine = [_cell_of(cells, c) for c in unique(t.cell for t in rows_of)]
+        smallest = min(values(rows_of, lambda t: t.model_params), default=None)
+        for set_name, label in sets_of(rows_of)[1:]:
             fig, ax = plt.subplots(figsize=(5.6, 4.6))
-            for cell, rows in group.groupby("cell"):
-                v, m = variant(cell), model_name(rows["model"].iloc[0])
-                marker = "o" if rows["model_params"].iloc[0] == group["model_params"].min() else "s"
+            for cell, rows in group(rows_of, lambda t: t.cell).items():
+                v, m = variant(cell), model_name(rows[0].model)
+                marker = "o" if rows[0].model_params == smallest else "s"
                 # each point is one seed: hollow when that seed collapsed on either set this figure plots
-                fell = [seed_collapsed(r, "in_domain") or seed_collapsed(r, _set_name(col)) for _, r in rows.iterrows()]
-                legend = f"{v} · {m} · {rows['shots'].iloc[0]} shots" + (f" ({sum(fell)} collapsed)" if any(fell) else "")
+                fell = [seed_collapsed(t, "in_domain") or seed_collapsed(t, set_name) for t in rows]
+                legend = f"{v} · {m} · {rows[0].shots} shots" + (f" ({sum(fell)} collapsed)" if any(fell) else "")
                 for hollow_seed in (False, True):
-                    pick = [f == hollow_seed for f in fell]
-                    if any(pick):
-                        ax.scatter(rows["in_domain_accuracy"][pick], rows[col][pick], edgecolors=color(v), marker=marker,
-                                   alpha=0.85, facecolors="none" if hollow_seed else color(v), label=legend)
+                    pick = [t for t, f in zip(rows, fell) if f == hollow_seed]
+                    if pick:
+                        ax.scatter([accuracy(t, "in_domain") for t in pick], [accuracy(t, set_name) for t in pick],
+                                   edgecolors=color(v), marker=marker, alpha=0.85,
+                                   facecolors="none" if hollow_seed else color(v), label=legend)
                         legend = None
             ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance (balanced subsets)")
             ax.axvline(0.5, color="grey", lw=0.8, ls=":")
-            lims = [min(0.3, rows_min(group, col)), max(0.8, rows_max(group, col))]
+            seen = values(rows_of, lambda t: t.score("in_domain").accuracy) + values(rows_of, lambda t: t.score(set_name).accuracy)
+            lims = [min(0.3, min(seen) - 0.05), max(0.8, max(seen) + 0.05)]
             ax.plot(lims, lims, color="grey", lw=0.6, ls="--")
             ax.set(xlabel="in-domain accuracy", ylabel=f"{label} accuracy", xlim=lims, ylim=lims,
-                   title=f"{task}: in-domain vs {label}\n{n_text(mine, _set_name(col))}; points: replicates "
+                   title=f"{task}: in-domain vs {label}\n{n_text(mine, set_name)}; points: replicates "
                          f"(hollow: that seed collapsed)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.02, 1))
-            written += save(fig, out, f"id_vs_ood_{task}_{_set_name(col)}")
+            written += save(fig, out, f"id_vs_ood_{task}_{set_name}")
     if not written:
         raise Skip("no OOD set in this sweep")
     return written
 
 
-def rows_min(group: pd.DataFrame, col: str) -> float:
-    return float(min(group["in_domain_accuracy"].min(), group[col].min())) - 0.05
-
-
-def rows_max(group: pd.DataFrame, col: str) -> float:
-    return float(max(group["in_domain_accuracy"].max(), group[col].max())) + 0.05
-
-
-def group_breakdown(records: list[Record], reps: pd.DataFrame, cells: list[CellStats], out: Path, name: str) -> list[Path]:
+def group_breakdown(records: list[Record], reps: list[Trial], cells: list[CellStats], out: Path, name: str) -> list[Path]:
     """Accuracy per group × gold label of a grouped OOD set (HANS: its heuristics; the set's `groups`
     in trainers/data/tasks.yaml) per cell, the mean over replicates with the examples behind each
     square: collapse is a column of 1s and 0s."""
-    keep = set(reps["trial_key"])
+    keep = {t.trial_key for t in reps}
     acc: dict[str, dict[str, list[float]]] = {}
     count: dict[str, dict[str, int]] = {}
     for r in records:

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.analysis.stats import MIN_SEEDS, detectable, min_p, seed_noise, shared_examples, t95
-from trainers.contract import Comparison, Record
+from orchestrator.analysis.table import Trial, by_seed, completed_replicates, group, present, trials, values
+from trainers.contract import Comparison
 
 DEFAULT_SEED_SD, DEFAULT_ACCURACY = 0.05, 0.6
 DEFAULT_EFFECT_SD = 0.3  # the spread of single examples' own paired effects (SmolLM2 on RTE: 0.34 between two methods)
@@ -41,8 +42,8 @@ def prior_from(folder: Path) -> dict:
     paired differences' spread less their own evaluation noise, pooled over comparisons), and the
     seconds its trials took (`seconds`: per task, method and model, what a replicate costs apart
     from its evaluation and per evaluated query; a search trial's)."""
-    from orchestrator.analysis.compare import comparisons, completed_replicates
-    from orchestrator.analysis.results import load_records, trials_table
+    from orchestrator.analysis.compare import comparisons
+    from orchestrator.analysis.results import load_records
     folder = Path(folder)
     if not folder.exists():
         raise ValueError("does not exist; give an earlier sweep's results folder (e.g. results/acceptance/task_matrix_cpu)")
@@ -51,24 +52,24 @@ def prior_from(folder: Path) -> dict:
     records = load_records(folder, set_aside=False)
     if not records:
         raise ValueError("holds no result records; give an earlier sweep's results folder")
-    table = trials_table(records)
-    every = [c for c in comparisons(table, records) if c.n > 1]
+    rows = trials(records)
+    every = [c for c in comparisons(rows) if c.n > 1]
     comps = [c for c in every if c.set == "in_domain"]
     if not comps:
         raise ValueError("has no in-domain comparison over two or more data seeds to take a prior from")
-    reps = completed_replicates(table)
+    reps = completed_replicates(rows)
     sets = {}
     for name in sorted({c.set for c in every} - {"in_domain"}):  # an OOD set's spread is its own
-        sets[name] = {**_spread([c for c in every if c.set == name], records, reps, name),
+        sets[name] = {**_spread([c for c in every if c.set == name], reps, name),
                       "comparisons": sum(c.set == name for c in every)}
-    accs = reps["in_domain_accuracy"].dropna()
-    return {**_spread(comps, records, reps, "in_domain"), "accuracy": float(accs.mean()), "comparisons": len(comps),
-            "seconds": _seconds(table, records), "sets": sets, "pairs": _pair_spreads(every, records, reps),
+    accs = values(reps, lambda t: t.score("in_domain").accuracy)
+    return {**_spread(comps, reps, "in_domain"), "accuracy": float(np.mean(accs)), "comparisons": len(comps),
+            "seconds": _seconds(rows), "sets": sets, "pairs": _pair_spreads(every, reps),
             "source": f"the records of {folder} ({len(comps)} in-domain comparisons over "
                       f"{len({s for c in comps for s in c.seeds})} data seeds)"}
 
 
-def _pair_spreads(comps: list[Comparison], records: list[Record], reps) -> dict:
+def _pair_spreads(comps: list[Comparison], reps: list[Trial]) -> dict:
     """(task, set, variant, variant) -> the spread of that pair's comparisons (pooled over models and
     shots), the two variants in sorted order."""
     from orchestrator.cells import Cell
@@ -76,26 +77,26 @@ def _pair_spreads(comps: list[Comparison], records: list[Record], reps) -> dict:
     for c in comps:
         a, b = Cell.parse(c.a), Cell.parse(c.b)
         groups.setdefault((a.task, c.set, *sorted((a.variant, b.variant))), []).append(c)
-    return {key: {**_spread(group, records, reps, key[1]), "comparisons": len(group),
+    return {key: {**_spread(group, reps, key[1]), "comparisons": len(group),
                   "seeds": min(c.n for c in group)} for key, group in groups.items()}
 
 
-def _spread(comps: list[Comparison], records: list[Record], reps, name: str) -> dict:
+def _spread(comps: list[Comparison], reps: list[Trial], name: str) -> dict:
     """seed_sd, example_sd and effect_sd of one evaluation set's comparisons: the per-seed paired
     differences' spread less their own evaluation noise (less what shared examples hide of it), one
     example's paired-difference spread, and the examples' own effects, pooled over comparisons."""
-    from orchestrator.analysis.compare import aligned_ids, newest_per_seed, strata_of
+    from orchestrator.analysis.compare import aligned_ids, strata_of
     seed_vars, example_vars, effects = [], [], []
     for c in comps:
-        ra, rb = (newest_per_seed(reps[reps["cell"] == cell]).reset_index().set_index("data_seed") for cell in (c.a, c.b))
+        ra, rb = (by_seed([t for t in reps if t.cell == cell]) for cell in (c.a, c.b))
         diffs, per_seed, ids = [], [], []
         for s in c.seeds:
-            a, b, keys = aligned_ids(records[int(ra.loc[s, "index"])], records[int(rb.loc[s, "index"])], name)
+            a, b, keys = aligned_ids(ra[s].record, rb[s].record, name)
             diffs.append(float((a - b).mean()))
             per_seed.append(a - b)
             ids.append(keys)
         b2, overlap = shared_examples(per_seed, ids if all(k is not None for k in ids) else None)
-        strata = strata_of({s: records[int(ra.loc[s, "index"])] for s in c.seeds}, name,
+        strata = strata_of({s: ra[s].record for s in c.seeds}, name,
                            dict(zip(c.seeds, ids)) if all(k is not None for k in ids) else None)
         noise = seed_noise(per_seed, [strata[s] for s in c.seeds] if strata else None, overlap)
         example_vars += [v * len(d) for v, d in zip(noise, per_seed)]
@@ -106,25 +107,25 @@ def _spread(comps: list[Comparison], records: list[Record], reps, name: str) -> 
             "effect_sd": math.sqrt(float(np.mean(effects))) if effects else 0.0}
 
 
-def _seconds(table, records) -> dict:
+def _seconds(rows: list[Trial]) -> dict:
     """(task, variant, model tag) -> {"fixed", "per_query", "search"}: a replicate's seconds less its
     evaluation, its evaluation's seconds per scored query (CD's teacher included), a search trial's."""
     from orchestrator.cells import Cell
     out: dict = {}
-    for cell, group in table.groupby("cell"):
+    for cell, mine in group(rows, lambda t: t.cell).items():
         c = Cell.parse(cell)
         fixed, per_query = [], []
-        for i, row in group[(group["phase"] != "search") & (group["status"] == "completed")].iterrows():
-            m, phases = records[i].metrics, records[i].resources.phases
+        for t in completed_replicates(mine):
+            m, phases = t.record.metrics, t.record.resources.phases
             scored = sum(int(b.n_scored or 0) for b in [*([m.in_domain] if m.in_domain else []), *m.ood.values()])
             spent = sum(phases[p].seconds or 0.0 for p in EVAL_PHASES if p in phases)
-            if scored and row["trial_seconds"] == row["trial_seconds"]:
-                fixed.append(float(row["trial_seconds"]) - spent)
+            if scored and present(t.trial_seconds):
+                fixed.append(float(t.trial_seconds) - spent)
                 per_query.append(spent / scored)
-        search = group[group["phase"] == "search"]["trial_seconds"].dropna()
+        search = values((t for t in mine if t.phase == "search"), lambda t: t.trial_seconds)
         if fixed:
             out[(c.task, c.variant, c.model_tag)] = {"fixed": float(np.mean(fixed)), "per_query": float(np.mean(per_query)),
-                                                     "search": float(search.mean()) if len(search) else 0.0}
+                                                     "search": float(np.mean(search)) if search else 0.0}
     return out
 
 

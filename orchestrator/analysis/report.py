@@ -11,7 +11,6 @@ axis the sweep lacks is skipped with its reason, written where it would have bee
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,83 +18,20 @@ import pandas as pd
 
 from orchestrator.analysis import cost_figures, decide, figures, tuning
 from orchestrator.cells import Cell
-from orchestrator.analysis.compare import comparisons, completed_replicates, newest_per_seed, verdict_words
-from orchestrator.analysis.results import (cell_stats, collapse_text, interval_text, load_records, mean_std, summary_table,
-                                  title_of, to_markdown, trials_table)
-from orchestrator.analysis.stats import mean_ci
+from orchestrator.analysis.compare import comparisons, verdict_words
+from orchestrator.analysis.results import (cell_stats, interval_text, load_records, mean_std, summary_table,
+                                           title_of, to_markdown)
+from orchestrator.analysis.serving import (GROUP, BreakEven, break_even_pairs, break_even_text, ms_interval, named,
+                                           serve_difference, where_of)
+from orchestrator.analysis.table import Trial, completed_replicates, group, newest_per_seed, trials, with_model_params
 from trainers.contract import CellStats, Comparison, Record
-from trainers.methods import spec
-
-GROUP = ("task", "model", "shots")
 
 
-def replicates(table: pd.DataFrame) -> pd.DataFrame:
-    """One completed replicate per cell and data seed (the newest), the rows every figure plots."""
-    reps = completed_replicates(table)
-    reps = pd.concat([newest_per_seed(g) for _, g in reps.groupby("cell")]) if len(reps) else reps.copy()
-    # a model's size: its fewest parameters over the records (LoRA adapters and heads add some)
-    reps["model_params"] = reps.groupby("model")["total_params"].transform("min") if len(reps) else []
-    return reps
-
-
-def _where(c: CellStats) -> str:
-    return f"{c.task}, {figures.model_name(c.model)}, {c.shots} shots"
-
-
-def _named(c: CellStats) -> str:
-    """A cell's method, with its COLLAPSED flags (and in how many seeds) wherever it is named."""
-    fell = [collapse_text(c, s)[len("COLLAPSED "):].replace(" seeds", "") for s in c.collapsed]
-    return figures.variant(c.cell) + (f" (COLLAPSED {' and '.join(fell)} seeds)" if fell else "")
-
-
-def serve_difference(reps: pd.DataFrame, a: str, b: str) -> dict | None:
-    """b − a serving ms/query over the data seeds both measured (the same queries for both: the seed's
-    own evaluation sample): mean, t-interval over seeds, and whether it excludes 0 ("measurable")."""
-    ms = {c: reps[reps["cell"] == c].set_index("data_seed")["serve_ms_per_query"].dropna() for c in (a, b)}
-    seeds = sorted(set(ms[a].index) & set(ms[b].index))
-    st = mean_ci([float(ms[b][s] - ms[a][s]) for s in seeds])
-    if not st:
-        return None
-    lo, hi = st["ci95"] or (None, None)
-    return {**st, "seeds": seeds, "measurable": lo is not None and (lo > 0 or hi < 0)}
-
-
-def _ms_interval(d: dict, unit: str = "ms") -> str:
-    """'+9.0 [-2.1, +20.2] ms over 3 seeds'."""
-    if d["ci95"] is None:
-        return f"{d['mean']:+.1f} {unit} (1 seed: no interval)"
-    return f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] {unit} over {d['n']} seeds"
-
-
-def break_even_pairs(cells: list[CellStats], reps: pd.DataFrame) -> list[dict]:
-    """Per task × model × shots, each trained cell against ICL: the per-query saving over the data
-    seeds (ICL's ms − the cell's, per seed, with its interval) and, where that saving is measurable
-    (its interval excludes 0), the queries after which adapting once (the cell's search and this
-    replicate's adaptation) costs less than carrying the demonstrations in every prompt, per seed."""
-    out = []
-    for c in cells:
-        icl = next((i for i in cells if not spec.get(i.method).trains and all(getattr(i, k) == getattr(c, k) for k in GROUP)), None)
-        if not spec.get(c.method).trains or not icl or not c.serve_ms_per_query or not icl.serve_ms_per_query:
-            continue
-        saving = serve_difference(reps, c.cell, icl.cell)  # ICL's ms − the cell's: positive when it saves
-        mine, theirs = reps[reps["cell"] == c.cell], reps[reps["cell"] == icl.cell].set_index("data_seed")
-        per_seed = {}
-        for _, r in mine.iterrows():
-            if r["data_seed"] not in theirs.index or pd.isna(r["serve_ms_per_query"]):
-                continue
-            save_s = (theirs.loc[r["data_seed"], "serve_ms_per_query"] - r["serve_ms_per_query"]) / 1000
-            adapt = c.search_seconds + (r["adaptation_seconds"] or 0)
-            per_seed[int(r["data_seed"])] = math.ceil(adapt / save_s) if save_s > 0 else None
-        finite = sorted(v for v in per_seed.values() if v is not None)
-        pays = bool(saving and saving["measurable"] and saving["mean"] > 0)
-        out.append({"where": _where(c), "method": figures.variant(c.cell), "cell": c.cell, "named": _named(c),
-                    "adapt_s": c.adaptation_seconds, "ms": c.serve_ms_per_query.mean,
-                    "icl_ms": icl.serve_ms_per_query.mean, "per_seed": per_seed, "saving": saving,
-                    "dearer": bool(saving and saving["measurable"] and saving["mean"] < 0),
-                    "range": (finite[0], finite[-1]) if finite and pays else None,
-                    "never": sum(v is None for v in per_seed.values()),
-                    "alone": c.serve_alone and icl.serve_alone})
-    return out
+def replicates(rows: list[Trial]) -> list[Trial]:
+    """One completed replicate per cell and data seed (the newest), by cell, with its model's size: the
+    rows every figure plots."""
+    by_cell = group(completed_replicates(rows), lambda t: t.cell)
+    return with_model_params([t for mine in by_cell.values() for t in newest_per_seed(mine)])
 
 
 class Oriented(NamedTuple):
@@ -124,24 +60,24 @@ def _best(cells: list[CellStats], comps: list[Comparison]) -> tuple[str, pd.Data
                       key=lambda c: -c.in_domain_accuracy.mean)
         if not mine:
             continue
-        top, where = mine[0], _where(mine[0])
+        top, where = mine[0], where_of(mine[0])
         against = [_between(top, other, comps) for other in mine[1:]]
         best = bool(against) and all(a and a.won for a in against) and not top.collapsed
         word = "best" if best else "highest mean"
-        row = {"task × model × shots": where, word if best else "highest mean in domain": _named(top),
+        row = {"task × model × shots": where, word if best else "highest mean in domain": named(top),
                "accuracy [95 % interval]": interval_text(top.in_domain_accuracy), "collapsed": ", ".join(top.collapsed) or "-"}
         lo, hi = top.in_domain_accuracy.ci95 or (0.0, 0.0)
         # an interval over most of [0, 1]: what the design cannot tell comes before the number
         vague = (f"{top.in_domain_accuracy.n} seed{'s' if top.in_domain_accuracy.n != 1 else ''} place no "
                  f"method's accuracy closer than a {hi - lo:.2f}-wide interval and cannot tell the methods apart: "
                  if hi - lo >= 0.5 else "")
-        text = (f"on {where}, {_named(top)} is best in domain at {interval_text(top.in_domain_accuracy)}" if best else
-                f"on {where}, {vague}{_named(top)} has the highest mean in domain, {interval_text(top.in_domain_accuracy)}")
+        text = (f"on {where}, {named(top)} is best in domain at {interval_text(top.in_domain_accuracy)}" if best else
+                f"on {where}, {vague}{named(top)} has the highest mean in domain, {interval_text(top.in_domain_accuracy)}")
         if against and against[0]:
             a, runner = against[0], mine[1]
-            row.update({"runner-up": _named(runner), "difference [95 %]": f"{a.diff:+.3f} [{a.lo:+.3f}, {a.hi:+.3f}]",
+            row.update({"runner-up": named(runner), "difference [95 %]": f"{a.diff:+.3f} [{a.lo:+.3f}, {a.hi:+.3f}]",
                         "seeds": a.comp.n, "verdict": verdict_words(a.comp), "why": a.comp.reason})
-            text += (f", {a.diff:+.3f} [{a.lo:+.3f}, {a.hi:+.3f}] over {_named(runner)}: "
+            text += (f", {a.diff:+.3f} [{a.lo:+.3f}, {a.hi:+.3f}] over {named(runner)}: "
                      f"{verdict_words(a.comp)} ({a.comp.reason})")
         rows.append(row)
         parts.append(text)
@@ -159,11 +95,11 @@ def collapse_note(cells: list[CellStats]) -> str:
     seeds = ", ".join(f"seed {s} answered {info.classes.get(s, 'one class')} {100 * share:.0f} % of the time"
                       for s, share in sorted(info.shares.items()))
     return (f"COLLAPSED on a set: a seed answered one class at least 90 % of the time there, so on a balanced set it "
-            f"scores about 0.5 whatever it learned; e.g. {figures.variant(c.cell)} on {_where(c)}, "
+            f"scores about 0.5 whatever it learned; e.g. {figures.variant(c.cell)} on {where_of(c)}, "
             f"{'in domain' if name == 'in_domain' else name}: {seeds}.")
 
 
-def _serving(cells: list[CellStats], reps: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+def _serving(cells: list[CellStats], reps: list[Trial]) -> tuple[str, pd.DataFrame]:
     """Per task × model × shots, the cell with the lowest serving cost where its difference from every
     other cell's is measurable over the seeds; else the cells it cannot be told apart from."""
     parts, against = [], {}
@@ -175,24 +111,24 @@ def _serving(cells: list[CellStats], reps: pd.DataFrame) -> tuple[str, pd.DataFr
         cheap = mine[0]
         diffs = {c.cell: serve_difference(reps, cheap.cell, c.cell) for c in mine[1:]}
         against.update({cell: d for cell, d in diffs.items() if d})
-        tied = [c for c in mine[1:] if not (diffs[c.cell] or {}).get("measurable")]
+        tied = [c for c in mine[1:] if not (diffs[c.cell] and diffs[c.cell].measurable)]
         dearer = [c for c in mine[1:] if c not in tied]
         ms = lambda c: f"{c.serve_ms_per_query.mean:.0f} ms"  # noqa: E731
         noisy = "" if all(c.serve_alone for c in mine) else " (measured beside other trials: not comparable)"
         if not tied:
             runner = mine[1]
-            parts.append(f"on {_where(cheap)}, {_named(cheap)} has the lowest serving cost, {ms(cheap)} a query against "
-                         f"{ms(runner)} for {_named(runner)} ({_ms_interval(diffs[runner.cell])}){noisy}")
+            parts.append(f"on {where_of(cheap)}, {named(cheap)} has the lowest serving cost, {ms(cheap)} a query against "
+                         f"{ms(runner)} for {named(runner)} ({ms_interval(diffs[runner.cell])}){noisy}")
             continue
-        text = (f"on {_where(cheap)}, no measurable serving difference between {_named(cheap)} ({ms(cheap)}) and "
-                + ", ".join(f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c.cell])})" if diffs[c.cell] else _named(c)
+        text = (f"on {where_of(cheap)}, no measurable serving difference between {named(cheap)} ({ms(cheap)}) and "
+                + ", ".join(f"{named(c)} ({ms(c)}, {ms_interval(diffs[c.cell])})" if diffs[c.cell] else named(c)
                             for c in tied))
         if dearer:
-            text += f"; {_named(cheap)} serves measurably cheaper than " + ", ".join(
-                f"{_named(c)} ({ms(c)}, {_ms_interval(diffs[c.cell])})" for c in dearer)
+            text += f"; {named(cheap)} serves measurably cheaper than " + ", ".join(
+                f"{named(c)} ({ms(c)}, {ms_interval(diffs[c.cell])})" for c in dearer)
         parts.append(text + noisy)
     rows = [{"cell": c.cell, "serve ms/query": mean_std(c.serve_ms_per_query, 1),
-             "vs the cheapest (ms, 95 % over seeds)": _ms_interval(against[c.cell]) if c.cell in against else "-",
+             "vs the cheapest (ms, 95 % over seeds)": ms_interval(against[c.cell]) if c.cell in against else "-",
              "serve CPU ms/query": mean_std(c.serve_cpu_ms_per_query, 1),
              "measured alone": "yes" if c.serve_alone else "no (beside other trials)",
              "serve peak MiB": mean_std(c.serve_peak_mib, 0), "adaptation s (search + one replicate)":
@@ -200,37 +136,6 @@ def _serving(cells: list[CellStats], reps: pd.DataFrame) -> tuple[str, pd.DataFr
              "Ray overhead s (all trials)": f"{c.ray_overhead_seconds:.0f}",
              "labelled examples used": c.labelled_examples} for c in cells]
     sentence = ("Serving: " + "; ".join(parts) + ".") if parts else "Serving costs were not metered in these records."
-    return sentence, pd.DataFrame(rows)
-
-
-def _range_text(p: dict) -> str:
-    if p["dearer"]:
-        return "never (measurably dearer per query than ICL)"
-    if not p["range"]:
-        return "no measurable payback (the per-query saving's interval includes 0)"
-    lo, hi = p["range"]
-    text = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
-    return text + (f" ({p['never']} of {len(p['per_seed'])} seeds: never)" if p["never"] else "")
-
-
-def _break_even_text(pairs: list[dict]) -> tuple[str, pd.DataFrame]:
-    rows = [{"task × model × shots": p["where"], "method": p["named"], "adaptation s": f"{p['adapt_s']:.0f}",
-             "ms/query": f"{p['ms']:.1f}", "ICL ms/query": f"{p['icl_ms']:.1f}",
-             "saving per query vs ICL": _ms_interval(p["saving"]) if p["saving"] else "-",
-             "break-even queries (per data seed)": _range_text(p),
-             "per seed": ", ".join(f"s{s}: {v:,}" if v else f"s{s}: never" for s, v in sorted(p["per_seed"].items()))}
-            for p in pairs]
-    parts = []
-    for p in pairs:
-        saving = f"saving {_ms_interval(p['saving'], 'ms a query')}" if p["saving"] else "no saving measured"
-        if p["range"]:
-            parts.append(f"{p['named']} on {p['where']} pays back its {p['adapt_s']:.0f} s of adaptation after {_range_text(p)} "
-                         f"queries ({saving})" + ("" if p["alone"] else " (serving measured beside other trials)"))
-        elif p["dearer"]:
-            parts.append(f"{p['named']} on {p['where']} never pays back: it is measurably dearer per query than ICL ({saving})")
-        else:
-            parts.append(f"{p['named']} on {p['where']}: no measurable payback ({saving}; its interval includes 0)")
-    sentence = ("Against ICL, " + "; ".join(parts) + ".") if parts else "No trained method beside ICL to break even against."
     return sentence, pd.DataFrame(rows)
 
 
@@ -246,15 +151,14 @@ def charged_dev_note(records: list[Record]) -> str:
             f"their dev passes to adaptation, unlike what the paragraph below describes.\n")
 
 
-def tuning_note(table: pd.DataFrame) -> str:
+def tuning_note(rows: list[Trial]) -> str:
     """A line when the search ran on a data seed that is also a replicate (its winner then repeats as that replicate)."""
-    search = table[table["phase"] == "search"] if not table.empty else table
-    if search.empty:
+    searched = {t.data_seed for t in rows if t.phase == "search"}
+    if not searched:
         return ""
-    reps = set(completed_replicates(table)["data_seed"])
-    shared = sorted(set(search["data_seed"]) & reps)
+    shared = sorted(searched & {t.data_seed for t in completed_replicates(rows)})
     if not shared:
-        return f"The search ran on data seed(s) {', '.join(map(str, sorted(set(search['data_seed']))))}, held out from the replicates."
+        return f"The search ran on data seed(s) {', '.join(map(str, sorted(searched)))}, held out from the replicates."
     return (f"Note: the search ran on data seed {', '.join(map(str, shared))}, which is also a replicate: that replicate "
             f"repeats the configuration chosen on its own dev split, an optimistic bias for the searched (trained) methods "
             f"against ICL, and its cost is counted twice. Hold the tuning seed out (`tuning_data_seed`, default) to avoid it.")
@@ -272,18 +176,18 @@ def write_report(folder: Path) -> Path:
     """report/report.md and its figures under `folder`, from its records; returns report.md's path."""
     folder = Path(folder)
     records = load_records(folder, set_aside=False)
-    table = trials_table(records)
+    rows = trials(records)
     out = folder / "report"
     out.mkdir(exist_ok=True)
     for old in list(out.glob("*.png")) + list(out.glob("*.svg")):  # a figure whose axis went away must not linger
         old.unlink()
-    reps, cells, comps = replicates(table), cell_stats(table, records), comparisons(table, records)
+    reps, cells, comps = replicates(rows), cell_stats(rows), comparisons(rows)
     pairs = break_even_pairs(cells, reps)
-    title = title_of(table, next((r.sweep for r in records if r.sweep), None))
-    (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells, reps), _break_even_text(pairs)
-    note = tuning_note(table)
+    title = title_of(rows, next((r.sweep for r in records if r.sweep), None))
+    (best, best_t), (cheap, cheap_t), (even, even_t) = _best(cells, comps), _serving(cells, reps), break_even_text(pairs)
+    note = tuning_note(rows)
     flag = collapse_note(cells)
-    workload = decide.decide(folder, WORKLOAD_QUERIES) if not reps.empty else []
+    workload = decide.decide(folder, WORKLOAD_QUERIES) if reps else []
     workload_text = (_WORKLOAD + "\n".join(f"- {line}" for line in decide.sentences(workload)) + "\n\n"
                      + decide.tables(workload)) if workload else "No completed replicate to decide from.\n"
     text = [f"# {title}\n", f"{best} {cheap} {even}\n", *([flag + "\n"] if flag else []), *([note + "\n"] if note else []),
@@ -293,7 +197,7 @@ def write_report(folder: Path) -> Path:
             "## Paired differences over shared data seeds and examples\n", to_markdown(_comparison_table(comps)),
             "## Summary per cell\n", _FULL_VOCAB, to_markdown(summary_table(cells)), _PROTOCOL,
             "## Which method for your workload\n", workload_text, "## Figures\n",
-            *draw_all(table, reps, cells, pairs, records, out, workload)]
+            *draw_all(reps, cells, pairs, records, out, workload)]
     path = out / "report.md"
     path.write_text("\n".join(text))
     return path
@@ -352,7 +256,8 @@ the "(full vocab)" column.
 """
 
 
-def draw_all(table, reps, cells, pairs, records, out: Path, workload: list | None = None) -> list[str]:
+def draw_all(reps: list[Trial], cells: list[CellStats], pairs: list[BreakEven], records: list[Record], out: Path,
+             workload: list | None = None) -> list[str]:
     """Every figure, as report.md's sections: its images, or the reason it was skipped."""
     plan = [("Accuracy vs model size", lambda: figures.accuracy_vs_axis(reps, cells, out, "size")),
             ("In-domain vs OOD accuracy", lambda: figures.id_vs_ood(reps, cells, out)),
@@ -368,7 +273,7 @@ def draw_all(table, reps, cells, pairs, records, out: Path, workload: list | Non
     lines = []
     for title, draw in plan:
         try:
-            if reps.empty:
+            if not reps:
                 raise figures.Skip("no completed replicate")
             paths = draw()
         except figures.Skip as why:

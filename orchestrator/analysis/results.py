@@ -15,14 +15,18 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
+from collections import Counter
 
+import numpy as np
 import pandas as pd
 
-from orchestrator.cells import Cell, variant_of
-from orchestrator.analysis.compare import cell_accuracy, comparison_lines, comparisons, newest_per_seed, ood_names
+from orchestrator.cells import variant_of
+from orchestrator.analysis.compare import cell_accuracy, comparison_lines, comparisons
 from orchestrator.analysis.stats import collapsed_seeds, mean_ci
+from orchestrator.analysis.table import (Trial, completed_replicates, group, newest_per_seed, ood_names, present, to_frame,
+                                         total, trials, unique, values)
 from trainers.methods import spec
-from trainers.contract import CellStats, Collapse, Context, EvalBlock, Record, Retried, Serving, Stat, dump, load
+from trainers.contract import CellStats, Collapse, Record, Retried, Stat, dump, load
 from trainers.records import write_json_atomic
 
 RECORDS = "trials"
@@ -90,54 +94,6 @@ def _set_aside(path: Path, why: str, move: bool) -> None:
           file=sys.stderr)
 
 
-def cell_of(rec: Record) -> str:
-    return rec.cell or Cell.of_config(rec.config).id
-
-
-def _row(rec: Record) -> dict:
-    c, m, res = rec.config, rec.metrics, rec.resources
-    serving = res.serving or Serving()
-    row = {"cell": cell_of(rec), "phase": rec.phase or "run", "status": rec.status, "trial_key": rec.trial_key,
-           # what ran, as its config says (a record's own copies of these came later)
-           "task": c["task"], "method": c["method"], "peft": Cell.of_config(c).peft,
-           "model": c["model"], "shots": c["shots"], "data_seed": c["data_seed"],
-           "seed": rec.seed if rec.keys is None or "seed" in rec.keys else c.get("seed"),
-           "lr": rec.resolved.lr,
-           "epochs_run": len(rec.history),
-           "dev_accuracy": m.dev.accuracy if m.dev else (rec.history[-1].dev_accuracy if rec.history else None),
-           "in_domain_accuracy": m.in_domain.accuracy if m.in_domain else None,
-           "in_domain_accuracy_full_vocab": m.in_domain.accuracy_full_vocab if m.in_domain else None,
-           "peak_memory_mib": res.peak_memory_mib, "seconds": res.total_seconds,
-           "trial_seconds": rec.trial_seconds, "n_dev": c.get("n_dev"),
-           # a pruned trial has no phases: its epochs' seconds (training and dev) and CD's teacher targets
-           "adaptation_seconds": (res.adaptation_seconds if res.adaptation_seconds is not None
-                                  else sum((h.epoch_seconds or 0) + (h.setup_seconds or 0) for h in rec.history)),
-           "serve_ms_per_query": serving.ms_per_query, "serve_cpu_ms_per_query": serving.cpu_ms_per_query,
-           "serve_exclusive": serving.exclusive, "serve_peak_mib": serving.peak_memory_mib,
-           "serve_kv_bytes_per_query": serving.kv_bytes_per_query,
-           "trainable_params": rec.params.trainable, "total_params": rec.params.total,
-           "error": rec.error,
-           "time": rec.env.time}
-    context = rec.resolved.context or Context()
-    # queries left unscored because they did not fit the window (a cell with any is flagged in the summary)
-    row["n_dropped"] = sum(int(b.n_dropped or 0) for b in [m.in_domain or EvalBlock(), *m.ood.values()])
-    row["demos_truncated"], row["tokens_cut"] = context.demos_truncated, context.tokens_cut
-    for name, block in ([("in_domain", m.in_domain)] if m.in_domain else []) + list(m.ood.items()):
-        if name != "in_domain":
-            row[f"{name}_accuracy"], row[f"{name}_full_vocab"] = block.accuracy, block.accuracy_full_vocab
-        fractions = block.pred_fraction
-        row[f"{name}_pred_class0"] = next(iter(fractions.values()))
-        row[f"{name}_pred_top"] = max(fractions.values())
-        row[f"{name}_pred_top_class"] = max(fractions, key=fractions.get)
-    if m.teacher and m.teacher.in_domain:
-        row["teacher_in_domain_accuracy"] = m.teacher.in_domain.accuracy
-    for k, v in rec.searched.items():
-        row[f"param:{k}"] = v
-    if row["trial_seconds"] is not None and row["seconds"] is not None:  # worker group start/stop, scheduling
-        row["ray_overhead_seconds"] = round(row["trial_seconds"] - row["seconds"], 3)
-    return row
-
-
 def best_search_trials(records: list[Record]) -> dict[str, Record]:
     """Per cell, the completed search trial with the best final dev accuracy.
 
@@ -154,13 +110,9 @@ def best_search_trials(records: list[Record]) -> dict[str, Record]:
     return {cell: rec for cell, (_, rec) in best.items()}
 
 
-def trials_table(records: list[Record]) -> pd.DataFrame:
-    return pd.DataFrame([_row(r) for r in records])
-
-
-def stats(values: pd.Series | None) -> Stat | None:
-    """Mean, std, n and ci95 over the non-missing values (a t-interval over seeds), or None."""
-    return load(Stat, mean_ci([] if values is None else values.dropna().astype(float).tolist()))
+def stats(values: list[float]) -> Stat | None:
+    """Mean, std, n and ci95 over the values (a t-interval over seeds), or None when there are none."""
+    return load(Stat, mean_ci(values))
 
 
 def mean_std(st: Stat | None, digits: int = 3) -> str:
@@ -168,74 +120,71 @@ def mean_std(st: Stat | None, digits: int = 3) -> str:
     return "-" if not st else f"{st.mean:.{digits}f} ± {st.std:.{digits}f}"
 
 
-def duplicate_notes(table: pd.DataFrame) -> list[str]:
+def duplicate_notes(rows: list[Trial]) -> list[str]:
     """A line per (cell, data seed) with more than one completed replicate record."""
-    if table.empty:
-        return []
-    reps = table[(table["phase"] != "search") & (table["status"] == "completed")]
-    counts = reps.groupby(["cell", "data_seed"]).size()
-    return [f"note: {cell} has {n} completed records for data seed {seed}; the newest is used"
-            for (cell, seed), n in counts.items() if n > 1]
+    counts = group(completed_replicates(rows), lambda t: (t.cell, t.data_seed))
+    return [f"note: {cell} has {len(g)} completed records for data seed {seed}; the newest is used"
+            for (cell, seed), g in counts.items() if len(g) > 1]
 
 
-def _retried(cell: str, group: pd.DataFrame, retried: list[Record]) -> Retried:
+def _retried(cell: str, rows: list[Trial], retried: list[Record]) -> Retried:
     keys = {r.trial_key for r in retried if r.cell == cell}
-    now = group[group["trial_key"].isin(keys)]["status"].value_counts().to_dict() if keys else {}
-    return Retried(trials=len(keys), now={k: int(v) for k, v in now.items()})
+    now = Counter(t.status for t in rows if t.trial_key in keys).most_common()
+    return Retried(trials=len(keys), now=dict(now))
 
 
-def cell_stats(table: pd.DataFrame, records: list[Record], retried: list[Record] | None = None) -> list[CellStats]:
+def cell_stats(rows: list[Trial], retried: list[Record] | None = None) -> list[CellStats]:
     """Per cell, numbers only (summary.json): every accuracy with an interval over seeds and
-    examples (`compare.cell_accuracy`; `records` are the table's rows' records, in its order); mean,
-    std and t-interval over the replicates of prediction fractions, memory and time; the cell's
-    trial counts."""
-    if table.empty:
-        return []
-    ood = ood_names(table)
+    examples (`compare.cell_accuracy`); mean, std and t-interval over the replicates of prediction
+    fractions, memory and time; the cell's trial counts."""
+    ood = ood_names(rows)
+    cells = group(rows, lambda t: t.cell)
+    order = sorted(unique(t.cell for t in rows), key=lambda c: (lambda t: (t.task, t.method, t.peft, t.model, t.shots))(cells[c][0]))
     out = []
-    for cell in table.drop_duplicates("cell").sort_values(["task", "method", "peft", "model", "shots"])["cell"]:
-        group = table[table["cell"] == cell]
-        reps = newest_per_seed(group[(group["phase"] != "search") & (group["status"] == "completed")])
-        first = group.iloc[0]
-        truncated = "demos_truncated" in reps and bool(reps["demos_truncated"].fillna(0).astype(float).any())
-        accuracy = lambda name, full=False: load(Stat, cell_accuracy(reps, records, name, full_vocab=full))  # noqa: E731
+    for cell in order:
+        mine = cells[cell]
+        reps = newest_per_seed(completed_replicates(mine))
+        first = mine[0]
+        truncated = any(t.demos_truncated for t in reps)
+        accuracy = lambda name, full=False: load(Stat, cell_accuracy(reps, name, full_vocab=full))  # noqa: E731
         fell = _collapse(reps, ["in_domain", *ood])
+        trainable = values(reps, lambda t: t.trainable_params)
         out.append(CellStats(
-            cell=cell, task=first["task"], method=first["method"], peft=first["peft"], model=first["model"],
-            shots=int(first["shots"]), seeds=int(len(reps)),
+            cell=cell, task=first.task, method=first.method, peft=first.peft, model=first.model,
+            shots=int(first.shots), seeds=len(reps),
             in_domain_accuracy=accuracy("in_domain"), in_domain_accuracy_full_vocab=accuracy("in_domain", True),
             ood_accuracy={name: accuracy(name) for name in ood},
             ood_accuracy_full_vocab={name: accuracy(name, True) for name in ood},
             # a model answering one class everywhere scores ~0.5 on HANS: how often it says class 0
-            pred_class0={name: stats(reps.get(f"{name}_pred_class0")) for name in ["in_domain", *ood]},
+            pred_class0={name: stats(values(reps, lambda t: t.score(name).pred_class0)) for name in ["in_domain", *ood]},
             collapsed=list(fell), collapse=fell,
-            teacher_in_domain_accuracy=stats(reps.get("teacher_in_domain_accuracy")),
-            dropped_queries=int(reps["n_dropped"].sum()) if "n_dropped" in reps else 0,
-            demos_truncated=stats(reps["demos_truncated"]) if truncated else None,
-            tokens_cut=stats(reps["tokens_cut"]) if truncated else None,
-            peak_memory_mib=stats(reps["peak_memory_mib"]), seconds=stats(reps["seconds"]),
-            **_costs(group, reps),
-            trainable_params=int(reps["trainable_params"].max()) if reps["trainable_params"].notna().any() else None,
-            lr=[float(x) for x in sorted(reps["lr"].dropna().unique())],
-            search_trials=int((group["phase"] == "search").sum()),
-            **{status: int((group["status"] == status).sum()) for status in ("pruned", "failed", "diverged")},
+            teacher_in_domain_accuracy=stats(values(reps, lambda t: t.teacher_in_domain_accuracy)),
+            dropped_queries=sum(t.n_dropped for t in reps),
+            demos_truncated=stats(values(reps, lambda t: t.demos_truncated)) if truncated else None,
+            tokens_cut=stats(values(reps, lambda t: t.tokens_cut)) if truncated else None,
+            peak_memory_mib=stats(values(reps, lambda t: t.peak_memory_mib)),
+            seconds=stats(values(reps, lambda t: t.seconds)),
+            **_costs(mine, reps),
+            trainable_params=int(max(trainable)) if trainable else None,
+            lr=sorted(set(values(reps, lambda t: t.lr))),
+            search_trials=sum(t.phase == "search" for t in mine),
+            **{status: sum(t.status == status for t in mine) for status in ("pruned", "failed", "diverged")},
             # failed trials a --resume ran again, and how they ended this time
-            retried=_retried(cell, group, retried or [])))
+            retried=_retried(cell, mine, retried or [])))
     return out
 
 
-def _collapse(reps: pd.DataFrame, sets: list[str]) -> dict[str, Collapse]:
+def _collapse(reps: list[Trial], sets: list[str]) -> dict[str, Collapse]:
     """Per set where any seed answered one class ≥ 90 % of the time (a mean over seeds hides one
     seed's collapse): how many seeds of how many, and every seed's top-class share."""
     out = {}
     for name in sets:
-        if f"{name}_pred_top" not in reps:
-            continue
-        rows = reps[["data_seed", f"{name}_pred_top", f"{name}_pred_top_class"]].dropna()
-        k, n = collapsed_seeds(rows[f"{name}_pred_top"].astype(float).tolist())
+        scored = [(int(t.data_seed), t.score(name)) for t in reps]
+        scored = [(s, x) for s, x in scored if present(x.pred_top) and present(x.pred_top_class)]
+        k, n = collapsed_seeds([float(x.pred_top) for _, x in scored])
         if k:
-            out[name] = Collapse(seeds=k, of=n, shares={int(s): round(float(v), 4) for s, v, _ in rows.itertuples(index=False)},
-                                 classes={int(s): c for s, _, c in rows.itertuples(index=False)})
+            out[name] = Collapse(seeds=k, of=n, shares={s: round(float(x.pred_top), 4) for s, x in scored},
+                                 classes={s: x.pred_top_class for s, x in scored})
     return out
 
 
@@ -246,24 +195,24 @@ def collapse_text(c: CellStats, name: str) -> str:
     return f"COLLAPSED {where}" + (f" in {info.seeds} of {info.of} seeds" if info else "")
 
 
-def _costs(group: pd.DataFrame, reps: pd.DataFrame) -> dict:
+def _costs(rows: list[Trial], reps: list[Trial]) -> dict:
     """A cell's costs: adapting it once = its whole search (every search trial, pruned ones by their
     epochs) + one replicate's own training (mean); serving per query; Ray's share apart."""
-    search = group[group["phase"] == "search"]
-    rep_adapt = stats(reps["adaptation_seconds"]) if "adaptation_seconds" in reps else None
-    search_s = float(search["adaptation_seconds"].fillna(0).sum()) if "adaptation_seconds" in search else 0.0
-    overhead = group["ray_overhead_seconds"].dropna() if "ray_overhead_seconds" in group else pd.Series(dtype=float)
+    search = [t for t in rows if t.phase == "search"]
+    rep_adapt = stats(values(reps, lambda t: t.adaptation_seconds))
+    search_s = total(search, lambda t: t.adaptation_seconds)
+    first = rows[0]
+    serve = lambda get: stats(values(reps, lambda t: get(t.serving)))  # noqa: E731
     return {"search_seconds": round(search_s, 3), "replicate_adaptation_seconds": rep_adapt,
             "adaptation_seconds": round(search_s + (rep_adapt.mean if rep_adapt else 0.0), 3),
-            "serve_ms_per_query": stats(reps.get("serve_ms_per_query")), "serve_peak_mib": stats(reps.get("serve_peak_mib")),
-            "serve_cpu_ms_per_query": stats(reps.get("serve_cpu_ms_per_query")),
-            "serve_kv_bytes_per_query": stats(reps.get("serve_kv_bytes_per_query")),
+            "serve_ms_per_query": serve(lambda s: s.ms_per_query), "serve_peak_mib": serve(lambda s: s.peak_memory_mib),
+            "serve_cpu_ms_per_query": serve(lambda s: s.cpu_ms_per_query),
+            "serve_kv_bytes_per_query": serve(lambda s: s.kv_bytes_per_query),
             # serving measured alone (a sweep's gate) in every replicate, or not: a shared machine's figures are noisy
-            "serve_alone": bool(reps["serve_exclusive"].fillna(False).astype(bool).all()) if "serve_exclusive" in reps else False,
-            "trial_seconds": round(float(group["trial_seconds"].fillna(0).sum()), 3) if "trial_seconds" in group else None,
-            "ray_overhead_seconds": round(float(overhead.sum()), 3),
-            "labelled_examples": int(group.iloc[0]["shots"]) + (int(group.iloc[0].get("n_dev") or 0)
-                                                                if spec.get(group.iloc[0]["method"]).trains else 0)}
+            "serve_alone": all(bool(t.serving.exclusive) for t in reps),
+            "trial_seconds": round(total(rows, lambda t: t.trial_seconds), 3),
+            "ray_overhead_seconds": round(float(np.sum(values(rows, lambda t: t.ray_overhead_seconds))), 3),
+            "labelled_examples": int(first.shots) + (int(first.n_dev or 0) if spec.get(first.method).trains else 0)}
 
 
 def interval_text(st: Stat | None, digits: int = 3) -> str:
@@ -315,18 +264,18 @@ def summary_table(cells: list[CellStats]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def title_of(table: pd.DataFrame, sweep: str | None = None) -> str:
+def title_of(rows: list[Trial], sweep: str | None = None) -> str:
     """What ran, from the records themselves: sweep, tasks (+ OOD sets), models, methods, shots, seeds."""
-    if table.empty:
+    if not rows:
         return sweep or "no records"
-    names = lambda col: ", ".join(str(v) for v in sorted(set(table[col].dropna())))  # noqa: E731
-    ood = ood_names(table)
-    models = ", ".join(sorted({Path(str(m).rstrip("/")).name for m in table["model"]}))
-    methods = ", ".join(sorted({variant_of(c) for c in table["cell"] if "/" in c}))
-    reps = table[table["phase"] != "search"]  # the search's held-out tuning seed is not a replicate
-    seeds = (reps if len(reps) else table)["data_seed"].nunique()
-    parts = [f"{names('task')}{' (OOD: ' + ', '.join(ood) + ')' if ood else ''}", models, methods,
-             f"{names('shots')} shots", f"{seeds} data seed{'s' if seeds != 1 else ''}"]
+    names = lambda vs: ", ".join(str(v) for v in sorted({v for v in vs if present(v)}))  # noqa: E731
+    ood = ood_names(rows)
+    models = ", ".join(sorted({Path(str(t.model).rstrip("/")).name for t in rows}))
+    methods = ", ".join(sorted({variant_of(t.cell) for t in rows if "/" in t.cell}))
+    reps = [t for t in rows if t.phase != "search"]  # the search's held-out tuning seed is not a replicate
+    seeds = len({t.data_seed for t in (reps or rows) if present(t.data_seed)})
+    parts = [f"{names(t.task for t in rows)}{' (OOD: ' + ', '.join(ood) + ')' if ood else ''}", models, methods,
+             f"{names(t.shots for t in rows)} shots", f"{seeds} data seed{'s' if seeds != 1 else ''}"]
     return " · ".join(([sweep] if sweep else []) + parts)
 
 
@@ -368,28 +317,29 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(folder: Path, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str, list]:
+def write_tables(folder: Path, title: str | None = None) -> tuple[list[Trial], pd.DataFrame, str, list]:
     """trials.parquet / trials.csv / summary.md / summary.json in `folder`, rebuilt from its records;
-    returns the trials table, the summary table, the title (what ran, unless one is given) and the
+    returns the trials' rows, the summary table, the title (what ran, unless one is given) and the
     paired comparisons."""
     folder = Path(folder)
     records = load_records(folder)
-    table = trials_table(records)
-    cells = cell_stats(table, records, retried(folder))
+    rows = trials(records)
+    cells = cell_stats(rows, retried(folder))
     summary = summary_table(cells)
-    title = title or title_of(table, next((r.sweep for r in records if r.sweep), None))
-    if not table.empty:
-        table.to_parquet(folder / "trials.parquet", index=False)
-        table.to_csv(folder / "trials.csv", index=False)
-    notes = duplicate_notes(table)
-    comps = comparisons(table, records)
+    title = title or title_of(rows, next((r.sweep for r in records if r.sweep), None))
+    if rows:
+        frame = to_frame(rows)
+        frame.to_parquet(folder / "trials.parquet", index=False)
+        frame.to_csv(folder / "trials.csv", index=False)
+    notes = duplicate_notes(rows)
+    comps = comparisons(rows)
     paired_md = ("\n## Paired differences (A − B over shared data seeds and examples; verdict and its reason)\n\n"
                  + "".join(f"- {line}\n" for line in comparison_lines(comps))) if comps else ""
     text = f"# {title}\n\n" + to_markdown(summary) + (PROTOCOL if not summary.empty else "") + paired_md + "".join(
         f"\n{n}\n" for n in notes)
     (folder / "summary.md").write_text(text)
     write_json_atomic(folder / "summary.json", {"title": title, "cells": dump(cells), "comparisons": dump(comps)})
-    return table, summary, title, comps
+    return rows, summary, title, comps
 
 
 PROTOCOL = """

@@ -331,7 +331,7 @@ def storage_failure(space: Space, sweep_dir: Path, what: str) -> int:
 def finish(space: Space, sweep_dir: Path, skipped: list[str], unwritten: list[str] = ()) -> int:
     """Tables, summary, every distinct error in full once, and the exit status."""
     try:
-        table, summary, title, comps = results.write_tables(sweep_dir)
+        rows, summary, title, comps = results.write_tables(sweep_dir)
     except OSError as e:
         return storage_failure(space, sweep_dir, f"the tables could not be written ({e.strerror or e}: {e.filename})"
                                + (f" and {len(unwritten)} trial record(s) were not saved" if unwritten else ""))
@@ -341,7 +341,7 @@ def finish(space: Space, sweep_dir: Path, skipped: list[str], unwritten: list[st
     print(f"\n{title}\n" + results.to_text(summary))
     for line in results.comparison_lines(comps):
         print(line)
-    for note in results.duplicate_notes(table):
+    for note in results.duplicate_notes(rows):
         print(note)
     records = results.load_records(sweep_dir)
     incomplete = []

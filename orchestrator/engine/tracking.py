@@ -46,10 +46,11 @@ def parse(specs: list[str] | str | None) -> list[tuple[str, str | None]]:
 def final_metrics(sweep_dir: Path, trial) -> tuple[dict, Path] | None:
     """The trial's record as flat numbers, and a folder holding only the record (the artifact)."""
     from orchestrator.analysis import results
+    from orchestrator.analysis.table import columns, trial as trial_row
     path = results.records_dir(sweep_dir) / f"{load(TrialSpec, trial.config).trial_key}.json"
     if not path.exists():  # interrupted: no record, the trial runs again on --resume
         return None
-    row = results.trials_table([load(Record, json.loads(path.read_text()))]).iloc[0]
+    row = columns(trial_row(load(Record, json.loads(path.read_text()))))
     numbers = {f"final/{k}": float(v) for k, v in row.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
     folder = Path(trial.local_path) / "record"

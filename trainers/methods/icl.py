@@ -57,4 +57,4 @@ def run(cfg: RunConfig, report=None) -> dict:
     resolved = prep.resolved(cfg, context_tokens=len(fitted.prompt_ids.context), context=fitted.facts,
                              precision=precision.facts(model, prec, trained=False))
     return build_record(cfg, "completed", resolved=resolved, metrics=results,
-                        resources=meter.as_dict(), params={**count_parameters(model), "trainable": 0})
+                        resources=meter.resources(), params={**count_parameters(model), "trainable": 0})

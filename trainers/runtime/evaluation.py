@@ -13,6 +13,7 @@ serving cost is measured on a sample of the in-domain set (`trainers/runtime/ser
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -119,5 +120,5 @@ def evaluate_sets(predict: Callable[[list[Example], str], Predictions], prep, cf
         meter.serving = measure(predict, sets["in_domain"][0], meter, cfg.eval_batch_size, cfg.serve_queries,
                                 cfg.serve_repeats)
         if meter.serving is not None:
-            meter.serving["kv_bytes_per_query"] = int(kv_bytes_per_query)
+            meter.serving = dataclasses.replace(meter.serving, kv_bytes_per_query=int(kv_bytes_per_query))
     return Metrics(in_domain=out.pop("in_domain"), ood=out)

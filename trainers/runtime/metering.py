@@ -1,7 +1,7 @@
 """Wall-clock time and peak memory per phase (load, train, evaluate) of a run.
 
     python -c "from trainers.runtime.metering import Meter; m = Meter(); \
-exec('with m.phase(\"x\"): bytearray(10**8)'); print(m.as_dict())"
+exec('with m.phase(\"x\"): bytearray(10**8)'); print(m.resources())"
 
 On CPU the peak is the phase's own peak resident set: the kernel's high-water mark (VmHWM) is
 reset at the start of each phase, because `ru_maxrss` is a process-lifetime peak and would carry
@@ -12,15 +12,18 @@ device found by UUID; missing, not zero, where NVML cannot see this process).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import os
 import resource
 import threading
 import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
 
+from trainers.contract import Phase, Resources, Serving
 from trainers.runtime.distributed import say
 
 MiB = 2**20
@@ -129,6 +132,27 @@ def _nvml_poller(device: torch.device):
         return None
 
 
+@dataclass
+class Peak:
+    """Memory high-water marks of one stretch of a phase, in MiB (CUDA's None on CPU)."""
+    rss: float
+    cuda_allocated: float | None = None
+    cuda_reserved: float | None = None
+
+
+@dataclass
+class PhaseState:
+    """An open phase, as `Meter.phase` yields it: when it started, the stretches it has run (a nested
+    phase pauses it), how long it waited for its turn (inside a sweep) and whether it ran alone."""
+    start: float                 # perf_counter at its last (re)start
+    start_wall: float
+    scoped: bool                 # the resident-set peak was reset for it (else it is the process's)
+    seconds: float = 0.0
+    peaks: list[Peak] = field(default_factory=list)
+    waited: float = 0.0
+    exclusive: bool = False
+
+
 class Meter:
     """Per-phase wall-clock time and peak memory. A phase entered inside another (the dev
     evaluation inside training) pauses the outer one: the outer phase's seconds exclude it and its
@@ -136,18 +160,17 @@ class Meter:
 
     def __init__(self, device: torch.device | None = None):
         self.device = device or torch.device("cpu")
-        self.phases: dict[str, dict] = {}
+        self.phases: dict[str, Phase] = {}
         self._started = time.perf_counter()
-        self._open: list[dict] = []  # the phases entered and not yet left, innermost last
-        self.serving: dict | None = None  # trainers.runtime.serving.measure's result, when the run measured it
+        self._open: list[PhaseState] = []  # the phases entered and not yet left, innermost last
+        self.serving: Serving | None = None  # trainers.runtime.serving.measure's result, when the run measured it
 
-    def _peak_now(self) -> dict:
-        peak = {"peak_rss_mib": _rss_peak_mib()}
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(self.device) / MiB
-            peak["cuda_max_reserved_mib"] = torch.cuda.max_memory_reserved(self.device) / MiB
-        return peak
+    def _peak_now(self) -> Peak:
+        if self.device.type != "cuda":
+            return Peak(_rss_peak_mib())
+        torch.cuda.synchronize(self.device)
+        return Peak(_rss_peak_mib(), torch.cuda.max_memory_allocated(self.device) / MiB,
+                    torch.cuda.max_memory_reserved(self.device) / MiB)
 
     def _reset(self) -> bool:
         scoped = _reset_rss_peak()
@@ -160,14 +183,13 @@ class Meter:
     def phase(self, name: str, trim: bool = False):
         """`trim`: hand freed heap memory back to the system first, so the phase's peak resident set
         is what the phase holds (serving after training), not what the allocator kept. Yields the
-        phase's state: its wall-clock start, how long it waited for its turn (inside a sweep) and
-        whether it ran alone ("serve")."""
+        phase's `PhaseState`."""
         exclusive, gated = name == "serve", _GATE is not None and not self._open
         waited_from = time.perf_counter() if gated else 0.0
         with _GATE.hold(exclusive) if gated else nullcontext(None) as granted:
             waited = time.perf_counter() - waited_from if gated else 0.0
             with self._phase(name, trim) as state:
-                state.update(waited=waited, exclusive=bool(granted) and exclusive)
+                state.waited, state.exclusive = waited, bool(granted) and exclusive
                 yield state
 
     @contextmanager
@@ -175,12 +197,11 @@ class Meter:
         cuda = self.device.type == "cuda"
         if self._open:  # pause the enclosing phase: bank its time and peak so far
             outer = self._open[-1]
-            outer["seconds"] += time.perf_counter() - outer["start"]
-            outer["peaks"].append(self._peak_now())
+            outer.seconds += time.perf_counter() - outer.start
+            outer.peaks.append(self._peak_now())
         if trim:
             _trim_heap()
-        state = {"start": time.perf_counter(), "seconds": 0.0, "peaks": [], "scoped": self._reset(),
-                 "start_wall": time.time()}
+        state = PhaseState(start=time.perf_counter(), start_wall=time.time(), scoped=self._reset())
         self._open.append(state)
         poller = _nvml_poller(self.device) if cuda and len(self._open) == 1 else None
         finished = False
@@ -193,58 +214,60 @@ class Meter:
             finished = True
         finally:
             self._open.pop()
-            state["peaks"].append(self._peak_now())
-            rec = {"seconds": round(state["seconds"] + time.perf_counter() - state["start"], 3)}
-            for key in state["peaks"][0]:
-                rec[key] = round(max(p[key] for p in state["peaks"]), 1)
-            rec["peak_rss_scope"] = "phase" if state["scoped"] else "process"
-            rec["wall"] = [[round(state["start_wall"], 3), round(time.time(), 3)]]  # when, for overlap checks
-            if poller:  # None: NVML does not list this process (another PID namespace) or failed
-                rec["nvml_process_peak_mib"] = None if poller.peak_mib is None else round(poller.peak_mib, 1)
-                if poller.error:
-                    rec["nvml_error"] = poller.error
-            self.phases[name] = _merge(self.phases[name], rec) if name in self.phases else rec
+            state.peaks.append(self._peak_now())
+            done = self._finished(state, poller)
+            self.phases[name] = _merge(self.phases[name], done) if name in self.phases else done
             if self._open:  # resume the enclosing phase
-                self._open[-1]["start"] = time.perf_counter()
+                self._open[-1].start = time.perf_counter()
                 self._reset()
             if finished:  # a phase that raised leaves the terminal to its error
-                say(f"{name}: {rec['seconds']:.1f} s, peak {rec.get('cuda_max_allocated_mib', rec['peak_rss_mib']):.0f} MiB")
+                say(f"{name}: {done.seconds:.1f} s, peak {done.peak_mib:.0f} MiB")
 
-    def as_dict(self) -> dict:
-        peaks = [p.get("cuda_max_allocated_mib", p["peak_rss_mib"]) for p in self.phases.values()]
-        out = {"phases": self.phases, "total_seconds": round(time.perf_counter() - self._started, 3),
-               "peak_memory_mib": max(peaks, default=0.0),
-               "peak_memory_kind": "cuda_max_allocated" if self.device.type == "cuda" else "rss"}
-        if self.serving:
-            out["serving_measured"] = self.serving
-        return out
+    def _finished(self, state: PhaseState, poller) -> Phase:
+        top = lambda get: None if get(state.peaks[0]) is None else round(max(get(p) for p in state.peaks), 1)  # noqa: E731
+        return Phase(
+            seconds=round(state.seconds + time.perf_counter() - state.start, 3), peak_rss_mib=top(lambda p: p.rss),
+            cuda_max_allocated_mib=top(lambda p: p.cuda_allocated), cuda_max_reserved_mib=top(lambda p: p.cuda_reserved),
+            peak_rss_scope="phase" if state.scoped else "process",
+            wall=[[round(state.start_wall, 3), round(time.time(), 3)]],  # when, for overlap checks
+            # None: NVML does not list this process (another PID namespace) or failed
+            nvml_process_peak_mib=None if not poller or poller.peak_mib is None else round(poller.peak_mib, 1),
+            nvml_error=poller.error if poller else None)
+
+    def resources(self) -> Resources:
+        """What the run cost so far, phase by phase, with the serving cost it measured (the record's
+        `resources`; `trainers.records.build_record` adds the costs worked out from them)."""
+        return Resources(phases=dict(self.phases), total_seconds=round(time.perf_counter() - self._started, 3),
+                         peak_memory_mib=max((p.peak_mib for p in self.phases.values()), default=0.0),
+                         peak_memory_kind="cuda_max_allocated" if self.device.type == "cuda" else "rss",
+                         serving=self.serving)
 
 
-def _merge(old: dict, new: dict) -> dict:
+_PEAKS = ("peak_rss_mib", "cuda_max_allocated_mib", "cuda_max_reserved_mib", "nvml_process_peak_mib")
+
+
+def _merge(old: Phase, new: Phase) -> Phase:
     """A phase entered twice (e.g. evaluation after every epoch): times add up, peaks take the max."""
-    out = dict(new)
-    out["seconds"] = round(old["seconds"] + new["seconds"], 3)
-    if "wall" in old or "wall" in new:
-        out["wall"] = old.get("wall", []) + new.get("wall", [])
-    for k, v in old.items():
-        if k.endswith("_mib"):
-            known = [x for x in (v, new.get(k)) if x is not None]
-            out[k] = max(known) if known else None
-    return out
+    peaks = {}
+    for k in _PEAKS:
+        known = [x for x in (getattr(old, k), getattr(new, k)) if x is not None]
+        peaks[k] = max(known) if known else None
+    return dataclasses.replace(new, seconds=round(old.seconds + new.seconds, 3), wall=old.wall + new.wall, **peaks)
 
 
-def costs(resources: dict, dev_selects: bool = True) -> dict:
+def costs(resources: Resources, dev_selects: bool = True) -> Resources:
     """The record's cost summary: adaptation seconds (the teacher's targets, training, and the dev
     passes when they select something: an epoch, a pruning decision; a replicate that keeps its last
-    epoch has them reported as `dev_seconds_uncharged`), and the serving cost `serving.measure` took."""
-    phases = resources.get("phases") or {}
+    epoch has them reported as `dev_seconds_uncharged`), and the serving cost `serving.measure` took,
+    with the serve phase's peak memory."""
+    phases = resources.phases
     charged = [p for p in ADAPTATION_PHASES if p != "dev" or dev_selects]
-    out = {"adaptation_seconds": round(sum(phases[p]["seconds"] for p in charged if p in phases), 3)}
-    if not dev_selects and "dev" in phases:
-        out["dev_seconds_uncharged"] = phases["dev"]["seconds"]
-    measured, serve = resources.get("serving_measured"), phases.get("serve")
-    if measured and serve:
-        cuda = "cuda_max_allocated_mib" in serve
-        out["serving"] = {**measured, "peak_memory_mib": serve["cuda_max_allocated_mib" if cuda else "peak_rss_mib"],
-                          "memory_kind": "cuda_max_allocated" if cuda else "rss"}
-    return out
+    serve, serving = phases.get("serve"), resources.serving
+    if serving and serve:
+        cuda = serve.cuda_max_allocated_mib is not None
+        serving = dataclasses.replace(serving, peak_memory_mib=serve.peak_mib,
+                                      memory_kind="cuda_max_allocated" if cuda else "rss")
+    return dataclasses.replace(
+        resources, adaptation_seconds=round(sum(phases[p].seconds for p in charged if p in phases), 3),
+        dev_seconds_uncharged=phases["dev"].seconds if not dev_selects and "dev" in phases else None,
+        serving=serving if serve else None)

@@ -18,20 +18,21 @@ import statistics
 import time
 from typing import Callable
 
+from trainers.contract import Serving
 from trainers.runtime.metering import Meter
 from trainers.data.tasks import Example
 
 
-def _where(meter: Meter) -> dict:
-    out = {"node": socket.gethostname(), "device": meter.device.type}
+def _device(meter: Meter) -> str:
+    """The device serving ran on: "cpu", or the GPU's UUID (which card, whatever the worker's index)."""
     if meter.device.type == "cuda":
         from trainers.runtime.metering import cuda_uuid
-        out["device"] = cuda_uuid(meter.device)
-    return out
+        return cuda_uuid(meter.device)
+    return meter.device.type
 
 
 def measure(predict: Callable[[list[Example], str], object], examples: list[Example], meter: Meter,
-            batch_size: int, queries: int, repeats: int) -> dict | None:
+            batch_size: int, queries: int, repeats: int) -> Serving | None:
     """Time `predict` on the first `queries` examples, `repeats` times after a warm-up, in the meter's
     "serve" phase; None when there is nothing to serve."""
     sample = list(examples[:queries])
@@ -48,9 +49,9 @@ def measure(predict: Callable[[list[Example], str], object], examples: list[Exam
         end = time.time()  # inside the phase: its turn is released only after
     n = len(sample)
     ms = sorted(1000 * w / n for w in wall)
-    return {"ms_per_query": round(statistics.median(ms), 3), "ms_per_query_runs": [round(x, 3) for x in ms],
-            "spread_ms": [round(ms[0], 3), round(ms[-1], 3)],
-            "cpu_ms_per_query": round(statistics.median(1000 * c / n for c in cpu), 3),
-            "queries": n, "repeats": repeats, "batch_size": batch_size,
-            "waited_seconds": round(phase.get("waited", 0.0), 3), "exclusive": phase.get("exclusive", False),
-            "start": round(phase["start_wall"], 3), "end": round(end, 3), **_where(meter)}
+    return Serving(ms_per_query=round(statistics.median(ms), 3), ms_per_query_runs=[round(x, 3) for x in ms],
+                   spread_ms=[round(ms[0], 3), round(ms[-1], 3)],
+                   cpu_ms_per_query=round(statistics.median(1000 * c / n for c in cpu), 3),
+                   queries=n, repeats=repeats, batch_size=batch_size,
+                   waited_seconds=round(phase.waited, 3), exclusive=phase.exclusive,
+                   start=round(phase.start_wall, 3), end=round(end, 3), node=socket.gethostname(), device=_device(meter))

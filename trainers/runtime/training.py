@@ -188,7 +188,7 @@ def reporting_setup(report, meter):
     adds to a trial's adaptation time)."""
     if report is None:
         return None
-    setup = meter.phases[SETUP_PHASE]["seconds"]
+    setup = meter.phases[SETUP_PHASE].seconds
     return lambda entry: report(dataclasses.replace(entry, setup_seconds=setup) if entry.epoch == 1 else entry)
 
 
@@ -208,5 +208,5 @@ def finish(cfg, prep, meter, model, outcome: TrainOutcome, predict, *, resolved:
             with meter.phase("diagnostics"):
                 extra.update(diagnostics())
     return build_record(cfg, outcome.status, resolved=prep.resolved(cfg, **resolved), metrics=metrics,
-                        resources=meter.as_dict(), params=count_parameters(model), history=outcome.history,
+                        resources=meter.resources(), params=count_parameters(model), history=outcome.history,
                         extra=extra, error=outcome.error)
