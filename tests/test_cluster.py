@@ -20,6 +20,7 @@ from orchestrator.engine import cluster
 from orchestrator.planning import identity, plan, preflight
 from orchestrator.planning.preflight import model_identity
 from orchestrator.space import load_space
+from trainers.config import from_dict
 from trainers.data import synthetic
 from trainers.runtime.models import load_config
 from trainers.data.tasks import load_task
@@ -36,7 +37,7 @@ def records(folder):
 
 def test_a_worker_reading_other_data_fails_naming_its_node_and_both_fingerprints(tmp_path, tiny_opt):
     data = synthetic.write_data(tmp_path / "data")
-    run = {"task": "rte", "model": tiny_opt, "data_dir": str(data)}
+    run = from_dict({"task": "rte", "model": tiny_opt, "data_dir": str(data)})
     fingerprints = load_task("rte", str(data)).fingerprints
     planned = {"data": dict(fingerprints), "model": model_identity(tiny_opt, load_config(tiny_opt))}
     identity.check(run, planned)  # the same copy: nothing to say
@@ -50,7 +51,7 @@ def test_a_worker_reading_other_data_fails_naming_its_node_and_both_fingerprints
     assert fingerprints["glue/rte/train.jsonl"] in message  # the plan's ...
     assert load_task("rte", str(data)).fingerprints["glue/rte/train.jsonl"] in message  # ... and this worker's
     with pytest.raises(identity.IdentityError, match=r"model .* differs from the plan's on .*: local:"):
-        identity.check({**run, "data_dir": str(data)}, {"model": "local:not-this-one"})
+        identity.check(run, {"model": "local:not-this-one"})
 
 
 def test_fixtures_are_rebuilt_where_a_node_lacks_them_with_the_same_identity(tmp_path):

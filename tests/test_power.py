@@ -41,7 +41,7 @@ def test_an_ood_limit_sizes_the_ood_sets_apart_from_the_in_domain_one():
     space = load_space("cd_vs_icl", ["fixed.eval_limit=200", "fixed.ood_limit=64"])
     assert power.eval_size(space, "rte")[0] == 200 and power.eval_size(space, "rte", "hans")[0] == 64
     cell = plan.cells(space)[0]
-    assert plan.run_config(space, cell, 0, {}, True)["ood_limit"] == 64
+    assert plan.run_config(space, cell, 0, {}, True).ood_limit == 64
 
 
 def test_the_dry_run_shows_the_gpus_a_trial_asks_for():

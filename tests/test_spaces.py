@@ -31,7 +31,7 @@ def test_every_shipped_space_validates(name, tiny_llama):
         space = load_space(name)
     assert plan.cells(space) and space.description
     for cell in plan.cells(space):
-        assert plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=True)["method"] == cell.method
+        assert plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=True).method == cell.method
 
 
 def test_shipped_spaces_are_the_ones_promised():
@@ -88,15 +88,15 @@ def test_cells_trials_and_keys(tmp_path):
     icl, pbft = cells["rte/icl/opt-125m/16shot"], cells["rte/pbft+lora/opt-125m/16shot"]
     assert plan.searched(space, icl) == {} and list(plan.searched(space, pbft)) == ["train.lr"]
     run0 = plan.run_config(space, pbft, 0, {"train.lr": 1e-4}, final_eval=False)
-    assert run0["train"]["epochs"] == 3 and run0["peft"]["kind"] == "lora" and run0["final_eval"] is False
+    assert run0.train.epochs == 3 and run0.peft.kind == "lora" and run0.final_eval is False
     run1 = plan.run_config(space, pbft, 1, {"train.lr": 1e-4}, final_eval=False)
-    assert run0["seed"] is None  # the space's seed is the sampler's; each trial derives its training seed
+    assert run0.seed is None  # the space's seed is the sampler's; each trial derives its training seed
     fixed = load_space(write(tmp_path, BASE), ["fixed.seed=7"])
-    assert plan.run_config(fixed, plan.cells(fixed)[1], 1, {}, final_eval=True)["seed"] == 7
+    assert plan.run_config(fixed, plan.cells(fixed)[1], 1, {}, final_eval=True).seed == 7
     ident = plan.trial_identity(space, run0)
-    assert plan.trial_key(run0, ident) == plan.trial_key(dict(run0), ident) != plan.trial_key(run1, ident)
+    assert plan.trial_key(run0, ident) == plan.trial_key(run0.to_dict(), ident) != plan.trial_key(run1, ident)
     # paths never enter the key: the same content under another folder keeps it; other content changes it
-    moved = {**run0, "model": "/elsewhere/opt-125m", "data_dir": "/elsewhere/data"}
+    moved = run0.replace(model="/elsewhere/opt-125m", data_dir="/elsewhere/data")
     assert plan.trial_key(moved, ident) == plan.trial_key(run0, ident)
     assert plan.trial_key(run0, {**ident, "data": {"glue/rte/train": "other"}}) != plan.trial_key(run0, ident)
     assert "5 search trials + 4 replicate trials = 9 trials" in plan.describe(space, False)
@@ -114,8 +114,8 @@ def test_a_trial_config_packs_its_run_small_and_unpacks_it_whole(name):
             config = _trial_config(space, False, cell.id, {"train.lr": 3e-4}, phase, seed)
             whole = plan.run_config(space, cell, space.tuning_data_seed if seed is None else seed, {"train.lr": 3e-4},
                                     final_eval=phase == "replicate")
-            assert run_of(config) == whole, cell.id
-            assert len(config.run) < 300 < len(str(whole)), (cell.id, config.run)
+            assert run_of(config) == whole.to_dict(), cell.id
+            assert len(config.run) < 300 < len(str(whole.to_dict())), (cell.id, config.run)
 
 
 def test_resources_follow_model_size_rules(tmp_path):

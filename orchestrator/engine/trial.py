@@ -28,6 +28,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.planning.plan import in_process
+from trainers.config import RunConfig
 from trainers.contract import Record, TrialSpec, dump, load
 
 # How often Ray Train's controller polls its workers (Ray's default 2 s). A finished trial waits about
@@ -37,13 +38,13 @@ HEALTH_CHECK_INTERVAL = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 TRIAL_MEMORY = 2**20  # the Tune-level driver only waits on its worker group: reserve no CPU for it
 
 
-def pack_run(run: dict) -> str:
-    """A resolved run config as Tune's trial config carries it: one compact JSON string of the fields
-    that differ from RunConfig's defaults. Tune keeps every trial's config to the sweep's end (twice,
-    pickled and hex-encoded, once flattened key by key, once in the trial's name): a nested dict of
-    every field cost the driver about 8 KB a trial there."""
-    from trainers.config import RunConfig
-    defaults = RunConfig(method=run["method"], model=run["model"]).to_dict()
+def pack_run(cfg: RunConfig) -> str:
+    """A resolved run config as Tune's trial config carries it (Ray's edge): one compact JSON string of
+    the fields that differ from RunConfig's defaults. Tune keeps every trial's config to the sweep's end
+    (twice, pickled and hex-encoded, once flattened key by key, once in the trial's name): a nested dict
+    of every field cost the driver about 8 KB a trial there."""
+    run = cfg.to_dict()
+    defaults = RunConfig(method=cfg.method, model=cfg.model).to_dict()
     diff = {k: ({kk: vv for kk, vv in v.items() if defaults[k].get(kk) != vv} if isinstance(v, dict) else v)
             for k, v in run.items() if v != defaults.get(k)}
     return json.dumps({"method": run["method"], "model": run["model"], **diff}, separators=(",", ":"))
@@ -61,11 +62,10 @@ def config_of(spec: TrialSpec):
     return from_dict(json.loads(spec.run))
 
 
-def _failed_record(run: dict, error: BaseException) -> Record:
-    from trainers.config import from_dict
+def _failed_record(cfg: RunConfig, error: BaseException) -> Record:
     from trainers.records import bare_record
     tb = traceback.format_exception(type(error), error, error.__traceback__)
-    return bare_record(from_dict(run), "failed",
+    return bare_record(cfg, "failed",
                         error=f"{type(error).__name__}: {error}".strip(), extra={"traceback": "".join(tb[-6:])})
 
 
@@ -92,14 +92,15 @@ def worker_loop(loop_config: dict, report=None) -> None:
         key = metering.cuda_uuid(torch.device("cuda", torch.cuda.current_device())) if cuda else \
             ray.get_runtime_context().get_node_id()
         metering.set_gate(GateClient(loop_config["gate"], loop_config["trial"], key))
-    run_cfg = loop_config["run"]
+    cfg = None
     try:
         from orchestrator.planning import identity
+        cfg = from_dict(loop_config["run"])  # parsed once, here (a methods file is imported first)
         identity.ensure_fixtures(loop_config.get("fixtures"))  # the smoke space's, where this node lacks them
-        identity.check(run_cfg, loop_config.get("identity"))  # what the plan checked, or fail naming both
-        record = run(from_dict(run_cfg), lambda epoch: report(dump(epoch)))  # an epoch's report: Ray's edge
+        identity.check(cfg, loop_config.get("identity"))  # what the plan checked, or fail naming both
+        record = run(cfg, lambda epoch: report(dump(epoch)))  # an epoch's report: Ray's edge
     except Exception as e:  # the record says what went wrong; the sweep goes on
-        record = _failed_record(run_cfg, e)
+        record = _failed_record(cfg or from_dict(loop_config["run"]), e)
     resources = record.resources
     # where a trial's time goes outside the method (the driver adds when it saw the trial start and end)
     resources.timeline = {"trial_started": loop_config.get("trial_started"), "worker_started": worker_started,

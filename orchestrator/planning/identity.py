@@ -18,6 +18,7 @@ import json
 import socket
 from pathlib import Path
 
+from trainers.config import RunConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "tokenizer.model", "added_tokens.json")
@@ -103,15 +104,13 @@ def _once(folder: Path, write, marker: str) -> None:
             write(folder)
 
 
-def check(run: dict, expected: dict | None) -> None:
+def check(cfg: RunConfig, expected: dict | None) -> None:
     """Raise IdentityError when this worker's data splits or model differ from the plan's identities
     (`expected`: the trial's identity, as `plan.trial_identity` made it)."""
     if not expected:
         return
-    from trainers.config import from_dict
     from trainers.runtime.models import load_config
     from trainers.data.tasks import load_task, use_tasks_file
-    cfg = from_dict(run)
     use_tasks_file(cfg.tasks_file)  # a user's tasks, known in this worker before its data are checked
     planned = expected.get("data") or {}
     if planned:

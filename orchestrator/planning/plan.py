@@ -20,7 +20,7 @@ from orchestrator.cells import Cell, model_tag  # noqa: F401 - model_tag: plan's
 from orchestrator.space import Space
 from trainers.methods import spec
 from trainers import config
-from trainers.config import from_dict
+from trainers.config import RunConfig, from_dict
 from trainers.methods.spec import Parallel
 
 
@@ -67,11 +67,12 @@ def base_overrides(space: Space, cell: Cell) -> dict:
     return out
 
 
-def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eval: bool) -> dict:
-    """The resolved RunConfig (nested dict) of one trial."""
+def run_config(space: Space, cell: Cell, data_seed: int, params: dict, final_eval: bool) -> RunConfig:
+    """The resolved RunConfig of one trial: the method's defaults, the space's settings for the cell,
+    the searched values."""
     overrides = {**spec.get(cell.method).defaults, **base_overrides(space, cell), **params,
                  "data_seed": data_seed, "final_eval": final_eval}
-    return from_dict({}).replace(**overrides).to_dict()
+    return from_dict({}).replace(**overrides)
 
 
 KEYED_SECTIONS = ("train", "peft", "cd", "cartridge")  # in every trial key since before sweeps existed
@@ -85,21 +86,20 @@ def path_fields() -> list[tuple[str, ...]]:
     return [("model",), ("data_dir",), ("tasks_file",), ("methods_file",), *(tuple(k.split(".")) for k in config.model_fields())]
 
 
-def trial_identity(space: Space, run: dict) -> dict:
+def trial_identity(space: Space, cfg: RunConfig) -> dict:
     """What stands for the paths in a trial's config: the content identity of its model(s) and of
     the data splits its task reads (from preflight)."""
     ident = space.identity or {}
     models = ident.get("models", {})
-    cfg = from_dict(run)
     from trainers.data import user_tasks
     from trainers.data.prompts import _patterns
     from trainers.data.tasks import task_definitions
     defs = task_definitions()
     out = {**{field: models.get(path, path) if path else None for field, path in cfg.model_paths().items()},
-           "data": ident.get("data", {}).get(run["task"]),
+           "data": ident.get("data", {}).get(cfg.task),
            # what a run scores changes with it (version 3: each data seed its own evaluation subset)
            "tasks_version": defs["version"]}
-    task = defs["tasks"][run["task"]]
+    task = defs["tasks"][cfg.task]
     if task.get("user"):  # a user's task: its definition in place of the tasks file's path
         out["user_task"] = user_tasks.fingerprint(task, _patterns(), defs["ood_sets"])
     if cfg.methods_file:  # a user's method: its module's content in place of its path
@@ -113,11 +113,11 @@ def in_process(r: dict) -> bool:
     return bool(r.get("in_process")) and r["workers"] == 1
 
 
-def trial_key(run: dict, identity: dict) -> str:
-    """Identity of a trial: a hash of its resolved config with every path replaced by the content
-    it points to, so a moved model, data or results folder keeps its keys. A finished key is never
-    run again."""
-    body = json.loads(json.dumps(run))
+def trial_key(run: RunConfig | dict, identity: dict) -> str:
+    """Identity of a trial: a hash of its resolved config (a RunConfig, or its JSON form as a record
+    keeps it) with every path replaced by the content it points to, so a moved model, data or results
+    folder keeps its keys. A finished key is never run again."""
+    body = json.loads(json.dumps(run.to_dict() if isinstance(run, RunConfig) else run))
     for path, default in LATER_DEFAULTS.items():  # added after sweeps existed: at their default, keys stay as they were
         section = body
         for part in path[:-1]:
@@ -210,7 +210,7 @@ def resolve_placement(space: Space, gpus: int, gpu_memory_gb: float | None = Non
         space = dataclasses.replace(space, resources={**space.resources, "gpu_memory_gb": gpu_memory_gb})
     chosen = {}
     for cell in cells(space):
-        cfg = from_dict(run_config(space, cell, space.tuning_data_seed, {}, True))
+        cfg = run_config(space, cell, space.tuning_data_seed, {}, True)
         chosen[cell.id] = placement.choose(space, cell, cfg, gpus)
     return dataclasses.replace(space, placement=chosen)
 

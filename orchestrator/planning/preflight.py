@@ -19,7 +19,6 @@ from orchestrator.planning import hub, plan
 from orchestrator.planning.identity import model_identity  # noqa: F401 - preflight's public name for it
 from orchestrator.space import Space, SpaceError
 from trainers.methods import spec
-from trainers.config import from_dict
 from trainers.methods.entry import validate
 from trainers.runtime.models import check_causal_lm, load_config, load_tokenizer
 from trainers.data.prompts import get_prompt, label_token_ids
@@ -78,7 +77,7 @@ def cell_configs(space: Space, problems: list[str], skip=lambda cell: False) -> 
         if skip(cell):
             continue
         try:
-            cfg = from_dict(plan.run_config(space, cell, space.tuning_data_seed, {}, True))
+            cfg = plan.run_config(space, cell, space.tuning_data_seed, {}, True)
             validate(cfg)
         except Exception as e:  # noqa: BLE001
             failed.setdefault(_one_line(e), []).append(cell.id)

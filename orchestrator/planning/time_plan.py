@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 
+from trainers.config import RunConfig
 from trainers.methods import spec
 
 RAY_OVERHEAD_S = 9.5  # a worker group's start and stop on a 2-core machine (results/bench/sweep_overhead.md: 9.25 s)
@@ -43,35 +44,34 @@ def cpu_flops(threads: int = 1) -> float:
     return 8 * 2 * 512 ** 3 / best
 
 
-def trial_flops(run: dict, params: float, layers: int, kv_width: int, tokens: float, sets: dict[str, int]) -> float:
-    """Floating-point operations of one trial. `run`: the resolved config (nested dict); `tokens`: the
-    mean prompt tokens of one example; `sets`: evaluation set sizes (in-domain and OOD) before --eval-limit."""
+def trial_flops(run: RunConfig, params: float, layers: int, kv_width: int, tokens: float, sets: dict[str, int]) -> float:
+    """Floating-point operations of one trial. `run`: its resolved config; `tokens`: the mean prompt
+    tokens of one example; `sets`: evaluation set sizes (in-domain and OOD) before --eval-limit."""
     def limited(name: str, n: int) -> int:
-        limit = run.get("eval_limit") if name == "in_domain" else run.get("ood_limit") or run.get("eval_limit")
+        limit = run.eval_limit if name == "in_domain" else run.ood_limit or run.eval_limit
         return min(n, limit) if limit else n
 
-    queries = sum(limited(name, n) for name, n in sets.items()) if run.get("final_eval", True) else 0
-    method, shots, train = run["method"], run["shots"], run.get("train") or {}
-    epochs = train.get("epochs", 1)
-    per_step = 6 * params if (run.get("peft") or {}).get("kind", "none") == "none" else 4 * params
+    queries = sum(limited(name, n) for name, n in sets.items()) if run.final_eval else 0
+    method, shots, epochs = run.method, run.shots, run.train.epochs
+    per_step = 6 * params if run.peft.kind == "none" else 4 * params
     forward = 2 * params
 
     def with_context(n_queries: float) -> float:  # the demonstrations once, then each query attends to them
         context = shots * tokens
         return forward * (context + n_queries * tokens) + n_queries * tokens * 4 * layers * kv_width * context
 
-    dev = run.get("n_dev", 0)
+    dev = run.n_dev
     traits = spec.get(method)
     if not traits.trains:
         return with_context(dev + queries)
-    train_rows = run.get("n_unlabeled", 0) if traits.distils else shots
+    train_rows = run.n_unlabeled if traits.distils else shots
     flops = epochs * (train_rows * tokens * per_step + dev * tokens * forward) + queries * tokens * forward
     if traits.distils:  # the teacher labels the unlabelled inputs (and, in a replicate, scores every set)
         flops += with_context(train_rows + dev + queries)
     return flops
 
 
-def trial_seconds(run: dict, shape, tokens: float | None, sets: dict[str, int], cpus: float, gpus: float,
+def trial_seconds(run: RunConfig, shape, tokens: float | None, sets: dict[str, int], cpus: float, gpus: float,
                   in_process: bool = False) -> float:
     """Planned wall-clock seconds of one trial, Ray's overhead included (a worker group's, or an in-process trial's)."""
     kv_width = shape.kv_heads * shape.head_dim
