@@ -10,6 +10,7 @@ import pytest
 from orchestrator.planning import plan
 from orchestrator.planning.placement import PlacementError
 from orchestrator.space import load_space
+from trainers.contract import dump
 from trainers.runtime.memory_plan import estimate, shape_from_config, trainable_params
 
 # OPT's published shapes (the hub's config.json files), written as small local configs
@@ -69,7 +70,7 @@ def test_auto_places_each_cell_on_the_fewest_gpus_that_hold_it(opt_dirs, model, 
     chosen = placed.placement[cell.id]
     assert (chosen["workers"], chosen["gpus_per_worker"], chosen["parallel"]) == (workers, gpus, parallel)
     assert chosen["estimate_gib"] <= chosen["budget_gib"] < gb
-    assert plan.resources(placed, cell, has_gpus=True)["workers"] == workers
+    assert plan.resources(placed, cell, has_gpus=True).workers == workers
     assert plan.run_config(placed, cell, 0, {}, True).parallel == parallel
 
 
@@ -142,8 +143,8 @@ def test_a_size_rule_shards_the_larger_models_of_ft_vs_icl(opt_dirs, tmp_path):
     small, large = plan.cells(space)
     assert plan.run_config(space, small, 0, {}, True).parallel == "ddp"
     assert plan.run_config(space, large, 0, {}, True).parallel == "fsdp"
-    assert plan.resources(space, large, has_gpus=True) == {"workers": 2, "cpus_per_worker": 8, "gpus_per_worker": 1,
-                                                           "in_process": False}
+    assert dump(plan.resources(space, large, has_gpus=True)) == {"workers": 2, "cpus_per_worker": 8, "gpus_per_worker": 1,
+                                                                 "in_process": False}
     run = plan.run_config(space, small, 0, {}, True)
     without = {k: v for k, v in run.to_dict().items() if k not in ("parallel", "offload")}  # as records written before the field
     assert plan.trial_key(run, {}) == plan.trial_key(without, {})  # old sweeps keep their keys

@@ -9,7 +9,7 @@ import yaml
 from orchestrator.planning import plan
 from orchestrator.analysis.results import cell_stats, summary_table
 from orchestrator.analysis.table import trials
-from trainers.contract import Record, load
+from trainers.contract import Record, dump, load
 from orchestrator.space import SpaceError, available_spaces, load_space, space_path
 from trainers.methods.spec import METHODS
 
@@ -123,13 +123,13 @@ def test_resources_follow_model_size_rules(tmp_path):
              "by_model_size": [{"max_params": 4e8, "gpus_per_worker": 0.5}, {"max_params": None, "workers": 2}]}
     space = load_space(write(tmp_path, {**BASE, "models": ["facebook/opt-125m", "facebook/opt-6.7b"], "resources": rules}))
     small, big = [c for c in plan.cells(space) if c.method == "icl"]
-    assert plan.resources(space, small, has_gpus=True) == {"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 0.5,
-                                                           "in_process": False}
-    assert plan.resources(space, big, has_gpus=True)["workers"] == 2
-    assert plan.resources(space, big, has_gpus=False)["gpus_per_worker"] == 0  # only with --allow-cpu (preflight)
+    assert dump(plan.resources(space, small, has_gpus=True)) == {"workers": 1, "cpus_per_worker": 2, "gpus_per_worker": 0.5,
+                                                                 "in_process": False}
+    assert plan.resources(space, big, has_gpus=True).workers == 2
+    assert plan.resources(space, big, has_gpus=False).gpus_per_worker == 0  # only with --allow-cpu (preflight)
     plain = load_space(write(tmp_path, {**BASE, "resources": {"workers": 1}}))
     cell = plan.cells(plain)[0]  # no GPU count given: one where the cluster has GPUs, none where it has not
-    assert plan.resources(plain, cell, True)["gpus_per_worker"] == 1 and plan.resources(plain, cell, False)["gpus_per_worker"] == 0
+    assert plan.resources(plain, cell, True).gpus_per_worker == 1 and plan.resources(plain, cell, False).gpus_per_worker == 0
     assert plan.model_params("facebook/opt-1.3b") == 1.3e9 and plan.model_params("HuggingFaceTB/SmolLM2-135M") == 135e6
 
 

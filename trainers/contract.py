@@ -107,6 +107,21 @@ def dump(obj):
 
 
 @dataclass
+class TrialResources(Json):
+    """What one trial of a sweep reserves (orchestrator/planning/plan.py `resources`): its worker
+    group's size, each worker's CPUs and GPUs, and whether a one-worker trial runs in its Tune trial's
+    own process (`resources.in_process`)."""
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    in_process: bool = False
+
+    def per_worker(self) -> dict[str, float]:
+        """One worker's request to Ray."""
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+
+
+@dataclass
 class TrialSpec(Json):
     """One trial of a sweep as the driver plans it (orchestrator/engine/driver.py) and Tune carries it,
     as the trial's config: what it runs, and how the sweep knows it."""
@@ -116,7 +131,7 @@ class TrialSpec(Json):
     searched: dict = field(default_factory=dict)   # the searched values ({} for a replicate of a searchless cell)
     trial_key: str = ""                          # orchestrator.planning.plan.trial_key: never run twice
     identity: dict | None = None                 # the content its paths point to
-    resources: dict = field(default_factory=dict)  # its layout: workers, cpus/gpus per worker, in_process
+    resources: TrialResources = field(default_factory=TrialResources)  # what it reserves
     fixtures: dict | None = None                 # the smoke space's tiny model and data, rebuilt where missing
     sweep: str | None = None
 
@@ -291,7 +306,7 @@ class Record(Json):
     identity: dict | None = optional()
     tune_trial_id: str | None = optional()
     searched: dict = optional(factory=dict)
-    trial_resources: dict | None = optional()
+    trial_resources: TrialResources | None = optional()
     trial_seconds: float | None = optional()
 
 

@@ -31,7 +31,7 @@ from orchestrator.cells import variant_of
 from orchestrator.analysis.compare import correctness
 from orchestrator.analysis.results import cell_stats, load_records
 from orchestrator.analysis.table import Trial, by_seed, completed_replicates, present, trials, values
-from trainers.contract import CellStats
+from trainers.contract import CellStats, TrialResources
 
 GROUP = ("task", "model", "shots")
 DRAWS = 2000
@@ -65,12 +65,12 @@ class Decision:
     tolerance: float = 0.01
 
 
-def _device(row) -> tuple[str, float]:
-    """(CPU or GPU, device count) of a trial from its resources: what one second of it costs."""
-    r = row if isinstance(row, dict) else {}
-    workers = r.get("workers") or 1
-    gpus = r.get("gpus_per_worker") or 0
-    return ("GPU", workers * gpus) if gpus else ("CPU", workers * (r.get("cpus_per_worker") or 1))
+def _device(r: TrialResources | None) -> tuple[str, float]:
+    """(CPU or GPU, device count) of a trial from its resources: what one second of it costs (a record
+    without them: one CPU)."""
+    r = r or TrialResources()
+    workers = r.workers or 1
+    return ("GPU", workers * r.gpus_per_worker) if r.gpus_per_worker else ("CPU", workers * (r.cpus_per_worker or 1))
 
 
 def _array(rows: list[Trial], get, missing: float = math.nan) -> np.ndarray:
@@ -85,7 +85,7 @@ def methods_of(rows: list[Trial], cells: list[CellStats], key: tuple, max_memory
     out = []
     for c in mine:
         chosen = [by_cell[c.cell][s] for s in common]
-        device, count = _device(next(t for t in rows if t.cell == c.cell).record.trial_resources or {})
+        device, count = _device(next(t for t in rows if t.cell == c.cell).record.trial_resources)
         adapt = (c.search_seconds + _array(chosen, lambda t: t.adaptation_seconds, 0.0)) * count
         serve = _array(chosen, lambda t: t.serving.ms_per_query) / 1000 * count
         peak = max(values(chosen, lambda t: t.peak_memory_mib) + values(chosen, lambda t: t.serving.peak_memory_mib)

@@ -292,7 +292,7 @@ def _replicate_seconds(space, cell, prior: dict, m: int, m_ood: list[int], has_g
     run = plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=True)
     sets = {"in_domain": m, **{name: k for name, k in zip(space.tasks[cell.task].get("ood") or [], m_ood)}}
     r = plan.resources(space, cell, has_gpus)
-    return time_plan.trial_seconds(run, shape, None, sets, r["cpus_per_worker"], r["gpus_per_worker"],
+    return time_plan.trial_seconds(run, shape, None, sets, r.cpus_per_worker, r.gpus_per_worker,
                                    plan.in_process(r)), False
 
 

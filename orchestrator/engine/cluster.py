@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from trainers.contract import TrialResources
+
 BOOTSTRAP = Path("~/ray_bootstrap_config.yaml").expanduser()  # the cluster file as `ray up` left it on the head
 MEMORY_GB = {"A10G": 24, "L4": 24, "T4": 16, "V100": 16, "A100": 40, "A100-80G": 80, "H100": 80, "H200": 141, "L40S": 48,
              "A40": 48, "RTX": 24}
@@ -64,12 +66,12 @@ def gpu_memory_gb(pool: list[dict]) -> float | None:
     return min(known) if known else None
 
 
-def fits(r: dict, pool: list[dict]) -> bool:
+def fits(r: TrialResources, pool: list[dict]) -> bool:
     """Whether `workers` workers of `cpus_per_worker` / `gpus_per_worker` fit the nodes (each worker on one node)."""
-    per = lambda n: min(n["CPU"] // r["cpus_per_worker"] if r["cpus_per_worker"] else math.inf,  # noqa: E731
-                        n["GPU"] // r["gpus_per_worker"] if r["gpus_per_worker"] else math.inf)
-    room = sum(min(per(n), r["workers"]) * n["count"] for n in pool)
-    return room >= r["workers"]
+    per = lambda n: min(n["CPU"] // r.cpus_per_worker if r.cpus_per_worker else math.inf,  # noqa: E731
+                        n["GPU"] // r.gpus_per_worker if r.gpus_per_worker else math.inf)
+    room = sum(min(per(n), r.workers) * n["count"] for n in pool)
+    return room >= r.workers
 
 
 def wait_for(bundles: list[dict], needed, limit_s: float, say=print) -> bool:

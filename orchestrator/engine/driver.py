@@ -46,7 +46,7 @@ from orchestrator import commands, exit_codes  # noqa: E402
 from orchestrator.planning import plan, preflight, time_plan  # noqa: E402
 from orchestrator.analysis import results  # noqa: E402
 from orchestrator.analysis.folders import SweepLock, check_folder, create_folder, set_aside_failed, staged, sweep_folder, took_over_line  # noqa: E402,E501
-from trainers.contract import Record, TrialSpec, dump  # noqa: E402
+from trainers.contract import Record, TrialResources, TrialSpec, dump  # noqa: E402
 from orchestrator.engine.ray_session import start_ray  # noqa: E402
 from orchestrator.engine.callbacks import Progress, RecordWriter, StopAfter, kind  # noqa: E402
 from orchestrator.engine.dashboard import SweepMetrics  # noqa: E402
@@ -117,9 +117,9 @@ def concurrency(space: Space, has_gpus: bool) -> int:
     fits = []
     for cell in plan.cells(space):
         r = plan.resources(space, cell, has_gpus)
-        fits.append(total.get("CPU", 0) // max(r["workers"] * r["cpus_per_worker"], 1e-9))
-        if r["gpus_per_worker"]:
-            fits.append(total.get("GPU", 0) // (r["workers"] * r["gpus_per_worker"]))
+        fits.append(total.get("CPU", 0) // max(r.workers * r.cpus_per_worker, 1e-9))
+        if r.gpus_per_worker:
+            fits.append(total.get("GPU", 0) // (r.workers * r.gpus_per_worker))
     return max(1, int(min(fits)))
 
 
@@ -249,8 +249,9 @@ def _connect(run: Run, checked: Space, address: str | None) -> Space:
     return checked
 
 
-def _group(bundles: list[dict]) -> dict:
-    return {"workers": len(bundles), "cpus_per_worker": bundles[0].get("CPU", 0), "gpus_per_worker": bundles[0].get("GPU", 0)}
+def _group(bundles: list[dict]) -> TrialResources:
+    return TrialResources(workers=len(bundles), cpus_per_worker=bundles[0].get("CPU", 0),
+                          gpus_per_worker=bundles[0].get("GPU", 0))
 
 
 def _locked_sweep(run: Run, resume: bool, address: str | None, warnings: list[str]) -> int:

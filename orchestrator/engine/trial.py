@@ -155,9 +155,8 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
         from orchestrator.engine.gate import forget
         forget(limits["gate"], spec.trial_key)
     r = spec.resources
-    use_gpu = r["gpus_per_worker"] > 0
-    per_worker = {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if use_gpu else {})}
-    loop_config = {"run": run_of(spec), "cpus_per_worker": r["cpus_per_worker"], "use_gpu": use_gpu,
+    use_gpu = r.gpus_per_worker > 0
+    loop_config = {"run": run_of(spec), "cpus_per_worker": r.cpus_per_worker, "use_gpu": use_gpu,
                    "gate": limits.get("gate"), "trial": spec.trial_key, "trial_started": trial_started,
                    "identity": spec.identity, "fixtures": spec.fixtures, "in_process": in_process(r)}
     if in_process(r):  # one worker, in this Tune trial's own process and resources: no worker group to start
@@ -169,7 +168,7 @@ def run_trial(config: dict, finished: dict, storage_path: str, limits: dict) -> 
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=r["workers"], use_gpu=use_gpu, resources_per_worker=per_worker),
+        scaling_config=ray.train.ScalingConfig(num_workers=r.workers, use_gpu=use_gpu, resources_per_worker=r.per_worker()),
         run_config=ray.train.RunConfig(
             # the dashboard's Train tab lists runs by this name: sweep, cell, phase, data seed
             name=_run_name(spec, ray.tune.get_context().get_trial_id()),
@@ -201,6 +200,4 @@ def trial_resources(config: dict) -> dict:
     """What a Tune trial reserves: almost nothing when it only waits on its worker group (which
     reserves the trial's CPUs and GPUs); the worker's CPUs and GPUs when it runs the method itself."""
     r = load(TrialSpec, config).resources
-    if in_process(r):
-        return {"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if r["gpus_per_worker"] else {})}
-    return {"memory": TRIAL_MEMORY}
+    return r.per_worker() if in_process(r) else {"memory": TRIAL_MEMORY}

@@ -21,6 +21,7 @@ from orchestrator.space import Space
 from trainers.methods import spec
 from trainers import config
 from trainers.config import RunConfig, from_dict
+from trainers.contract import TrialResources
 from trainers.methods.spec import Parallel
 
 
@@ -107,10 +108,10 @@ def trial_identity(space: Space, cfg: RunConfig) -> dict:
     return out
 
 
-def in_process(r: dict) -> bool:
+def in_process(r: TrialResources) -> bool:
     """A one-worker trial the space runs in its Tune trial's own process (`resources.in_process`):
     the rule the trial follows and the time plan prices."""
-    return bool(r.get("in_process")) and r["workers"] == 1
+    return bool(r.in_process) and r.workers == 1
 
 
 def trial_key(run: RunConfig | dict, identity: dict) -> str:
@@ -160,11 +161,11 @@ class Layout:
     parallel: Parallel | None = None
     grad_checkpointing: bool = False
 
-    def resources(self, has_gpus: bool, in_process: bool = False) -> dict:
+    def resources(self, has_gpus: bool, in_process: bool = False) -> TrialResources:
         gpus = self.gpus_per_worker
         gpus = (1 if gpus is None else gpus) if has_gpus else 0
-        return {"workers": self.workers, "cpus_per_worker": self.cpus_per_worker, "gpus_per_worker": gpus,
-                "in_process": in_process}
+        return TrialResources(workers=self.workers, cpus_per_worker=self.cpus_per_worker, gpus_per_worker=gpus,
+                              in_process=in_process)
 
 
 def layout(space: Space, cell: Cell) -> Layout:
@@ -185,13 +186,7 @@ def layout(space: Space, cell: Cell) -> Layout:
     return Layout(**r, parallel=None if parallel is None else Parallel.of(parallel))
 
 
-def requested(space: Space, cell: Cell) -> dict:
-    """Workers and per-worker CPUs/GPUs as the space asks, before the cluster is known."""
-    lay = layout(space, cell)
-    return {"workers": lay.workers, "cpus_per_worker": lay.cpus_per_worker, "gpus_per_worker": lay.gpus_per_worker}
-
-
-def resources(space: Space, cell: Cell, has_gpus: bool) -> dict:
+def resources(space: Space, cell: Cell, has_gpus: bool) -> TrialResources:
     """What a trial of the cell reserves on this cluster. GPUs explicitly asked of a CPU-only
     cluster reach here only with --allow-cpu (preflight refuses them otherwise)."""
     # a placement was made for GPUs the memory plan saw: its GPUs stand
@@ -224,12 +219,12 @@ def describe(space: Space, has_gpus: bool) -> str:
     lines.append(f"  {'cell':<52} {'search':>6} {'replicates':>10}  resources per trial")
     for cell in cells(space):
         n_search = space.budget if searched(space, cell) else 0
-        r = requested(space, cell)  # what the trial asks; a machine without GPUs is judged below the table
-        gpus = "1 GPU if the cluster has one" if r["gpus_per_worker"] is None else f"{r['gpus_per_worker']:g} GPU"
+        r = layout(space, cell)  # what the trial asks; a machine without GPUs is judged below the table
+        gpus = "1 GPU if the cluster has one" if r.gpus_per_worker is None else f"{r.gpus_per_worker:g} GPU"
         total_search, total_rep = total_search + n_search, total_rep + len(space.data_seeds)
         params = ", ".join(searched(space, cell)) or "-"
-        lines.append(f"  {cell.id:<52} {n_search:>6} {len(space.data_seeds):>10}  {r['workers']} worker(s) x "
-                     f"{r['cpus_per_worker']:g} CPU, {gpus}   searching: {params}")
+        lines.append(f"  {cell.id:<52} {n_search:>6} {len(space.data_seeds):>10}  {r.workers} worker(s) x "
+                     f"{r.cpus_per_worker:g} CPU, {gpus}   searching: {params}")
         if space.placement:
             p = space.placement[cell.id]
             lines.append(f"  {'':<52} {'':>6} {'':>10}  {p['parallel']}{' + checkpointing' if p['grad_checkpointing'] else ''}"

@@ -140,15 +140,15 @@ def check_resources(space: Space, totals: dict, where: str) -> None:
     have = f"{where} has {totals.get('CPU', 0):g} CPU / {totals.get('GPU', 0):g} GPU"
     problems: dict[str, list[str]] = {}
     for cell in plan.cells(space):
-        asked = plan.requested(space, cell)
-        if asked["gpus_per_worker"] and not has_gpus and not space.allow_cpu:
-            problems.setdefault(f"resources.gpus_per_worker: {{cells}} ask(s) for {asked['gpus_per_worker']} GPU per worker "
+        asked = plan.layout(space, cell)
+        if asked.gpus_per_worker and not has_gpus and not space.allow_cpu:
+            problems.setdefault(f"resources.gpus_per_worker: {{cells}} ask(s) for {asked.gpus_per_worker} GPU per worker "
                                 f"but {where} has none; add --allow-cpu to run them on CPUs", []).append(cell.id)
             continue
         r = plan.resources(space, cell, has_gpus)
-        if r["workers"] * r["cpus_per_worker"] > totals.get("CPU", 0) or r["workers"] * r["gpus_per_worker"] > totals.get("GPU", 0):
-            problems.setdefault(f"resources: {{cells}} ask(s) for {r['workers']} worker(s) x {r['cpus_per_worker']} CPU / "
-                                f"{r['gpus_per_worker']} GPU but {have}; lower them with --set resources.cpus_per_worker=... "
+        if r.workers * r.cpus_per_worker > totals.get("CPU", 0) or r.workers * r.gpus_per_worker > totals.get("GPU", 0):
+            problems.setdefault(f"resources: {{cells}} ask(s) for {r.workers} worker(s) x {r.cpus_per_worker} CPU / "
+                                f"{r.gpus_per_worker} GPU but {have}; lower them with --set resources.cpus_per_worker=... "
                                 f"(or resources.workers=...)", []).append(cell.id)
     if problems:
         raise PreflightError([f"{space.path}: " + text.format(cells=_cells(ids)) for text, ids in problems.items()])
@@ -162,9 +162,9 @@ def check_cluster(space: Space, pool: list[dict], types: list[dict], where: str)
     has_gpus = any(n["GPU"] for n in pool + types)
     problems, wait = {}, []
     for cell in plan.cells(space):
-        asked = plan.requested(space, cell)  # GPUs asked explicitly of a cluster with none: refused as on one machine
-        if asked["gpus_per_worker"] and not has_gpus and not space.allow_cpu and cell.id not in space.placement:
-            problems.setdefault(f"resources.gpus_per_worker: {{cells}} ask(s) for {asked['gpus_per_worker']:g} GPU per "
+        asked = plan.layout(space, cell)  # GPUs asked explicitly of a cluster with none: refused as on one machine
+        if asked.gpus_per_worker and not has_gpus and not space.allow_cpu and cell.id not in space.placement:
+            problems.setdefault(f"resources.gpus_per_worker: {{cells}} ask(s) for {asked.gpus_per_worker:g} GPU per "
                                 f"worker but {where} has none{' (nor a node type its autoscaler may start)' if types else ''}; "
                                 f"add --allow-cpu to run them on CPUs", []).append(cell.id)
             continue
@@ -172,14 +172,12 @@ def check_cluster(space: Space, pool: list[dict], types: list[dict], where: str)
         if cluster.fits(r, pool):
             continue
         if cluster.fits(r, pool + types):
-            if r["workers"] * (r["gpus_per_worker"] or r["cpus_per_worker"]) > sum(
-                    b.get("GPU", b.get("CPU", 0)) for b in wait):
-                wait = [{"CPU": r["cpus_per_worker"], **({"GPU": r["gpus_per_worker"]} if r["gpus_per_worker"] else {})}
-                        for _ in range(r["workers"])]
+            if r.workers * (r.gpus_per_worker or r.cpus_per_worker) > sum(b.get("GPU", b.get("CPU", 0)) for b in wait):
+                wait = [r.per_worker() for _ in range(r.workers)]
             continue
         big = max(pool + types, key=lambda n: (n["GPU"], n["CPU"]), default={"CPU": 0, "GPU": 0})
-        problems.setdefault(f"resources: {{cells}}: {r['workers']} worker(s) x {r['cpus_per_worker']} CPU / "
-                            f"{r['gpus_per_worker']} GPU fit no set of nodes of {where} (largest node {big['CPU']:g} CPU / "
+        problems.setdefault(f"resources: {{cells}}: {r.workers} worker(s) x {r.cpus_per_worker} CPU / "
+                            f"{r.gpus_per_worker} GPU fit no set of nodes of {where} (largest node {big['CPU']:g} CPU / "
                             f"{big['GPU']:g} GPU{', node types of the autoscaler included' if types else ''}); lower "
                             f"resources.cpus_per_worker, resources.gpus_per_worker or resources.workers", []).append(cell.id)
     if problems:

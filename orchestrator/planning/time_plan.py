@@ -96,6 +96,6 @@ def planned(space, has_gpus: bool) -> dict[tuple[str, str], float]:
         for phase in ("search", "replicate"):
             run = plan.run_config(space, cell, space.tuning_data_seed, {}, final_eval=phase == "replicate")
             seconds = trial_seconds(run, shape, (lengths.get("tokens") or {}).get(cell.model), lengths.get("sets") or {},
-                                    r["cpus_per_worker"], r["gpus_per_worker"], plan.in_process(r))
-            out[(phase, cell.id)] = seconds / max(1, r["workers"]) ** 0.5  # data parallel helps, not linearly
+                                    r.cpus_per_worker, r.gpus_per_worker, plan.in_process(r))
+            out[(phase, cell.id)] = seconds / max(1, r.workers) ** 0.5  # data parallel helps, not linearly
     return out
