@@ -204,10 +204,10 @@ class RunConfig:
             check_positive("ood_limit", self.ood_limit)
         if self.max_context is not None:
             check_positive("max_context", self.max_context)
-        if Parallel.of(self.parallel).sharded and self.dtype == "float16":
+        if self.sharded and self.dtype == "float16":
             raise ConfigError("--parallel fsdp runs in float32 or bfloat16 (fp16's loss scaling is not wired through "
                               "FSDP here); use --dtype bfloat16")
-        if self.offload and not Parallel.of(self.parallel).sharded:
+        if self.offload and not self.sharded:
             raise ConfigError("--offload applies to --parallel fsdp only (ddp keeps a whole copy on every device)")
 
     def limit_of(self, set_name: str) -> int | None:
@@ -216,6 +216,11 @@ class RunConfig:
 
     def lr(self) -> float:
         return self.train.lr if self.train.lr is not None else self.peft.default_lr()
+
+    @property
+    def sharded(self) -> bool:
+        """Every rank holds a shard of the model (--parallel fsdp), not a whole copy."""
+        return Parallel.of(self.parallel).sharded
 
     def to_dict(self) -> dict:
         """The nested form records and search spaces use: each section under its own name."""

@@ -32,7 +32,6 @@ from trainers.runtime.metering import SETUP_PHASE, Meter
 from trainers.runtime.models import context_window, load_causal_lm, pick_device
 from trainers.data.prompts import label_token_ids
 from trainers.runtime.scoring import ContextScorer, PromptIds, answer_logits, collate
-from trainers.methods.spec import Parallel
 from trainers.runtime.training import finish, reporting_setup, train
 
 
@@ -89,7 +88,7 @@ def _teacher_then_student(cfg: RunConfig, prep, meter: Meter):
     """Load, let the teacher label the unlabelled inputs once, then make the model the student.
     Under fsdp the student is made (and sharded) first: a module is sharded once, and fresh adapters
     (LoRA's B = 0, BitFit's zero biases) leave its function, so its teacher's targets, unchanged."""
-    sharded = Parallel.of(cfg.parallel).sharded
+    sharded = cfg.sharded
     with meter.phase("load"):
         seed_everything(cfg.training_seed())
         prec = precision.resolve(cfg.dtype, meter.device)

@@ -59,7 +59,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.peft.kind not in method.peft:
         raise ConfigError(f"{cfg.method} accepts --peft {' or '.join(method.peft)}, not {cfg.peft.kind}"
                           + (" (it trains nothing)" if not method.trains else ""))
-    if spec.Parallel.of(cfg.parallel).sharded and not method.shardable:
+    if cfg.sharded and not method.shardable:
         raise ConfigError(f"{cfg.method} does not run under --parallel fsdp ({method.unsharded_why}); use "
                           f"--parallel ddp, which gives each worker the whole model")
     if method.kv_prefix and cfg.train.grad_checkpointing:

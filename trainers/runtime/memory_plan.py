@@ -160,11 +160,11 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
     cb = BYTES[dtype]
     traits = spec.get(method).memory
     trainable = trainable_params(shape, method, peft, prefix_tokens=prefix_tokens)
-    train = traits.trains != "none"
-    if Parallel.of(parallel).sharded and not spec.get(method).shardable:
+    train, sharded = traits.trains != "none", Parallel.of(parallel).sharded
+    if sharded and not spec.get(method).shardable:
         raise ValueError(f"{method} does not run under fsdp: {spec.get(method).unsharded_why}")
     block = (shape.params - shape.root_params) / shape.layers
-    if Parallel.of(parallel).sharded:
+    if sharded:
         storage = 4 if train else cb
         weights = shape.params * storage / workers + (2 * block + shape.root_params) * cb
         state = trainable * ADAMW_STATE / workers
@@ -181,7 +181,7 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
         rows = max(1, math.ceil(math.ceil(batch_size / workers) / grad_accum))
         # On a GPU, AdamW's foreach step holds one more fp32 copy of what it updates (the denominators);
         # activations are freed by then. On a CPU it steps one tensor at a time.
-        step = 4 * trainable / (workers if Parallel.of(parallel).sharded else 1) if device == "cuda" else 0.0
+        step = 4 * trainable / (workers if sharded else 1) if device == "cuda" else 0.0
         acts = max(_activations(shape, rows, length, cb, checkpointing), step)
     logits = max(rows if train else 0, eval_batch_size) * shape.vocab * 4 * 3  # one position per row: logits, softmax, grad
     runtime = CPU_RUNTIME_MIB * MIB if device == "cpu" else 0
@@ -189,7 +189,7 @@ def estimate(shape: Shape, method: str, peft: str = "none", parallel: str = "ddp
     parts = {"weights": weights, "trainable_state": state, "activations": max(acts, kv), "logits": logits,
              "runtime": runtime}
     peak = sum(parts.values())
-    if Parallel.of(parallel).sharded and device == "cpu":  # rank 0 holds the whole checkpoint beside its shard while loading
+    if sharded and device == "cpu":  # rank 0 holds the whole checkpoint beside its shard while loading
         peak = max(peak, runtime + shape.params * (cb if not train or peft != "none" else 4) + weights)
     return {"parts_mib": {k: round(v / MIB, 1) for k, v in parts.items()},
             "peak_mib": round(peak / MIB, 1), "trainable_params": trainable}
