@@ -17,6 +17,7 @@ import argparse
 import ast
 import dataclasses
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections import Counter
@@ -69,7 +70,12 @@ def string_keys(root: Path, names: set[str]) -> Counter:
 
 def tree_at(commit: str, into: Path) -> Path:
     """The source folders as they were at `commit`."""
-    blob = subprocess.run(["git", "archive", commit, *FOLDERS], cwd=REPO, capture_output=True, check=True).stdout
+    got = subprocess.run(["git", "archive", commit, *FOLDERS], cwd=REPO, capture_output=True)
+    if got.returncode:
+        print(f"error: cannot read commit {commit} here ({got.stderr.decode().strip() or 'git failed'}); "
+              f"give --before a commit this checkout has (a shallow clone lacks older ones)", file=sys.stderr)
+        sys.exit(2)
+    blob = got.stdout
     with tarfile.open(fileobj=BytesIO(blob)) as tar:
         tar.extractall(into, filter="data")
     return into
