@@ -30,10 +30,9 @@ import numpy as np
 from orchestrator.cells import variant_of
 from orchestrator.analysis.compare import correctness
 from orchestrator.analysis.results import cell_stats, load_records
-from orchestrator.analysis.table import Trial, by_seed, completed_replicates, present, trials, values
+from orchestrator.analysis.table import GROUP, Trial, by_seed, completed_replicates, present, trials, values
 from trainers.contract import CellStats, TrialResources
 
-GROUP = ("task", "model", "shots")
 DRAWS = 2000
 
 

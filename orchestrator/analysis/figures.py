@@ -3,8 +3,8 @@
 
     python -m orchestrator report results/acceptance/sizes_cpu      # writes report/*.png, *.svg
 
-Every figure takes the replicate table (one row per completed replicate: the newest per cell and
-data seed), the per-cell statistics and the records, and either writes its files or raises `Skip`
+Every figure takes the replicates (a `Trial` row per completed replicate: the newest per cell and
+data seed; orchestrator/analysis/table.py), the per-cell statistics and the records, and either writes its files or raises `Skip`
 with the reason its axis is missing (one model size, one shot count, no search), which the report
 prints in its place. Conventions: a collapsed cell's markers are hollow in every figure; intervals
 are the cells' own (seeds and examples); every figure says its n (seeds × examples); models of

@@ -21,9 +21,9 @@ from orchestrator.cells import Cell
 from orchestrator.analysis.compare import comparisons, verdict_words
 from orchestrator.analysis.results import (cell_stats, interval_text, load_records, mean_std, summary_table,
                                            title_of, to_markdown)
-from orchestrator.analysis.serving import (GROUP, BreakEven, break_even_pairs, break_even_text, ms_interval, named,
+from orchestrator.analysis.serving import (BreakEven, break_even_pairs, break_even_text, ms_interval, named,
                                            serve_difference, where_of)
-from orchestrator.analysis.table import Trial, completed_replicates, group, newest_per_seed, trials, with_model_params
+from orchestrator.analysis.table import GROUP, Trial, completed_replicates, group, newest_per_seed, trials, with_model_params
 from trainers.contract import CellStats, Comparison, Record
 
 

@@ -17,7 +17,6 @@ import textwrap
 from pathlib import Path
 from collections import Counter
 
-import numpy as np
 import pandas as pd
 
 from orchestrator.cells import variant_of
@@ -139,12 +138,11 @@ def cell_stats(rows: list[Trial], retried: list[Record] | None = None) -> list[C
     fractions, memory and time; the cell's trial counts."""
     ood = ood_names(rows)
     cells = group(rows, lambda t: t.cell)
-    order = sorted(unique(t.cell for t in rows), key=lambda c: (lambda t: (t.task, t.method, t.peft, t.model, t.shots))(cells[c][0]))
+    firsts = [cells[c][0] for c in unique(t.cell for t in rows)]  # in the order cells first appear: ties keep it
     out = []
-    for cell in order:
-        mine = cells[cell]
+    for first in sorted(firsts, key=lambda t: (t.task, t.method, t.peft, t.model, t.shots)):
+        cell, mine = first.cell, cells[first.cell]
         reps = newest_per_seed(completed_replicates(mine))
-        first = mine[0]
         truncated = any(t.demos_truncated for t in reps)
         accuracy = lambda name, full=False: load(Stat, cell_accuracy(reps, name, full_vocab=full))  # noqa: E731
         fell = _collapse(reps, ["in_domain", *ood])
@@ -211,7 +209,7 @@ def _costs(rows: list[Trial], reps: list[Trial]) -> dict:
             # serving measured alone (a sweep's gate) in every replicate, or not: a shared machine's figures are noisy
             "serve_alone": all(bool(t.serving.exclusive) for t in reps),
             "trial_seconds": round(total(rows, lambda t: t.trial_seconds), 3),
-            "ray_overhead_seconds": round(float(np.sum(values(rows, lambda t: t.ray_overhead_seconds))), 3),
+            "ray_overhead_seconds": round(total(rows, lambda t: t.ray_overhead_seconds), 3),
             "labelled_examples": int(first.shots) + (int(first.n_dev or 0) if spec.get(first.method).trains else 0)}
 
 

@@ -13,12 +13,9 @@ import pandas as pd
 from orchestrator.analysis import figures
 from orchestrator.analysis.results import collapse_text
 from orchestrator.analysis.stats import mean_ci
-from orchestrator.analysis.table import Trial, present
+from orchestrator.analysis.table import GROUP, Trial, present
 from trainers.contract import CellStats, Stat, load
 from trainers.methods import spec
-
-GROUP = ("task", "model", "shots")
-
 
 @dataclass(frozen=True)
 class Saving:

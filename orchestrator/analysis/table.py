@@ -19,6 +19,8 @@ import numpy as np
 from orchestrator.cells import Cell
 from trainers.contract import Context, EvalBlock, Record, Serving
 
+GROUP = ("task", "model", "shots")  # what methods are compared within: a task × model × shots
+
 if TYPE_CHECKING:
     import pandas as pd
 
